@@ -1,0 +1,3 @@
+//! One module per subcommand: each parses its flags (clap `Args`) and calls library functions.
+
+pub mod stats;

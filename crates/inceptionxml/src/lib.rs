@@ -1,0 +1,8 @@
+//! `inceptionxml`: InceptionXML and InceptionXML+ for short-text extreme multi-label
+//! classification, on candle. The framework-free parts (formats, text, metrics, clustering) live
+//! in the `xmc` crate and are re-exported here.
+
+pub mod error;
+
+pub use error::{Error, Result};
+pub use xmc;

@@ -1,0 +1,30 @@
+//! The `inceptionxml` command-line tool.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+/// Short-text extreme multi-label classification with InceptionXML / InceptionXML+.
+#[derive(Parser)]
+#[command(name = "inceptionxml", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Dataset statistics of an Extreme Classification Repository folder.
+    Stats(cli::stats::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Stats(a) => cli::stats::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,220 @@
+//! Small I/O helpers shared by every format: a line reader that reports 1-based line numbers and
+//! rejects non-UTF-8 text with the file and line, and an atomic writer (write `name.tmp`, then
+//! rename) so an interrupted run never leaves a half-written output behind.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Opens `path` for buffered reading; a missing file is an error naming it.
+pub fn open(path: &Path) -> Result<BufReader<File>> {
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    Ok(BufReader::with_capacity(1 << 20, f))
+}
+
+/// Reads lines from `reader`, tracking the 1-based line number, stripping `\n` / `\r\n`.
+pub struct Lines<R> {
+    reader: R,
+    path: PathBuf,
+    buf: Vec<u8>,
+    line: usize,
+}
+
+impl<R: BufRead> Lines<R> {
+    pub fn new(reader: R, path: impl AsRef<Path>) -> Self {
+        Lines {
+            reader,
+            path: path.as_ref().to_path_buf(),
+            buf: Vec::with_capacity(256),
+            line: 0,
+        }
+    }
+
+    /// The path used in error messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The 1-based number of the line last returned (0 before the first).
+    pub fn line_no(&self) -> usize {
+        self.line
+    }
+
+    /// The next line as raw bytes, or `None` at end of file.
+    pub fn next_bytes(&mut self) -> Result<Option<&[u8]>> {
+        self.buf.clear();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|e| Error::io(&self.path, e))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.line += 1;
+        if self.buf.last() == Some(&b'\n') {
+            self.buf.pop();
+            if self.buf.last() == Some(&b'\r') {
+                self.buf.pop();
+            }
+        }
+        Ok(Some(&self.buf))
+    }
+
+    /// The next line as UTF-8 text, or `None` at end of file. Invalid UTF-8 is an error naming
+    /// the file, the line and the byte offset.
+    pub fn next_line(&mut self) -> Result<Option<&str>> {
+        let line = self.line + 1;
+        let path = self.path.clone();
+        match self.next_bytes()? {
+            None => Ok(None),
+            Some(bytes) => std::str::from_utf8(bytes).map(Some).map_err(|e| {
+                Error::parse(
+                    path,
+                    line,
+                    format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()),
+                )
+            }),
+        }
+    }
+
+    /// An error at the current line.
+    pub fn error(&self, msg: impl Into<String>) -> Error {
+        Error::parse(&self.path, self.line.max(1), msg)
+    }
+}
+
+/// Opens `path` as a [`Lines`] reader. `-` is standard input.
+pub fn lines(path: &Path) -> Result<Lines<Box<dyn BufRead>>> {
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(open(path)?)
+    };
+    Ok(Lines::new(reader, path))
+}
+
+/// Reads a whole file into memory, naming it on failure.
+pub fn read_all(path: &Path) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    open(path)?
+        .read_to_end(&mut v)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(v)
+}
+
+/// A file written to a temporary sibling and renamed over `path` by [`AtomicFile::commit`].
+/// Dropped without a commit, the temporary file is removed and `path` is untouched.
+pub struct AtomicFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: Option<BufWriter<File>>,
+}
+
+impl AtomicFile {
+    pub fn create(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let name = path
+            .file_name()
+            .ok_or_else(|| Error::param(format!("{}: not a file name", path.display())))?
+            .to_string_lossy()
+            .into_owned();
+        let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+        let f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        Ok(AtomicFile {
+            path,
+            tmp,
+            writer: Some(BufWriter::with_capacity(1 << 20, f)),
+        })
+    }
+
+    /// The final path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes, syncs and renames the temporary file over the final path.
+    pub fn commit(mut self) -> Result<()> {
+        let w = self.writer.take().expect("writer present until commit");
+        let f = w
+            .into_inner()
+            .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        f.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+        drop(f);
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Maps an I/O error from writing into this file's error.
+    pub fn err(&self, e: std::io::Error) -> Error {
+        Error::io(&self.path, e)
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.writer.as_mut().expect("open").write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.as_mut().expect("open").flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes `path` atomically with the closure `f`.
+pub fn write_atomic(
+    path: impl AsRef<Path>,
+    f: impl FnOnce(&mut AtomicFile) -> std::io::Result<()>,
+) -> Result<()> {
+    let mut file = AtomicFile::create(path)?;
+    f(&mut file).map_err(|e| file.err(e))?;
+    file.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_strip_crlf_and_count() {
+        let data = b"a\r\nb\n\nc";
+        let mut l = Lines::new(&data[..], "x.txt");
+        assert_eq!(l.next_line().unwrap(), Some("a"));
+        assert_eq!(l.next_line().unwrap(), Some("b"));
+        assert_eq!(l.next_line().unwrap(), Some(""));
+        assert_eq!(l.next_line().unwrap(), Some("c"));
+        assert_eq!(l.line_no(), 4);
+        assert_eq!(l.next_line().unwrap(), None);
+    }
+
+    #[test]
+    fn non_utf8_names_file_and_line() {
+        let data = b"ok\nbad \xff here\n";
+        let mut l = Lines::new(&data[..], "t.txt");
+        l.next_line().unwrap();
+        let e = l.next_line().unwrap_err().to_string();
+        assert!(e.starts_with("t.txt:2: invalid UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn atomic_write_keeps_old_file_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.txt");
+        write_atomic(&p, |w| w.write_all(b"first")).unwrap();
+        let r = write_atomic(&p, |w| {
+            w.write_all(b"partial")?;
+            Err(std::io::Error::other("boom"))
+        });
+        assert!(r.is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"first");
+        // No temporary file left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

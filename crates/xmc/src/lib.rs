@@ -1,0 +1,35 @@
+//! `xmc`: the framework-free half of inceptionxml.
+//!
+//! Everything here works without a tensor engine: the Extreme Classification Repository data
+//! formats, the text pipeline (cleaning, stop words, vocabulary, fixed-length id sequences),
+//! word-vector files, ranking metrics with inverse propensities, and label clustering
+//! (TF-IDF, PIFA, balanced hierarchical spherical 2-means).
+
+pub mod error;
+
+// Data formats.
+pub mod bow;
+pub mod dataset;
+pub mod io;
+pub mod predictions;
+pub mod sparse;
+pub mod stats;
+pub mod texts;
+
+// Text pipeline and word vectors.
+pub mod embeddings;
+pub mod stopwords;
+pub mod text;
+pub mod vocab;
+
+// Evaluation.
+pub mod metrics;
+
+// Label clustering.
+pub mod cluster;
+pub mod pifa;
+pub mod synthetic;
+pub mod tfidf;
+
+pub use error::{Error, Result};
+pub use sparse::SparseMatrix;
