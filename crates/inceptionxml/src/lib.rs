@@ -3,6 +3,7 @@
 //! in the `xmc` crate and are re-exported here.
 
 pub mod error;
+pub mod model;
 
 pub use error::{Error, Result};
 pub use xmc;
