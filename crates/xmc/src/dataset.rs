@@ -1,1 +1,170 @@
-//! (module under construction)
+//! A dataset folder in the Extreme Classification Repository layout:
+//!
+//! | file | content | required |
+//! |---|---|---|
+//! | `trn_X.txt` | training texts, one per line | yes |
+//! | `trn_X_Y.txt` | training labels, sparse format (`rows L` header) | yes |
+//! | `tst_X.txt`, `tst_X_Y.txt` | test texts and labels | both or neither |
+//! | `Y.txt` | label names, one per line (line i = label i) | no |
+//!
+//! Opening checks that texts and labels have the same number of rows, that the test labels have the
+//! same label count as the training labels, and that `Y.txt` names exactly L labels.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::sparse::SparseMatrix;
+use crate::texts::read_texts;
+
+/// Texts and their labels.
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub texts: Vec<String>,
+    pub labels: SparseMatrix,
+}
+
+impl Split {
+    /// Reads `texts` and `labels` and checks they have the same number of rows.
+    pub fn read(texts: &Path, labels: &Path) -> Result<Split> {
+        let (t, l) = rayon::join(|| read_texts(texts), || SparseMatrix::read(labels));
+        let (texts_v, labels_m) = (t?, l?);
+        if texts_v.len() != labels_m.n_rows {
+            return Err(Error::mismatch(
+                labels,
+                format!(
+                    "{} label rows but {} has {} texts",
+                    labels_m.n_rows,
+                    texts.display(),
+                    texts_v.len()
+                ),
+            ));
+        }
+        Ok(Split {
+            texts: texts_v,
+            labels: labels_m,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.texts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.texts.is_empty()
+    }
+}
+
+/// A dataset folder: the training split, an optional test split and optional label names.
+#[derive(Debug, Clone)]
+pub struct XcDataset {
+    pub dir: PathBuf,
+    pub train: Split,
+    pub test: Option<Split>,
+    pub label_names: Option<Vec<String>>,
+    pub n_labels: usize,
+}
+
+impl XcDataset {
+    /// Opens and validates the folder `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<XcDataset> {
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.is_dir() {
+            return Err(Error::io(
+                &dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "dataset folder not found"),
+            ));
+        }
+        let train = Split::read(&dir.join("trn_X.txt"), &dir.join("trn_X_Y.txt"))?;
+        let n_labels = train.labels.n_cols;
+        let (tx, ty) = (dir.join("tst_X.txt"), dir.join("tst_X_Y.txt"));
+        let test = match (tx.exists(), ty.exists()) {
+            (true, true) => {
+                let s = Split::read(&tx, &ty)?;
+                if s.labels.n_cols != n_labels {
+                    return Err(Error::mismatch(
+                        &ty,
+                        format!("{} labels but trn_X_Y.txt has {n_labels}", s.labels.n_cols),
+                    ));
+                }
+                Some(s)
+            }
+            (false, false) => None,
+            (true, false) => return Err(Error::mismatch(&tx, "tst_X_Y.txt is missing beside it")),
+            (false, true) => return Err(Error::mismatch(&ty, "tst_X.txt is missing beside it")),
+        };
+        let yp = dir.join("Y.txt");
+        let label_names = if yp.exists() {
+            let names = read_texts(&yp)?;
+            if names.len() != n_labels {
+                return Err(Error::mismatch(
+                    &yp,
+                    format!(
+                        "{} label names but trn_X_Y.txt has {n_labels} labels",
+                        names.len()
+                    ),
+                ));
+            }
+            Some(names)
+        } else {
+            None
+        };
+        Ok(XcDataset {
+            dir,
+            train,
+            test,
+            label_names,
+            n_labels,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn write(dir: &Path, name: &str, s: &str) {
+        fs::write(dir.join(name), s).unwrap();
+    }
+
+    #[test]
+    fn opens_a_valid_folder() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "trn_X.txt", "a b\nc\n");
+        write(d.path(), "trn_X_Y.txt", "2 3\n0:1\n1:1 2:1\n");
+        write(d.path(), "tst_X.txt", "d\n");
+        write(d.path(), "tst_X_Y.txt", "1 3\n2:1\n");
+        write(d.path(), "Y.txt", "x\ny\nz\n");
+        let ds = XcDataset::open(d.path()).unwrap();
+        assert_eq!(ds.n_labels, 3);
+        assert_eq!(ds.train.len(), 2);
+        assert_eq!(ds.test.as_ref().map(|s| s.len()), Some(1));
+        assert_eq!(ds.label_names.unwrap()[2], "z");
+    }
+
+    #[test]
+    fn mismatches_are_reported() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "trn_X.txt", "a b\n");
+        write(d.path(), "trn_X_Y.txt", "2 3\n0:1\n1:1 2:1\n");
+        let e = XcDataset::open(d.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("trn_X_Y.txt: 2 label rows but") && e.contains("has 1 texts"),
+            "{e}"
+        );
+
+        write(d.path(), "trn_X.txt", "a b\nc\n");
+        write(d.path(), "tst_X.txt", "d\n");
+        let e = XcDataset::open(d.path()).unwrap_err().to_string();
+        assert!(e.contains("tst_X_Y.txt is missing"), "{e}");
+
+        write(d.path(), "tst_X_Y.txt", "1 4\n2:1\n");
+        let e = XcDataset::open(d.path()).unwrap_err().to_string();
+        assert!(e.contains("4 labels but trn_X_Y.txt has 3"), "{e}");
+
+        let e = XcDataset::open(d.path().join("nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dataset folder not found"), "{e}");
+    }
+}

@@ -180,22 +180,20 @@ impl SparseMatrix {
             }
             row.clear();
             parse_row(line, n_cols, &mut row).map_err(|msg| lines.error(msg))?;
-            m.push_row(&mut row).map_err(|e| lines.error(e.to_string()))?;
+            m.push_row(&mut row)
+                .map_err(|e| lines.error(e.to_string()))?;
         }
         if m.n_rows != n_rows {
             return Err(Error::parse(
                 lines.path(),
                 lines.line_no().max(1),
-                format!(
-                    "header states {n_rows} rows but the file has {}",
-                    m.n_rows
-                ),
+                format!("header states {n_rows} rows but the file has {}", m.n_rows),
             ));
         }
         Ok(m)
     }
 
-    /// Writes the sparse text format to `w` (values with up to 6 significant decimals).
+    /// Writes the sparse text format to `w` (values exactly, see [`FmtVal`]).
     pub fn write_to<W: Write>(&self, w: &mut W) -> std::io::Result<()> {
         writeln!(w, "{} {}", self.n_rows, self.n_cols)?;
         for r in 0..self.n_rows {
@@ -217,7 +215,8 @@ impl SparseMatrix {
     }
 }
 
-/// Formats a value compactly: `1` stays `1.0`-free as `1`, others keep 6 significant digits.
+/// Formats a value compactly and exactly: integers as `1`, others as the shortest decimal that
+/// reads back to the same `f32` (so a ranking written and read back is the same ranking).
 pub(crate) struct FmtVal(pub f32);
 
 impl std::fmt::Display for FmtVal {
@@ -226,9 +225,7 @@ impl std::fmt::Display for FmtVal {
         if v == v.trunc() && v.abs() < 1e7 {
             write!(f, "{}", v as i64)
         } else {
-            let s = format!("{v:.6}");
-            let s = s.trim_end_matches('0');
-            f.write_str(s)
+            write!(f, "{v}")
         }
     }
 }
@@ -236,7 +233,13 @@ impl std::fmt::Display for FmtVal {
 /// Reads and checks a `rows cols` header (the first line). Returns `(rows, cols)`.
 pub(crate) fn read_header<R: BufRead>(lines: &mut Lines<R>) -> Result<(usize, usize)> {
     let header = match lines.next_line()? {
-        None => return Err(Error::parse(lines.path(), 1, "empty file: expected a header `rows cols`")),
+        None => {
+            return Err(Error::parse(
+                lines.path(),
+                1,
+                "empty file: expected a header `rows cols`",
+            ))
+        }
         Some(h) => h.to_owned(),
     };
     let fields: Vec<&str> = header.split_ascii_whitespace().collect();
@@ -246,19 +249,28 @@ pub(crate) fn read_header<R: BufRead>(lines: &mut Lines<R>) -> Result<(usize, us
         )));
     }
     let num = |s: &str, what: &str| -> Result<usize> {
-        s.parse::<usize>()
-            .map_err(|_| lines.error(format!("bad header: {what} {s:?} is not a non-negative integer")))
+        s.parse::<usize>().map_err(|_| {
+            lines.error(format!(
+                "bad header: {what} {s:?} is not a non-negative integer"
+            ))
+        })
     };
     let rows = num(fields[0], "row count")?;
     let cols = num(fields[1], "column count")?;
     if cols > u32::MAX as usize {
-        return Err(lines.error(format!("bad header: {cols} columns exceed the u32 index range")));
+        return Err(lines.error(format!(
+            "bad header: {cols} columns exceed the u32 index range"
+        )));
     }
     Ok((rows, cols))
 }
 
 /// Parses one row `idx:val idx:val ...` (whitespace-separated; a bare `idx` has value 1).
-pub(crate) fn parse_row(line: &[u8], n_cols: usize, out: &mut Vec<(u32, f32)>) -> std::result::Result<(), String> {
+pub(crate) fn parse_row(
+    line: &[u8],
+    n_cols: usize,
+    out: &mut Vec<(u32, f32)>,
+) -> std::result::Result<(), String> {
     for tok in line
         .split(|b| *b == b' ' || *b == b'\t' || *b == b'\r')
         .filter(|t| !t.is_empty())
@@ -277,7 +289,9 @@ pub(crate) fn parse_entry(tok: &[u8], n_cols: usize) -> std::result::Result<(u32
     let show = || String::from_utf8_lossy(tok).into_owned();
     let idx = parse_u32(i).ok_or_else(|| format!("unparsable index in {:?}", show()))?;
     if idx as usize >= n_cols {
-        return Err(format!("index {idx} out of range: the header states {n_cols} columns"));
+        return Err(format!(
+            "index {idx} out of range: the header states {n_cols} columns"
+        ));
     }
     let val = match v {
         None => 1.0,

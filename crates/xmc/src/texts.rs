@@ -42,7 +42,9 @@ mod tests {
 
     #[test]
     fn missing_file_names_it() {
-        let e = read_texts("/nonexistent/dir/trn_X.txt").unwrap_err().to_string();
+        let e = read_texts("/nonexistent/dir/trn_X.txt")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("/nonexistent/dir/trn_X.txt: "), "{e}");
     }
 }

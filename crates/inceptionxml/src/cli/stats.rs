@@ -1,16 +1,33 @@
-//! `inceptionxml stats`.
+//! `inceptionxml stats`: statistics of a dataset folder.
 
 use std::path::PathBuf;
+use std::time::Instant;
+
+use xmc::dataset::XcDataset;
+use xmc::stats::DatasetStats;
 
 /// Flags of `inceptionxml stats`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Dataset folder in the Extreme Classification Repository layout.
+    /// Dataset folder in the Extreme Classification Repository layout (trn_X.txt, trn_X_Y.txt,
+    /// optional tst_X.txt + tst_X_Y.txt and Y.txt).
     #[arg(long, default_value = "data/cooking")]
     pub data: PathBuf,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("stats: not yet implemented")
+    let t0 = Instant::now();
+    let ds = XcDataset::open(&args.data)?;
+    let stats = DatasetStats::compute(&ds);
+    if args.json {
+        println!("{}", serde_json::to_string(&stats)?);
+    } else {
+        println!("dataset: {}", args.data.display());
+        print!("{stats}");
+        println!("(read and checked in {:.2} s)", t0.elapsed().as_secs_f64());
+    }
+    Ok(())
 }
