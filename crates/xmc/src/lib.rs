@@ -28,6 +28,7 @@ pub mod metrics;
 // Label clustering.
 pub mod cluster;
 pub mod pifa;
+pub mod shortlist;
 pub mod synthetic;
 pub mod tfidf;
 
