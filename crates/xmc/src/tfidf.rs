@@ -1,1 +1,351 @@
-//! (module under construction)
+//! TF-IDF bag of words over already-tokenised documents, rows L2-normalised.
+//!
+//! The vocabulary is every unigram (and, with [`TfIdfParams::bigrams`], every `a b` bigram of
+//! adjacent tokens) seen in at least `min_df` documents, ordered by decreasing document frequency
+//! then by the term itself, so the column ids do not depend on hashing or on the thread count.
+//! Weights: `tf · idf` with `idf = ln((1 + N) / (1 + df)) + 1` (the smoothed idf of
+//! scikit-learn) and `tf` the raw count, or `1 + ln(count)` with `sublinear_tf`.
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::sparse::SparseMatrix;
+
+/// TF-IDF options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TfIdfParams {
+    /// Also count bigrams of adjacent tokens (`"a b"`). Default false.
+    pub bigrams: bool,
+    /// Keep terms that occur in at least this many documents. Default 1.
+    pub min_df: usize,
+    /// Keep at most this many terms (the most frequent by document frequency). Default: all.
+    pub max_features: Option<usize>,
+    /// Use `1 + ln(count)` instead of the raw count. Default false.
+    pub sublinear_tf: bool,
+}
+
+impl Default for TfIdfParams {
+    fn default() -> Self {
+        TfIdfParams {
+            bigrams: false,
+            min_df: 1,
+            max_features: None,
+            sublinear_tf: false,
+        }
+    }
+}
+
+impl TfIdfParams {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<()> {
+        if self.min_df == 0 {
+            return Err(Error::param("tfidf: min_df must be >= 1"));
+        }
+        if self.max_features == Some(0) {
+            return Err(Error::param("tfidf: max_features must be >= 1"));
+        }
+        Ok(())
+    }
+}
+
+/// A fitted TF-IDF model: vocabulary and idf weights.
+#[derive(Debug, Clone)]
+pub struct TfIdf {
+    params: TfIdfParams,
+    index: HashMap<String, u32>,
+    terms: Vec<String>,
+    idf: Vec<f32>,
+}
+
+/// Calls `f` on every term of `doc`: its tokens, then (optionally) its bigrams.
+fn for_each_term(doc: &[String], bigrams: bool, buf: &mut String, mut f: impl FnMut(&str)) {
+    for t in doc {
+        f(t);
+    }
+    if bigrams {
+        for w in doc.windows(2) {
+            buf.clear();
+            buf.push_str(&w[0]);
+            buf.push(' ');
+            buf.push_str(&w[1]);
+            f(buf);
+        }
+    }
+}
+
+impl TfIdf {
+    /// Learns the vocabulary and idf from `docs` (one token list per document).
+    pub fn fit(docs: &[Vec<String>], params: TfIdfParams) -> Result<Self> {
+        params.validate()?;
+        let bigrams = params.bigrams;
+        // Document frequencies, counted per chunk in parallel then merged (integer counts: exact).
+        let df: HashMap<String, u32> = docs
+            .par_chunks(4096)
+            .map(|chunk| {
+                let mut df: HashMap<String, u32> = HashMap::new();
+                let mut seen: HashMap<String, ()> = HashMap::new();
+                let mut buf = String::new();
+                for doc in chunk {
+                    seen.clear();
+                    for_each_term(doc, bigrams, &mut buf, |t| {
+                        if !seen.contains_key(t) {
+                            seen.insert(t.to_owned(), ());
+                        }
+                    });
+                    for (t, ()) in seen.drain() {
+                        *df.entry(t).or_insert(0) += 1;
+                    }
+                }
+                df
+            })
+            .reduce(HashMap::new, |mut a, b| {
+                if a.len() < b.len() {
+                    return merge(b, a);
+                }
+                for (t, c) in b {
+                    *a.entry(t).or_insert(0) += c;
+                }
+                a
+            });
+        let mut terms: Vec<(String, u32)> = df
+            .into_iter()
+            .filter(|(_, c)| *c as usize >= params.min_df)
+            .collect();
+        terms.par_sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        if let Some(m) = params.max_features {
+            terms.truncate(m);
+        }
+        let n = docs.len() as f64;
+        let idf = terms
+            .iter()
+            .map(|(_, c)| (((1.0 + n) / (1.0 + *c as f64)).ln() + 1.0) as f32)
+            .collect();
+        let index = terms
+            .iter()
+            .enumerate()
+            .map(|(i, (t, _))| (t.clone(), i as u32))
+            .collect();
+        Ok(TfIdf {
+            params,
+            index,
+            terms: terms.into_iter().map(|(t, _)| t).collect(),
+            idf,
+        })
+    }
+
+    /// Number of terms (columns of [`TfIdf::transform`]).
+    pub fn len(&self) -> usize {
+        self.terms.len()
+    }
+
+    /// True when no term was kept.
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+
+    /// The terms, by column id.
+    pub fn terms(&self) -> &[String] {
+        &self.terms
+    }
+
+    /// The idf weights, by column id.
+    pub fn idf(&self) -> &[f32] {
+        &self.idf
+    }
+
+    /// The column id of `term`, if it is in the vocabulary.
+    pub fn term_id(&self, term: &str) -> Option<u32> {
+        self.index.get(term).copied()
+    }
+
+    /// The TF-IDF matrix of `docs` (`docs.len()` × [`TfIdf::len`]), each non-empty row L2-normalised.
+    /// Unknown terms are ignored; a document without known terms is an empty row.
+    pub fn transform(&self, docs: &[Vec<String>]) -> SparseMatrix {
+        let rows: Vec<Vec<(u32, f32)>> = docs
+            .par_iter()
+            .map_init(String::new, |buf, doc| {
+                let mut row: Vec<(u32, f32)> = Vec::with_capacity(doc.len() * 2);
+                for_each_term(doc, self.params.bigrams, buf, |t| {
+                    if let Some(&id) = self.index.get(t) {
+                        row.push((id, 1.0));
+                    }
+                });
+                row.sort_unstable_by_key(|e| e.0);
+                row.dedup_by(|b, a| {
+                    if a.0 == b.0 {
+                        a.1 += b.1;
+                        true
+                    } else {
+                        false
+                    }
+                });
+                for e in row.iter_mut() {
+                    let tf = if self.params.sublinear_tf {
+                        1.0 + e.1.ln()
+                    } else {
+                        e.1
+                    };
+                    e.1 = tf * self.idf[e.0 as usize];
+                }
+                normalize(&mut row);
+                row
+            })
+            .collect();
+        from_sorted_rows(self.len(), rows)
+    }
+
+    /// [`TfIdf::fit`] then [`TfIdf::transform`] on the same documents.
+    pub fn fit_transform(
+        docs: &[Vec<String>],
+        params: TfIdfParams,
+    ) -> Result<(Self, SparseMatrix)> {
+        let t = Self::fit(docs, params)?;
+        let m = t.transform(docs);
+        Ok((t, m))
+    }
+}
+
+fn merge(mut a: HashMap<String, u32>, b: HashMap<String, u32>) -> HashMap<String, u32> {
+    for (t, c) in b {
+        *a.entry(t).or_insert(0) += c;
+    }
+    a
+}
+
+/// Scales `(index, value)` entries to unit L2 norm (an all-zero row is left as is).
+pub(crate) fn normalize(row: &mut [(u32, f32)]) {
+    let norm = row
+        .iter()
+        .map(|e| e.1 as f64 * e.1 as f64)
+        .sum::<f64>()
+        .sqrt();
+    if norm > 0.0 {
+        let inv = (1.0 / norm) as f32;
+        for e in row.iter_mut() {
+            e.1 *= inv;
+        }
+    }
+}
+
+/// Assembles rows whose indices are already sorted, unique and `< n_cols`.
+pub(crate) fn from_sorted_rows(n_cols: usize, rows: Vec<Vec<(u32, f32)>>) -> SparseMatrix {
+    let nnz = rows.iter().map(Vec::len).sum();
+    let mut m = SparseMatrix {
+        n_rows: rows.len(),
+        n_cols,
+        indptr: Vec::with_capacity(rows.len() + 1),
+        indices: Vec::with_capacity(nnz),
+        values: Vec::with_capacity(nnz),
+    };
+    m.indptr.push(0);
+    for r in rows {
+        m.indices.extend(r.iter().map(|e| e.0));
+        m.values.extend(r.iter().map(|e| e.1));
+        m.indptr.push(m.indices.len());
+    }
+    m
+}
+
+/// L2-normalises every row of `m` in place (empty rows stay empty).
+pub fn normalize_rows(m: &mut SparseMatrix) {
+    let indptr = &m.indptr;
+    let mut parts: Vec<&mut [f32]> = Vec::with_capacity(m.n_rows);
+    let mut rest: &mut [f32] = &mut m.values;
+    for r in 0..m.n_rows {
+        let (a, b) = rest.split_at_mut(indptr[r + 1] - indptr[r]);
+        parts.push(a);
+        rest = b;
+    }
+    parts.into_par_iter().for_each(|v| {
+        let norm = v.iter().map(|x| *x as f64 * *x as f64).sum::<f64>().sqrt();
+        if norm > 0.0 {
+            let inv = (1.0 / norm) as f32;
+            v.iter_mut().for_each(|x| *x *= inv);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn docs(v: &[&str]) -> Vec<Vec<String>> {
+        v.iter()
+            .map(|d| d.split_whitespace().map(str::to_owned).collect())
+            .collect()
+    }
+
+    #[test]
+    fn vocabulary_order_idf_and_normalisation() {
+        let d = docs(&["a b a", "b c", "b"]);
+        let (t, m) = TfIdf::fit_transform(&d, TfIdfParams::default()).unwrap();
+        // df: b=3, a=1, c=1 -> order b, a, c.
+        assert_eq!(t.terms(), &["b", "a", "c"]);
+        let idf_b = ((4.0f64 / 4.0).ln() + 1.0) as f32;
+        let idf_a = ((4.0f64 / 2.0).ln() + 1.0) as f32;
+        assert!((t.idf()[0] - idf_b).abs() < 1e-6 && (t.idf()[1] - idf_a).abs() < 1e-6);
+        // Row 0: a twice, b once.
+        let (i, v) = m.row(0);
+        assert_eq!(i, &[0, 1]);
+        let (x, y) = (idf_b, 2.0 * idf_a);
+        let n = (x * x + y * y).sqrt();
+        assert!((v[0] - x / n).abs() < 1e-6 && (v[1] - y / n).abs() < 1e-6);
+        for r in 0..m.n_rows {
+            let s: f32 = m.row(r).1.iter().map(|x| x * x).sum();
+            assert!((s - 1.0).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn bigrams_min_df_unknown_and_empty() {
+        let d = docs(&["x y z", "x y", ""]);
+        let p = TfIdfParams {
+            bigrams: true,
+            min_df: 2,
+            ..Default::default()
+        };
+        let t = TfIdf::fit(&d, p).unwrap();
+        assert_eq!(t.terms(), &["x", "x y", "y"]);
+        let m = t.transform(&docs(&["q x y", "", "zzz"]));
+        assert_eq!(m.row_indices(0), &[0, 1, 2]);
+        assert_eq!(m.row_len(1), 0);
+        assert_eq!(m.row_len(2), 0);
+        assert!(TfIdf::fit(
+            &d,
+            TfIdfParams {
+                min_df: 0,
+                ..Default::default()
+            }
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn same_result_whatever_the_thread_count() {
+        let d: Vec<Vec<String>> = (0..10_000)
+            .map(|i| {
+                (0..6)
+                    .map(|k| format!("w{}", (i * 7 + k * 13) % 997))
+                    .collect()
+            })
+            .collect();
+        let run = |n| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap()
+                .install(|| TfIdf::fit_transform(&d, TfIdfParams::default()).unwrap().1)
+        };
+        assert_eq!(run(1), run(3));
+    }
+
+    #[test]
+    fn normalize_rows_in_place() {
+        let mut m = SparseMatrix::from_rows(3, vec![vec![(0, 3.0), (2, 4.0)], vec![]]).unwrap();
+        normalize_rows(&mut m);
+        assert_eq!(m.row(0).1, &[0.6, 0.8]);
+        assert_eq!(m.row_len(1), 0);
+    }
+}
