@@ -16,15 +16,19 @@ struct Cli {
 enum Command {
     /// Dataset statistics of an Extreme Classification Repository folder.
     Stats(cli::stats::Args),
+    /// Ranking metrics (P@k, nDCG@k, PSP@k, PSnDCG@k, R@k) of a prediction file.
+    Eval(cli::eval::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Stats(a) => cli::stats::run(a),
+        Command::Eval(a) => cli::eval::run(a),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        // One line, whatever the error chain contains.
+        eprintln!("error: {}", format!("{e:#}").replace(['\n', '\r'], " "));
         std::process::exit(1);
     }
 }

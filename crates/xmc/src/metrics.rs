@@ -412,15 +412,15 @@ fn add_row(
     };
 
     let (mut hits, mut dcg, mut ps, mut psdcg) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-    for j in 0..k {
+    for (j, &dj) in discount.iter().enumerate() {
         if let Some(&l) = top.get(j) {
             if pos.binary_search(&l).is_ok() {
                 hits += 1.0;
-                dcg += discount[j];
+                dcg += dj;
                 if let Some(w) = inv_psp {
                     let wl = f64::from(w[l as usize]);
                     ps += wl;
-                    psdcg += wl * discount[j];
+                    psdcg += wl * dj;
                 }
             }
         }
@@ -439,10 +439,10 @@ fn add_row(
         w_pos.extend(pos.iter().map(|&l| f64::from(w[l as usize])));
         w_pos.sort_unstable_by(|a, b| b.total_cmp(a));
         let (mut ps, mut psdcg) = (0.0f64, 0.0f64);
-        for j in 0..k {
+        for (j, &dj) in discount.iter().enumerate() {
             if let Some(&wl) = w_pos.get(j) {
                 ps += wl;
-                psdcg += wl * discount[j];
+                psdcg += wl * dj;
             }
             sums.psp_ideal[j] += ps / (j + 1) as f64;
             sums.psndcg_ideal[j] += psdcg / idcg_at(j);
