@@ -296,7 +296,7 @@ pub fn cluster_labels_with(
         return Err(Error::param("clustering: more than 2^31 clusters"));
     }
     let ctx = Ctx {
-        x: features,
+        n_cols: features.n_cols,
         params,
         depth,
         pool: Mutex::new(Vec::new()),
@@ -305,7 +305,18 @@ pub fn cluster_labels_with(
         iterations: AtomicU64::new(0),
     };
     let mut perm: Vec<u32> = (0..n as u32).collect();
-    recurse(&ctx, &mut perm, 1, 0);
+    let mut lens: Vec<u32> = (0..n).map(|r| features.row_len(r) as u32).collect();
+    let mut idx = features.indices.clone();
+    let mut val = features.values.clone();
+    let nnz = features.indptr[n];
+    let root = Block {
+        ids: &mut perm,
+        lens: &mut lens,
+        idx: &mut idx[features.indptr[0]..nnz],
+        val: &mut val[features.indptr[0]..nnz],
+    };
+    recurse(&ctx, root, 1, 0);
+    drop((idx, val, lens));
     // Leaves are contiguous ranges of `perm`, left to right.
     let mut assign = vec![0u32; n];
     let mut start = 0usize;
@@ -344,7 +355,10 @@ struct Scratch {
     b: Vec<f32>,
     mark: Vec<bool>,
     touched: Vec<u32>,
+    /// `(score, local row)` of the node's non-empty rows.
     scores: Vec<(f32, u32)>,
+    tmp_idx: Vec<u32>,
+    tmp_val: Vec<f32>,
 }
 
 impl Scratch {
@@ -355,6 +369,8 @@ impl Scratch {
             mark: vec![false; v],
             touched: Vec::new(),
             scores: Vec::new(),
+            tmp_idx: Vec::new(),
+            tmp_val: Vec::new(),
         }
     }
 
@@ -389,7 +405,7 @@ impl Scratch {
 }
 
 struct Ctx<'a> {
-    x: &'a SparseMatrix,
+    n_cols: usize,
     params: &'a ClusterParams,
     depth: u32,
     pool: Mutex<Vec<Scratch>>,
@@ -398,35 +414,78 @@ struct Ctx<'a> {
     iterations: AtomicU64,
 }
 
+/// The labels of one node with their feature rows stored contiguously (in label id order), so
+/// that every pass over a node streams through memory. Children are disjoint sub-slices.
+struct Block<'a> {
+    ids: &'a mut [u32],
+    lens: &'a mut [u32],
+    idx: &'a mut [u32],
+    val: &'a mut [f32],
+}
+
+/// Row offsets of a block.
+fn offsets(lens: &[u32]) -> Vec<usize> {
+    let mut o = Vec::with_capacity(lens.len() + 1);
+    o.push(0usize);
+    let mut acc = 0usize;
+    for &l in lens {
+        acc += l as usize;
+        o.push(acc);
+    }
+    o
+}
+
 /// Below this many labels a node's two children are split on the current thread.
 const PAR_MIN: usize = 256;
 
-fn recurse(ctx: &Ctx, labels: &mut [u32], node: u64, level: u32) {
+fn recurse(ctx: &Ctx, block: Block, node: u64, level: u32) {
     if level == ctx.depth {
         return;
     }
+    let n = block.ids.len();
     let mut s = ctx
         .pool
         .lock()
         .ok()
         .and_then(|mut p| p.pop())
-        .unwrap_or_else(|| Scratch::new(ctx.x.n_cols));
-    split(ctx, &mut s, labels, node);
+        .unwrap_or_else(|| Scratch::new(ctx.n_cols));
+    let mut block = block;
+    let n_left_nnz = split(ctx, &mut s, &mut block, node);
     if let Ok(mut p) = ctx.pool.lock() {
         p.push(s);
     }
-    (ctx.progress)(labels.len() as u64);
-    let k0 = labels.len().div_ceil(2);
-    let big = labels.len() >= PAR_MIN;
-    let (l, r) = labels.split_at_mut(k0);
-    if big {
+    (ctx.progress)(n as u64);
+    let k0 = n.div_ceil(2);
+    let Block {
+        ids,
+        lens,
+        idx,
+        val,
+    } = block;
+    let (ids0, ids1) = ids.split_at_mut(k0);
+    let (lens0, lens1) = lens.split_at_mut(k0);
+    let (idx0, idx1) = idx.split_at_mut(n_left_nnz);
+    let (val0, val1) = val.split_at_mut(n_left_nnz);
+    let left = Block {
+        ids: ids0,
+        lens: lens0,
+        idx: idx0,
+        val: val0,
+    };
+    let right = Block {
+        ids: ids1,
+        lens: lens1,
+        idx: idx1,
+        val: val1,
+    };
+    if n >= PAR_MIN {
         rayon::join(
-            || recurse(ctx, l, 2 * node, level + 1),
-            || recurse(ctx, r, 2 * node + 1, level + 1),
+            || recurse(ctx, left, 2 * node, level + 1),
+            || recurse(ctx, right, 2 * node + 1, level + 1),
         );
     } else {
-        recurse(ctx, l, 2 * node, level + 1);
-        recurse(ctx, r, 2 * node + 1, level + 1);
+        recurse(ctx, left, 2 * node, level + 1);
+        recurse(ctx, right, 2 * node + 1, level + 1);
     }
 }
 
@@ -437,54 +496,100 @@ fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Orders scores: larger first, then smaller label id.
+/// Orders scores: larger first, then smaller row (= smaller label id).
 fn by_score(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
     b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1))
 }
 
-/// Splits `labels` (sorted by id) in place into `⌈n/2⌉` left then `⌊n/2⌋` right, each sorted.
-fn split(ctx: &Ctx, s: &mut Scratch, labels: &mut [u32], node: u64) {
-    let x = ctx.x;
-    let n = labels.len();
+/// Splits a block (rows in increasing label id order) in place into `⌈n/2⌉` left rows then
+/// `⌊n/2⌋` right rows, each side in increasing label id order. Returns the left side's nnz.
+fn split(ctx: &Ctx, s: &mut Scratch, block: &mut Block, node: u64) -> usize {
+    let n = block.ids.len();
+    let offs = offsets(block.lens);
     if n < 2 {
-        return;
+        return offs[n.min(1)];
     }
     ctx.nodes.fetch_add(1, Ordering::Relaxed);
     let k0 = n.div_ceil(2);
     let mut zeros0 = Vec::new();
     let mut zeros1 = Vec::new();
     s.scores.clear();
-    for &l in labels.iter() {
-        if x.row_len(l as usize) == 0 {
+    for k in 0..n as u32 {
+        if block.lens[k as usize] == 0 {
             if (zeros0.len() + zeros1.len()) % 2 == 0 {
-                zeros0.push(l);
+                zeros0.push(k);
             } else {
-                zeros1.push(l);
+                zeros1.push(k);
             }
         } else {
-            s.scores.push((0.0, l));
+            s.scores.push((0.0, k));
         }
     }
     let nz = s.scores.len();
-    // Room for non-empty labels on the left (zeros0.len() = ⌈z/2⌉ <= ⌈n/2⌉).
+    // Room for non-empty rows on the left (zeros0.len() = ⌈z/2⌉ <= ⌈n/2⌉).
     let left = k0 - zeros0.len();
     if left > 0 && left < nz {
-        two_means(ctx, s, left, node);
+        let rows = Rows {
+            offs: &offs,
+            idx: block.idx,
+            val: block.val,
+        };
+        two_means(ctx, s, &rows, left, node);
     }
-    let mut l0: Vec<u32> = s.scores[..left].iter().map(|e| e.1).collect();
-    l0.extend_from_slice(&zeros0);
-    l0.sort_unstable();
-    let mut l1: Vec<u32> = s.scores[left..].iter().map(|e| e.1).collect();
-    l1.extend_from_slice(&zeros1);
-    l1.sort_unstable();
-    labels[..k0].copy_from_slice(&l0);
-    labels[k0..].copy_from_slice(&l1);
+    let mut order: Vec<u32> = s.scores[..left].iter().map(|e| e.1).collect();
+    order.extend_from_slice(&zeros0);
+    order.sort_unstable();
+    let mut right: Vec<u32> = s.scores[left..].iter().map(|e| e.1).collect();
+    right.extend_from_slice(&zeros1);
+    right.sort_unstable();
+    order.extend_from_slice(&right);
+    permute(s, block, &offs, &order)
 }
 
-/// Balanced 2-means over `s.scores` (non-empty labels, `(_, id)` in increasing id order): on
+/// Reorders the block's rows to `order` (local row numbers); returns the nnz of the first
+/// `⌈n/2⌉` rows.
+fn permute(s: &mut Scratch, block: &mut Block, offs: &[usize], order: &[u32]) -> usize {
+    let n = order.len();
+    let k0 = n.div_ceil(2);
+    s.tmp_idx.clear();
+    s.tmp_val.clear();
+    let mut ids = Vec::with_capacity(n);
+    let mut lens = Vec::with_capacity(n);
+    let mut left_nnz = 0usize;
+    for (pos, &k) in order.iter().enumerate() {
+        let (a, b) = (offs[k as usize], offs[k as usize + 1]);
+        s.tmp_idx.extend_from_slice(&block.idx[a..b]);
+        s.tmp_val.extend_from_slice(&block.val[a..b]);
+        ids.push(block.ids[k as usize]);
+        lens.push(block.lens[k as usize]);
+        if pos + 1 == k0 {
+            left_nnz = s.tmp_idx.len();
+        }
+    }
+    block.idx.copy_from_slice(&s.tmp_idx);
+    block.val.copy_from_slice(&s.tmp_val);
+    block.ids.copy_from_slice(&ids);
+    block.lens.copy_from_slice(&lens);
+    left_nnz
+}
+
+/// A node's rows.
+struct Rows<'a> {
+    offs: &'a [usize],
+    idx: &'a [u32],
+    val: &'a [f32],
+}
+
+impl Rows<'_> {
+    fn row(&self, k: u32) -> (&[u32], &[f32]) {
+        let (a, b) = (self.offs[k as usize], self.offs[k as usize + 1]);
+        (&self.idx[a..b], &self.val[a..b])
+    }
+}
+
+/// Balanced 2-means over `s.scores` (non-empty rows, `(_, row)` in increasing row order): on
 /// return its first `left` entries are the left side.
-fn two_means(ctx: &Ctx, s: &mut Scratch, left: usize, node: u64) {
-    let x = ctx.x;
+fn two_means(ctx: &Ctx, s: &mut Scratch, x: &Rows, left: usize, node: u64) {
     let nz = s.scores.len();
     let mut rng = ChaCha8Rng::seed_from_u64(splitmix64(ctx.params.seed ^ splitmix64(node)));
     // Initial centroids: two distinct labels, with different rows if a few tries find them.
@@ -494,30 +599,18 @@ fn two_means(ctx: &Ctx, s: &mut Scratch, left: usize, node: u64) {
         let k = rng.gen_range(0..nz - 1);
         let cand = s.scores[if s.scores[k].1 >= a { k + 1 } else { k }].1;
         b = cand;
-        if x.row(cand as usize) != x.row(a as usize) {
+        if x.row(cand) != x.row(a) {
             break;
         }
     }
     // w = c0 - c1 lives in `a`.
-    Scratch::add(
-        &mut s.a,
-        &mut s.mark,
-        &mut s.touched,
-        x.row(a as usize),
-        1.0,
-    );
-    Scratch::add(
-        &mut s.a,
-        &mut s.mark,
-        &mut s.touched,
-        x.row(b as usize),
-        -1.0,
-    );
+    Scratch::add(&mut s.a, &mut s.mark, &mut s.touched, x.row(a), 1.0);
+    Scratch::add(&mut s.a, &mut s.mark, &mut s.touched, x.row(b), -1.0);
     let mut prev = 0f64;
     for it in 0..ctx.params.max_iter {
         ctx.iterations.fetch_add(1, Ordering::Relaxed);
         for e in s.scores.iter_mut() {
-            let (idx, val) = x.row(e.1 as usize);
+            let (idx, val) = x.row(e.1);
             let mut d = 0f32;
             for (&j, &v) in idx.iter().zip(val) {
                 d += v * s.a[j as usize];
@@ -528,7 +621,7 @@ fn two_means(ctx: &Ctx, s: &mut Scratch, left: usize, node: u64) {
         s.scores.select_nth_unstable_by(left, by_score);
         // Sums of both sides, in the (deterministic) order of `scores`.
         for (k, e) in s.scores.iter().enumerate() {
-            let row = x.row(e.1 as usize);
+            let row = x.row(e.1);
             let dst = if k < left { &mut s.a } else { &mut s.b };
             Scratch::add(dst, &mut s.mark, &mut s.touched, row, 1.0);
         }

@@ -37,7 +37,8 @@ pub struct SynthParams {
     pub vocab: usize,
     /// Mean words per text (uniform in `[⌈w/2⌉, w + w/2]`). Default 8.
     pub words_per_text: usize,
-    /// Mean labels drawn per text (uniform in `[1, 2l − 1]`, duplicates dropped). Default 5.
+    /// Mean labels per text (uniform in `[1, 2l − 1]`, distinct; fewer only when a group and the
+    /// Zipf draws run out of new labels). Default 5.
     pub labels_per_text: usize,
     /// Zipf exponent of word frequencies. Default 1.0.
     pub word_zipf: f64,
@@ -242,13 +243,18 @@ impl World {
         let g = self.pos[first as usize] as usize / p.group_size;
         let members =
             &self.grouped[g * p.group_size..((g + 1) * p.group_size).min(self.grouped.len())];
-        for _ in 1..n_lab {
+        // Distinct labels: a duplicate draw is redrawn (a bounded number of times).
+        let mut tries = 0;
+        while labels.len() < n_lab && tries < 8 * n_lab {
+            tries += 1;
             let l = if rng.gen_bool(p.same_group) {
                 members[rng.gen_range(0..members.len())]
             } else {
                 self.zipf_label(rng)
             };
-            labels.push(l);
+            if !labels.contains(&l) {
+                labels.push(l);
+            }
         }
         let w = p.words_per_text;
         let n_words = rng.gen_range(w.div_ceil(2)..=w + w / 2);
@@ -361,7 +367,7 @@ mod tests {
         let mean_words = words as f64 / 5000.0;
         assert!((6.5..=9.0).contains(&mean_words), "{mean_words}");
         let mean_labels = d.train_labels.nnz() as f64 / 5000.0;
-        assert!((3.0..=5.5).contains(&mean_labels), "{mean_labels}");
+        assert!((4.3..=5.5).contains(&mean_labels), "{mean_labels}");
         assert!(d
             .train_texts
             .iter()

@@ -81,38 +81,46 @@ impl TfIdf {
         params.validate()?;
         let bigrams = params.bigrams;
         // Document frequencies, counted per chunk in parallel then merged (integer counts: exact).
-        let df: HashMap<String, u32> = docs
+        let uni: HashMap<&str, u32> = docs
             .par_chunks(4096)
             .map(|chunk| {
-                let mut df: HashMap<String, u32> = HashMap::new();
-                let mut seen: HashMap<String, ()> = HashMap::new();
-                let mut buf = String::new();
+                let mut df: HashMap<&str, u32> = HashMap::new();
+                let mut terms: Vec<&str> = Vec::new();
                 for doc in chunk {
-                    seen.clear();
-                    for_each_term(doc, bigrams, &mut buf, |t| {
-                        if !seen.contains_key(t) {
-                            seen.insert(t.to_owned(), ());
-                        }
-                    });
-                    for (t, ()) in seen.drain() {
-                        *df.entry(t).or_insert(0) += 1;
+                    terms.clear();
+                    terms.extend(doc.iter().map(String::as_str));
+                    terms.sort_unstable();
+                    terms.dedup();
+                    for t in &terms {
+                        *df.entry(*t).or_insert(0) += 1;
                     }
                 }
                 df
             })
-            .reduce(HashMap::new, |mut a, b| {
-                if a.len() < b.len() {
-                    return merge(b, a);
-                }
-                for (t, c) in b {
-                    *a.entry(t).or_insert(0) += c;
-                }
-                a
-            });
-        let mut terms: Vec<(String, u32)> = df
-            .into_iter()
-            .filter(|(_, c)| *c as usize >= params.min_df)
-            .collect();
+            .reduce(HashMap::new, merge);
+        let bi: HashMap<String, u32> = if bigrams {
+            docs.par_chunks(4096)
+                .map(|chunk| {
+                    let mut df: HashMap<String, u32> = HashMap::new();
+                    let mut terms: Vec<String> = Vec::new();
+                    for doc in chunk {
+                        terms.clear();
+                        terms.extend(doc.windows(2).map(|w| format!("{} {}", w[0], w[1])));
+                        terms.sort_unstable();
+                        terms.dedup();
+                        for t in terms.drain(..) {
+                            *df.entry(t).or_insert(0) += 1;
+                        }
+                    }
+                    df
+                })
+                .reduce(HashMap::new, merge)
+        } else {
+            HashMap::new()
+        };
+        let df = uni.into_iter().map(|(t, c)| (t.to_owned(), c)).chain(bi);
+        let mut terms: Vec<(String, u32)> =
+            df.filter(|(_, c)| *c as usize >= params.min_df).collect();
         terms.par_sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         if let Some(m) = params.max_features {
             terms.truncate(m);
@@ -207,7 +215,8 @@ impl TfIdf {
     }
 }
 
-fn merge(mut a: HashMap<String, u32>, b: HashMap<String, u32>) -> HashMap<String, u32> {
+fn merge<K: std::hash::Hash + Eq>(a: HashMap<K, u32>, b: HashMap<K, u32>) -> HashMap<K, u32> {
+    let (mut a, b) = if a.len() >= b.len() { (a, b) } else { (b, a) };
     for (t, c) in b {
         *a.entry(t).or_insert(0) += c;
     }
