@@ -18,6 +18,10 @@ enum Command {
     Stats(cli::stats::Args),
     /// Ranking metrics (P@k, nDCG@k, PSP@k, PSnDCG@k, R@k) of a prediction file.
     Eval(cli::eval::Args),
+    /// Cluster the labels (TF-IDF -> PIFA -> balanced hierarchical 2-means) for InceptionXML+.
+    Cluster(cli::cluster::Args),
+    /// Write a seeded Zipf-distributed synthetic dataset (for scale tests).
+    Synth(cli::synth::Args),
 }
 
 fn main() {
@@ -25,6 +29,8 @@ fn main() {
     let result = match cli.command {
         Command::Stats(a) => cli::stats::run(a),
         Command::Eval(a) => cli::eval::run(a),
+        Command::Cluster(a) => cli::cluster::run(a),
+        Command::Synth(a) => cli::synth::run(a),
     };
     if let Err(e) = result {
         // One line, whatever the error chain contains.

@@ -1,4 +1,6 @@
 //! One module per subcommand: each parses its flags (clap `Args`) and calls library functions.
 
 pub mod eval;
+pub mod cluster;
 pub mod stats;
+pub mod synth;
