@@ -16,12 +16,15 @@ struct Cli {
 enum Command {
     /// Dataset statistics of an Extreme Classification Repository folder.
     Stats(cli::stats::Args),
+    /// Micro-benchmarks of pipeline stages (`bench tokenize`).
+    Bench(cli::bench::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Stats(a) => cli::stats::run(a),
+        Command::Bench(a) => cli::bench::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,3 +1,4 @@
 //! One module per subcommand: each parses its flags (clap `Args`) and calls library functions.
 
+pub mod bench;
 pub mod stats;
