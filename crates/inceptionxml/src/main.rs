@@ -22,6 +22,8 @@ enum Command {
     Cluster(cli::cluster::Args),
     /// Write a seeded Zipf-distributed synthetic dataset (for scale tests).
     Synth(cli::synth::Args),
+    /// Micro-benchmarks of pipeline stages (`bench tokenize`).
+    Bench(cli::bench::Args),
 }
 
 fn main() {
@@ -31,6 +33,7 @@ fn main() {
         Command::Eval(a) => cli::eval::run(a),
         Command::Cluster(a) => cli::cluster::run(a),
         Command::Synth(a) => cli::synth::run(a),
+        Command::Bench(a) => cli::bench::run(a),
     };
     if let Err(e) = result {
         // One line, whatever the error chain contains.

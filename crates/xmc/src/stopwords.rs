@@ -2,8 +2,8 @@
 //! words, all lowercase, some with apostrophes such as `don't` and `should've`).
 //!
 //! The text pipeline drops these words *after* lowercasing (see [`crate::text`]).
-//! [`is_stop_word`] binary-searches a copy of the list sorted by (length, bytes), so most
-//! probes are decided by comparing lengths and it never allocates.
+//! [`is_stop_word`] packs a word of up to 10 bytes into a `u128` and binary-searches the packed
+//! list (sorted at compile time): no allocation, no string comparison.
 
 /// The 179 NLTK English stop words, in NLTK's order.
 pub const STOP_WORDS: [&str; 179] = [
@@ -188,207 +188,56 @@ pub const STOP_WORDS: [&str; 179] = [
     "wouldn't",
 ];
 
-/// [`STOP_WORDS`] sorted by (byte length, bytes) for [`is_stop_word`]; a test checks that it
-/// is exactly the same set, correctly sorted.
-const SORTED: [&str; 179] = [
-    "a",
-    "d",
-    "i",
-    "m",
-    "o",
-    "s",
-    "t",
-    "y",
-    "am",
-    "an",
-    "as",
-    "at",
-    "be",
-    "by",
-    "do",
-    "he",
-    "if",
-    "in",
-    "is",
-    "it",
-    "ll",
-    "ma",
-    "me",
-    "my",
-    "no",
-    "of",
-    "on",
-    "or",
-    "re",
-    "so",
-    "to",
-    "up",
-    "ve",
-    "we",
-    "ain",
-    "all",
-    "and",
-    "any",
-    "are",
-    "but",
-    "can",
-    "did",
-    "don",
-    "few",
-    "for",
-    "had",
-    "has",
-    "her",
-    "him",
-    "his",
-    "how",
-    "isn",
-    "its",
-    "nor",
-    "not",
-    "now",
-    "off",
-    "our",
-    "out",
-    "own",
-    "she",
-    "the",
-    "too",
-    "was",
-    "who",
-    "why",
-    "won",
-    "you",
-    "aren",
-    "been",
-    "both",
-    "didn",
-    "does",
-    "down",
-    "each",
-    "from",
-    "hadn",
-    "hasn",
-    "have",
-    "here",
-    "hers",
-    "into",
-    "it's",
-    "just",
-    "more",
-    "most",
-    "once",
-    "only",
-    "ours",
-    "over",
-    "same",
-    "shan",
-    "some",
-    "such",
-    "than",
-    "that",
-    "them",
-    "then",
-    "they",
-    "this",
-    "very",
-    "wasn",
-    "were",
-    "what",
-    "when",
-    "whom",
-    "will",
-    "with",
-    "your",
-    "about",
-    "above",
-    "after",
-    "again",
-    "being",
-    "below",
-    "doesn",
-    "doing",
-    "don't",
-    "haven",
-    "isn't",
-    "mustn",
-    "needn",
-    "other",
-    "she's",
-    "their",
-    "there",
-    "these",
-    "those",
-    "under",
-    "until",
-    "weren",
-    "where",
-    "which",
-    "while",
-    "won't",
-    "you'd",
-    "yours",
-    "aren't",
-    "before",
-    "couldn",
-    "didn't",
-    "during",
-    "hadn't",
-    "hasn't",
-    "having",
-    "itself",
-    "mightn",
-    "myself",
-    "shan't",
-    "should",
-    "theirs",
-    "wasn't",
-    "wouldn",
-    "you'll",
-    "you're",
-    "you've",
-    "against",
-    "because",
-    "between",
-    "doesn't",
-    "further",
-    "haven't",
-    "herself",
-    "himself",
-    "mustn't",
-    "needn't",
-    "shouldn",
-    "that'll",
-    "through",
-    "weren't",
-    "couldn't",
-    "mightn't",
-    "wouldn't",
-    "yourself",
-    "ourselves",
-    "should've",
-    "shouldn't",
-    "themselves",
-    "yourselves",
-];
-
 /// The longest stop word's length in bytes (`yourselves`, `themselves`).
 const MAX_LEN: usize = 10;
 
+/// A word of at most [`MAX_LEN`] bytes as one integer: the bytes from the top down, then the
+/// length, so that integer order is (bytes, length) order and equality is word equality.
+const fn pack(w: &[u8]) -> u128 {
+    let mut k: u128 = 0;
+    let mut i = 0;
+    while i < MAX_LEN {
+        k <<= 8;
+        if i < w.len() {
+            k |= w[i] as u128;
+        }
+        i += 1;
+    }
+    (k << 8) | w.len() as u128
+}
+
+/// The packed stop words, sorted, built at compile time.
+const KEYS: [u128; 179] = {
+    let mut keys = [0u128; 179];
+    let mut i = 0;
+    while i < 179 {
+        keys[i] = pack(STOP_WORDS[i].as_bytes());
+        i += 1;
+    }
+    // Insertion sort (const context).
+    let mut i = 1;
+    while i < 179 {
+        let mut j = i;
+        while j > 0 && keys[j - 1] > keys[j] {
+            let t = keys[j];
+            keys[j] = keys[j - 1];
+            keys[j - 1] = t;
+            j -= 1;
+        }
+        i += 1;
+    }
+    keys
+};
+
 /// Whether `word` is one of the [`STOP_WORDS`]. Case-sensitive: pass a lowercased word.
+/// A binary search over integers: no allocation, no string comparison.
 #[inline]
 pub fn is_stop_word(word: &str) -> bool {
-    let n = word.len();
-    if n == 0 || n > MAX_LEN {
+    let b = word.as_bytes();
+    if b.is_empty() || b.len() > MAX_LEN {
         return false;
     }
-    SORTED
-        .binary_search_by(|w| {
-            w.len()
-                .cmp(&n)
-                .then_with(|| w.as_bytes().cmp(word.as_bytes()))
-        })
-        .is_ok()
+    KEYS.binary_search(&pack(b)).is_ok()
 }
 
 #[cfg(test)]
@@ -409,10 +258,10 @@ mod tests {
     }
 
     #[test]
-    fn sorted_copy_is_the_same_set_and_sorted() {
-        let mut a = STOP_WORDS.to_vec();
-        a.sort_by(|x, y| x.len().cmp(&y.len()).then_with(|| x.cmp(y)));
-        assert_eq!(a, SORTED.to_vec());
+    fn packed_keys_are_distinct_and_sorted() {
+        assert!(KEYS.windows(2).all(|w| w[0] < w[1]));
+        assert_ne!(pack(b"a"), pack(b"a\0"));
+        assert!(pack(b"ab") < pack(b"b"));
     }
 
     #[test]

@@ -67,6 +67,13 @@ fn kind(c: char) -> Kind {
         } else {
             Kind::Other
         }
+    } else if ('\u{c0}'..='\u{ff}').contains(&c) {
+        // Latin-1 letters (À…ÿ) without the table look-up; × and ÷ are symbols.
+        if c == '×' || c == '÷' {
+            Kind::Other
+        } else {
+            Kind::Letter
+        }
     } else if c.is_alphabetic() {
         Kind::Letter
     } else if c.is_numeric() {
@@ -76,9 +83,25 @@ fn kind(c: char) -> Kind {
     }
 }
 
-/// Steps 1–4 from `text` into `out`; returns whether an apostrophe was kept (steps 5–6 can only
-/// change anything then).
-fn clean_chars(text: &str, out: &mut String) -> bool {
+/// Pushes `c` lowercased ([`char::to_lowercase`]), with fast paths for ASCII and Latin-1.
+#[inline]
+fn push_lower(out: &mut String, c: char) {
+    if c.is_ascii() {
+        out.push(c.to_ascii_lowercase());
+    } else if ('\u{c0}'..='\u{de}').contains(&c) && c != '×' {
+        // À…Þ -> à…þ: a fixed offset.
+        out.push(char::from_u32(c as u32 + 0x20).unwrap_or(c));
+    } else if ('\u{df}'..='\u{ff}').contains(&c) {
+        out.push(c); // ß…ÿ are lowercase already (and ÷ is no letter)
+    } else {
+        out.extend(c.to_lowercase());
+    }
+}
+
+/// Steps 1–4 from `text` into `out`, lowercasing on the way if `lower`; returns whether an
+/// apostrophe was kept (steps 5–6 can only change anything then, and they are case-sensitive,
+/// so they need the text *not* lowercased yet).
+fn clean_chars(text: &str, out: &mut String, lower: bool) -> bool {
     out.clear();
     out.reserve(text.len() + 8);
     let mut saw_apostrophe = false;
@@ -88,24 +111,31 @@ fn clean_chars(text: &str, out: &mut String) -> bool {
     let mut last = Kind::Other;
     for c in text.chars() {
         let k = kind(c);
-        let c = if k != Kind::Other || matches!(c, '.' | '\'' | '`') {
-            c
-        } else {
-            ' '
-        };
-        if c == '.' && prev_letter {
-            prev_letter = false;
+        let after_letter = prev_letter;
+        prev_letter = k == Kind::Letter;
+        if k == Kind::Other {
+            match c {
+                // Step 3; the dropped dot is invisible to step 4.
+                '.' if after_letter => continue,
+                '.' | '`' => out.push(c),
+                '\'' => {
+                    saw_apostrophe = true;
+                    out.push(c);
+                }
+                _ => out.push(' '),
+            }
+            last = Kind::Other;
             continue;
         }
-        prev_letter = k == Kind::Letter;
-        if (k == Kind::Letter && last == Kind::Digit) || (k == Kind::Digit && last == Kind::Letter)
-        {
+        // Step 4: a letter next to a digit (either way round).
+        if last != Kind::Other && last != k {
             out.push(' ');
         }
-        if c == '\'' {
-            saw_apostrophe = true;
+        if lower {
+            push_lower(out, c);
+        } else {
+            out.push(c);
         }
-        out.push(c);
         last = k;
     }
     saw_apostrophe
@@ -151,40 +181,59 @@ fn lowercase_into(word: &str, out: &mut String) {
         out.make_ascii_lowercase();
     } else {
         for c in word.chars() {
-            out.extend(c.to_lowercase());
+            push_lower(out, c);
         }
     }
 }
 
 impl Scratch {
-    /// Steps 1–6; the result's words are separated by one or more ASCII spaces.
-    fn clean_raw(&mut self, text: &str) -> &str {
-        if clean_chars(text, &mut self.a) {
-            drop_before_space(&self.a, "'s ", &mut self.b);
-            drop_before_space(&self.b, "s' ", &mut self.a);
-            split_contractions(&self.a, &mut self.b);
-            &self.b
-        } else {
-            &self.a
+    /// Steps 1–6 (and 7's lowercasing when the text has no apostrophe); the result's words are
+    /// separated by one or more ASCII spaces. The flag says whether it is already lowercase.
+    fn clean_raw(&mut self, text: &str) -> (&str, bool) {
+        if !clean_chars(text, &mut self.a, true) {
+            return (&self.a, true);
         }
+        // An apostrophe: the case-sensitive steps 5–6 need the original case.
+        clean_chars(text, &mut self.a, false);
+        drop_before_space(&self.a, "'s ", &mut self.b);
+        drop_before_space(&self.b, "s' ", &mut self.a);
+        split_contractions(&self.a, &mut self.b);
+        (&self.b, false)
     }
 
     fn for_each_token(&mut self, text: &str, f: &mut dyn FnMut(&str) -> bool) {
-        // Split borrows: `clean_raw` fills `a`/`b`, tokens go through `tok`.
+        // Split borrows: `clean_raw` fills `a`/`b`, tokens that need lowercasing go via `tok`.
         let mut tok = std::mem::take(&mut self.tok);
-        let cleaned = self.clean_raw(text);
+        let (cleaned, is_lower) = self.clean_raw(text);
         let mut any = false;
         let mut stopped = false;
-        for w in cleaned.split(' ') {
-            if w.is_empty() {
-                continue;
+        let bytes = cleaned.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            // Scan bytes (a space is never part of a multi-byte character): cheaper than
+            // `split(' ')` on short texts.
+            while i < bytes.len() && bytes[i] == b' ' {
+                i += 1;
             }
-            lowercase_into(w, &mut tok);
-            if is_stop_word(&tok) {
+            let start = i;
+            while i < bytes.len() && bytes[i] != b' ' {
+                i += 1;
+            }
+            if start == i {
+                break;
+            }
+            let w = &cleaned[start..i];
+            let w = if is_lower {
+                w
+            } else {
+                lowercase_into(w, &mut tok);
+                tok.as_str()
+            };
+            if is_stop_word(w) {
                 continue;
             }
             any = true;
-            if !f(&tok) {
+            if !f(w) {
                 stopped = true;
                 break;
             }
@@ -218,7 +267,7 @@ pub fn clean(text: &str) -> String {
     let mut s = Scratch::default();
     let mut out = String::with_capacity(text.len());
     let mut tok = String::new();
-    for w in s.clean_raw(text).split(' ').filter(|w| !w.is_empty()) {
+    for w in s.clean_raw(text).0.split(' ').filter(|w| !w.is_empty()) {
         lowercase_into(w, &mut tok);
         if !out.is_empty() {
             out.push(' ');
@@ -386,6 +435,120 @@ mod tests {
         });
         assert_eq!(nested.len(), 2);
         assert_eq!(nested[1].1, vec!["inner", "text"]);
+    }
+
+    /// A literal, slow transcription of the module doc's rules, one step at a time.
+    fn reference(text: &str) -> Vec<String> {
+        let lower = |w: &str| -> String { w.chars().flat_map(char::to_lowercase).collect() };
+        let s: Vec<char> = text
+            .chars()
+            .map(|c| {
+                if c == '_' || !(c.is_alphanumeric() || matches!(c, '.' | '\'' | '`')) {
+                    ' '
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let t: Vec<char> = (0..s.len())
+            .filter(|&i| !(s[i] == '.' && i > 0 && s[i - 1].is_alphabetic()))
+            .map(|i| s[i])
+            .collect();
+        let letter = |c: char| c.is_alphabetic();
+        let digit = |c: char| !c.is_alphabetic() && c.is_numeric();
+        let mut u = String::new();
+        for (i, &c) in t.iter().enumerate() {
+            if i > 0 && ((letter(c) && digit(t[i - 1])) || (digit(c) && letter(t[i - 1]))) {
+                u.push(' ');
+            }
+            u.push(c);
+        }
+        let mut x = u.replace("'s ", " ").replace("s' ", " ");
+        for p in ["'ve", "'re", "'d", "'ll"] {
+            x = x.replace(p, &format!(" {p}"));
+        }
+        let toks: Vec<String> = x
+            .split_whitespace()
+            .map(lower)
+            .filter(|w| !is_stop_word(w))
+            .collect();
+        if toks.is_empty() {
+            text.split_whitespace().map(lower).collect()
+        } else {
+            toks
+        }
+    }
+
+    #[test]
+    fn matches_reference_on_tricky_strings() {
+        for s in [
+            "It's JOHN'S 3rd_book: \"Cats' Toys\" (v2.0) -- we'd they'll I've",
+            "A.B.C. 1.2.3 x.5 .5 5. a... ...a",
+            "ÉCOLE Nº9 straße ΣΊΣΥΦΟΣ İstanbul ǅemal Ⅻ 10ª ½kg",
+            "'s 's' s' ' `` ''ll'd 're've",
+            "tab\tnew\nline\r\u{a0}nbsp\u{2003}em",
+            "The of and",
+            "",
+            "🙂 emoji 🙂x",
+        ] {
+            assert_eq!(tokenize(s), reference(s), "{s:?}");
+        }
+    }
+
+    fn check_reference_on_file(path: &str) {
+        let p = std::path::Path::new(path);
+        if !p.exists() {
+            eprintln!("skipping: {path} not found");
+            return;
+        }
+        let texts = crate::texts::read_texts(p).unwrap();
+        let tok = tokenize_all(&texts);
+        for (i, t) in texts.iter().enumerate() {
+            assert_eq!(tok[i], reference(t), "{path}:{}: {t:?}", i + 1);
+        }
+    }
+
+    #[test]
+    fn matches_reference_on_cooking() {
+        check_reference_on_file(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/cooking/trn_X.txt"
+        ));
+    }
+
+    #[test]
+    fn matches_reference_on_yso_finna_sv() {
+        check_reference_on_file("/work/shared/data/yso_finna_sv/xc/trn_X.txt");
+    }
+
+    #[test]
+    fn latin1_fast_paths_agree_with_the_standard_library() {
+        for c in (0u32..0x250).filter_map(char::from_u32) {
+            let k = kind(c);
+            let expect = if c.is_ascii() {
+                if c.is_ascii_alphabetic() {
+                    Kind::Letter
+                } else if c.is_ascii_digit() {
+                    Kind::Digit
+                } else {
+                    Kind::Other
+                }
+            } else if c.is_alphabetic() {
+                Kind::Letter
+            } else if c.is_numeric() {
+                Kind::Digit
+            } else {
+                Kind::Other
+            };
+            assert!(k == expect, "kind of {c:?}");
+            let mut got = String::new();
+            push_lower(&mut got, c);
+            assert_eq!(
+                got,
+                c.to_lowercase().collect::<String>(),
+                "lowercase of {c:?}"
+            );
+        }
     }
 
     #[test]

@@ -2,5 +2,6 @@
 
 pub mod eval;
 pub mod cluster;
+pub mod bench;
 pub mod stats;
 pub mod synth;
