@@ -8,7 +8,7 @@
 use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
 
-use super::init;
+use super::{gelu_bn, init};
 use crate::error::{Error, Result};
 
 /// PyTorch's default momentum for the running statistics.
@@ -56,6 +56,54 @@ impl BatchNorm {
     /// The buffers `(running_mean, running_var)`.
     pub fn buffers(&self) -> (&Var, &Var) {
         (&self.running_mean, &self.running_var)
+    }
+
+    /// `BN(GELU(z))` for `z` `[.., C]`: one fused kernel on the CPU ([`gelu_bn`]), the composed
+    /// candle ops elsewhere. Same semantics as `self.forward(&z.gelu_erf()?, train)`.
+    pub fn forward_gelu(&self, z: &Tensor, train: bool) -> Result<Tensor> {
+        if !z.device().is_cpu() || z.dtype() != candle_core::DType::F32 {
+            return self.forward(&z.gelu_erf()?, train);
+        }
+        let c = *z.dims().last().unwrap_or(&0);
+        if c != self.channels {
+            return Err(Error::InvalidParam(format!(
+                "BatchNorm over {} channels got input {:?}",
+                self.channels,
+                z.dims()
+            )));
+        }
+        let n = z.elem_count() / c.max(1);
+        let (w, b) = (self.weight.as_tensor(), self.bias.as_tensor());
+        if !train {
+            let mean: Vec<f32> = self.running_mean.as_tensor().to_vec1()?;
+            let var: Vec<f32> = self.running_var.as_tensor().to_vec1()?;
+            return gelu_bn::eval(z, w, b, mean, var, EPS);
+        }
+        if n < 2 {
+            return Err(Error::InvalidParam(format!(
+                "BatchNorm in training needs more than one value per channel, got input {:?}",
+                z.dims()
+            )));
+        }
+        let (y, mean, var) = gelu_bn::train(z, w, b, EPS)?;
+        let unbias = n as f32 / (n - 1) as f32;
+        let m = MOMENTUM as f32;
+        let rm: Vec<f32> = self.running_mean.as_tensor().to_vec1()?;
+        let rv: Vec<f32> = self.running_var.as_tensor().to_vec1()?;
+        let rm: Vec<f32> = rm
+            .iter()
+            .zip(&mean)
+            .map(|(r, x)| (1.0 - m) * r + m * x)
+            .collect();
+        let rv: Vec<f32> = rv
+            .iter()
+            .zip(&var)
+            .map(|(r, v)| (1.0 - m) * r + m * v * unbias)
+            .collect();
+        let dev = z.device();
+        self.running_mean.set(&Tensor::from_vec(rm, c, dev)?)?;
+        self.running_var.set(&Tensor::from_vec(rv, c, dev)?)?;
+        Ok(y)
     }
 
     /// Normalises `x` `[.., C]`. With `train`, uses the batch statistics and updates the running
@@ -139,5 +187,81 @@ mod tests {
         let one = Tensor::new(&[[1f32, 2.]], &Device::Cpu).unwrap();
         assert!(bn.forward(&one, true).is_err());
         assert!(bn.forward(&one, false).is_ok());
+    }
+
+    /// The fused CPU kernel against the composed candle ops, forward, gradients and running
+    /// statistics, in training and evaluation.
+    #[test]
+    fn fused_gelu_bn_matches_composed_ops() {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let (n, c) = (300, 7);
+        let z = Tensor::from_vec(
+            init::normal(&mut rng, n * c, 1.5),
+            (3, n / 3, c),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let r = Tensor::from_vec(
+            init::normal(&mut rng, n * c, 1.0),
+            (3, n / 3, c),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let (v1, v2) = (VarMap::new(), VarMap::new());
+        let (a, b) = (
+            BatchNorm::new(&v1, "bn", c, &Device::Cpu).unwrap(),
+            BatchNorm::new(&v2, "bn", c, &Device::Cpu).unwrap(),
+        );
+        let wv = Tensor::from_vec(init::normal(&mut rng, c, 1.0), c, &Device::Cpu).unwrap();
+        let bv = Tensor::from_vec(init::normal(&mut rng, c, 1.0), c, &Device::Cpu).unwrap();
+        for bn in [&a, &b] {
+            bn.weight.set(&wv).unwrap();
+            bn.bias.set(&bv).unwrap();
+        }
+        let close = |x: &Tensor, y: &Tensor, what: &str| {
+            let d: f32 = (x - y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            let s: f32 = y.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+            assert!(d <= 1e-4 * s.max(1.0), "{what}: max diff {d} (scale {s})");
+        };
+        for train in [true, false, true] {
+            let zv = candle_core::Var::from_tensor(&z).unwrap();
+            let ya = a.forward_gelu(zv.as_tensor(), train).unwrap();
+            let yb = b
+                .forward(&zv.as_tensor().gelu_erf().unwrap(), train)
+                .unwrap();
+            close(&ya, &yb, "forward");
+            let ga = (ya * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (yb * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g = |gs: &candle_core::backprop::GradStore, t: &Tensor| gs.get(t).unwrap().clone();
+            close(&g(&ga, zv.as_tensor()), &g(&gb, zv.as_tensor()), "dz");
+            close(
+                &g(&ga, a.weight.as_tensor()),
+                &g(&gb, b.weight.as_tensor()),
+                "dw",
+            );
+            close(
+                &g(&ga, a.bias.as_tensor()),
+                &g(&gb, b.bias.as_tensor()),
+                "db",
+            );
+            close(
+                a.running_mean.as_tensor(),
+                b.running_mean.as_tensor(),
+                "running mean",
+            );
+            close(
+                a.running_var.as_tensor(),
+                b.running_var.as_tensor(),
+                "running var",
+            );
+        }
     }
 }

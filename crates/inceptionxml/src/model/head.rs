@@ -9,7 +9,8 @@ use candle_nn::VarMap;
 use rand_chacha::ChaCha8Rng;
 
 use super::batch_norm::BatchNorm;
-use super::{dropout, init};
+use super::dropout::Dropout;
+use super::init;
 use crate::error::Result;
 
 /// Residual hidden layer plus the L-way classifier.
@@ -27,6 +28,7 @@ pub struct Head {
     pub out_bias: Var,
     dropout_hidden: f32,
     dropout_ext: f32,
+    dropout: Dropout,
 }
 
 impl Head {
@@ -39,6 +41,7 @@ impl Head {
         n_labels: usize,
         dropout_hidden: f32,
         dropout_ext: f32,
+        dropout: Dropout,
         rng: &mut ChaCha8Rng,
         device: &Device,
     ) -> Result<Self> {
@@ -79,23 +82,25 @@ impl Head {
             out_bias,
             dropout_hidden,
             dropout_ext,
+            dropout,
         })
     }
 
     /// `h_o + h_f`, the classifier's input before its dropout: `[B, D]`.
     pub fn features(&self, h: &Tensor, train: bool) -> Result<Tensor> {
-        let x = dropout(h, self.dropout_hidden, train)?;
+        let x = self.dropout.apply(h, self.dropout_hidden, train)?;
         let z = x
             .matmul(&self.hidden_weight.as_tensor().t()?)?
-            .broadcast_add(self.hidden_bias.as_tensor())?
-            .gelu_erf()?;
-        let h_o = self.bn.forward(&z, train)?;
+            .broadcast_add(self.hidden_bias.as_tensor())?;
+        let h_o = self.bn.forward_gelu(&z, train)?;
         Ok((h_o + h)?)
     }
 
     /// `h_f` `[B, D]` -> logits `[B, L]`.
     pub fn forward(&self, h: &Tensor, train: bool) -> Result<Tensor> {
-        let z = dropout(&self.features(h, train)?, self.dropout_ext, train)?;
+        let z = self
+            .dropout
+            .apply(&self.features(h, train)?, self.dropout_ext, train)?;
         Ok(z.matmul(self.out_weight.as_tensor())?
             .broadcast_add(self.out_bias.as_tensor())?)
     }

@@ -143,7 +143,7 @@ impl Inception {
             );
         }
         let h = Tensor::cat(&outs, 1)?.reshape((b, l1, 3 * f))?;
-        self.merge_bn.forward(&h.gelu_erf()?, train)
+        self.merge_bn.forward_gelu(&h, train)
     }
 
     /// `[B, L1, 3F]` -> final convolution, GELU, BatchNorm, flattened channel-major: `[B, F·L2]`.
@@ -158,9 +158,8 @@ impl Inception {
         let cols = im2col(h, l2, FINAL_KERNEL)?; // [B·L2, 16·3F]
         let y = cols
             .matmul(&self.final_conv.gemm_weight()?)?
-            .broadcast_add(self.final_conv.bias.as_tensor())?
-            .gelu_erf()?;
-        let y = self.final_bn.forward(&y, train)?; // [B·L2, F]
+            .broadcast_add(self.final_conv.bias.as_tensor())?;
+        let y = self.final_bn.forward_gelu(&y, train)?; // [B·L2, F]
         let f = self.filters;
         Ok(y.reshape((b, l2, f))?
             .t()?

@@ -38,8 +38,11 @@
 
 pub mod attention;
 pub mod batch_norm;
+pub mod bench;
 pub mod config;
+pub mod dropout;
 pub mod embedding;
+pub mod gelu_bn;
 pub mod head;
 pub mod inception;
 pub mod init;
@@ -57,6 +60,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
 use attention::DualAttention;
+use dropout::Dropout;
 use embedding::Embedding;
 use head::Head;
 use inception::Inception;
@@ -67,15 +71,6 @@ pub const EMBEDDING_NAME: &str = "embedding.weight";
 /// Name suffixes of the non-trainable buffers in the `VarMap`.
 pub const BUFFER_SUFFIXES: [&str; 4] = [".running_mean", ".running_var", ".u", ".v"];
 
-/// Inverted dropout with probability `p` when `train` (candle's, not seeded); identity otherwise.
-pub fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
-    if train && p > 0.0 {
-        Ok(candle_nn::ops::dropout(x, p)?)
-    } else {
-        Ok(x.clone())
-    }
-}
-
 /// InceptionXML: embedding, dual attention, projection, inception encoder, one-vs-all head.
 #[derive(Debug, Clone)]
 pub struct InceptionXml {
@@ -85,6 +80,7 @@ pub struct InceptionXml {
     projection: Projection,
     inception: Inception,
     head: Head,
+    dropout: Dropout,
     trainable: Vec<(String, Var)>,
 }
 
@@ -103,6 +99,7 @@ impl InceptionXml {
             r
         };
         let (d, s, f) = (cfg.embed_dim, cfg.seq_len, cfg.filters);
+        let dropout = Dropout::new(seed, 5);
         let embedding = Embedding::new(
             varmap,
             EMBEDDING_NAME,
@@ -121,6 +118,7 @@ impl InceptionXml {
             cfg.n_labels,
             cfg.dropout_hidden,
             cfg.dropout_ext,
+            dropout.clone(),
             &mut rng(4),
             device,
         )?;
@@ -139,6 +137,7 @@ impl InceptionXml {
             projection,
             inception,
             head,
+            dropout,
             trainable,
         })
     }
@@ -169,12 +168,14 @@ impl InceptionXml {
     /// statistics (running statistics updated), one power iteration per spectral norm.
     pub fn encode(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = &self.cfg;
-        let x = dropout(&x.contiguous()?, c.dropout_embed, train)?;
+        let x = self
+            .dropout
+            .apply(&x.contiguous()?, c.dropout_embed, train)?;
         let mix = self.attention.mixing(&x, train)?;
         let p = self.projection.forward(&x, Some(&mix), train)?; // [B, d, F]
-        let p = dropout(&p, c.dropout_conv, train)?;
+        let p = self.dropout.apply(&p, c.dropout_conv, train)?;
         let h = self.inception.branches(&p, train)?; // [B, L1, 3F]
-        let h = dropout(&h, c.dropout_conv, train)?;
+        let h = self.dropout.apply(&h, c.dropout_conv, train)?;
         self.inception.final_layer(&h, train)
     }
 

@@ -68,6 +68,6 @@ impl Projection {
             .t()?
             .matmul(&t.t()?)?
             .broadcast_add(self.bias.as_tensor())?;
-        self.bn.forward(&u.gelu_erf()?, train)
+        self.bn.forward_gelu(&u, train)
     }
 }

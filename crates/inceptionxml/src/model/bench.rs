@@ -1,0 +1,204 @@
+//! Timing of the model's forward and forward+backward passes (used by an `#[ignore]`d test;
+//! run it with `cargo test --release -p inceptionxml --lib model -- --ignored --nocapture`).
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use candle_nn::VarMap;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{InceptionXml, ModelConfig};
+use crate::error::Result;
+
+/// Median milliseconds per call.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchTimes {
+    /// Training-mode forward (dropout, batch statistics, power iterations) of one batch.
+    pub forward_ms: f64,
+    /// Training-mode forward plus backward (loss = mean of logits · fixed random weights, whose
+    /// own cost is negligible; a real BCE adds a few elementwise passes over B×L).
+    pub forward_backward_ms: f64,
+    /// Evaluation-mode forward of one batch.
+    pub eval_forward_ms: f64,
+}
+
+/// Times a freshly initialised model on random ids: `iters` repetitions after one warm-up,
+/// gradient taken with respect to the trainable parameters and the embedded input (as the
+/// trainer does).
+pub fn bench_forward_backward(
+    cfg: &ModelConfig,
+    batch: usize,
+    iters: usize,
+    device: &Device,
+) -> Result<BenchTimes> {
+    let varmap = VarMap::new();
+    let model = InceptionXml::new(cfg, &varmap, device, 0)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let ids: Vec<u32> = (0..batch * cfg.seq_len)
+        .map(|i| {
+            // ~10 real words per text, then padding.
+            if i % cfg.seq_len < 10 {
+                rng.gen_range(1..cfg.vocab_size as u32)
+            } else {
+                0
+            }
+        })
+        .collect();
+    let ids = Tensor::from_vec(ids, (batch, cfg.seq_len), device)?;
+    let r: Vec<f32> = (0..batch * cfg.n_labels)
+        .map(|_| rng.gen_range(-1.0..1.0))
+        .collect();
+    let r = Tensor::from_vec(r, (batch, cfg.n_labels), device)?;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        f()?; // warm-up
+        let mut t = Vec::with_capacity(iters);
+        for _ in 0..iters.max(1) {
+            let s = Instant::now();
+            f()?;
+            t.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(median(t))
+    };
+    let train = batch > 1;
+    let forward_ms = time(&mut || {
+        let x = model.embed(&ids)?;
+        let h = model.encode(&x, train)?;
+        let _ = model.head(&h, train)?;
+        Ok(())
+    })?;
+    let forward_backward_ms = time(&mut || {
+        let x = Var::from_tensor(&model.embed(&ids)?)?;
+        let h = model.encode(x.as_tensor(), train)?;
+        let z = model.head(&h, train)?;
+        let grads = (z * &r)?.mean_all()?.backward()?;
+        debug_assert!(grads.get(x.as_tensor()).is_some());
+        Ok(())
+    })?;
+    let eval_forward_ms = time(&mut || {
+        let _ = model.forward(&ids, false)?;
+        Ok(())
+    })?;
+    Ok(BenchTimes {
+        forward_ms,
+        forward_backward_ms,
+        eval_forward_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[ignore = "timing; run in release with --ignored --nocapture"]
+    fn bench_model() {
+        let threads = candle_core::utils::get_num_threads();
+        for l in [736usize, 22_933] {
+            let cfg = ModelConfig::new(50_000, l);
+            let t = bench_forward_backward(&cfg, 128, 10, &Device::Cpu).unwrap();
+            eprintln!(
+                "L={l} B=128 threads={threads}: train forward {:.1} ms, forward+backward {:.1} ms ({:.0} samples/s), eval forward {:.1} ms",
+                t.forward_ms,
+                t.forward_backward_ms,
+                128e3 / t.forward_backward_ms,
+                t.eval_forward_ms
+            );
+            let t1 = bench_forward_backward(&cfg, 1, 50, &Device::Cpu).unwrap();
+            eprintln!("L={l} B=1: eval forward {:.2} ms", t1.eval_forward_ms);
+        }
+    }
+}
+
+#[cfg(test)]
+mod profile {
+    use super::*;
+    use crate::model::dropout::Dropout;
+
+    fn ms(f: &mut dyn FnMut() -> Tensor, n: usize) -> f64 {
+        f();
+        let s = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        s.elapsed().as_secs_f64() * 1e3 / n as f64
+    }
+
+    #[test]
+    #[ignore = "per-stage timing"]
+    fn profile_stages() {
+        let cfg = ModelConfig::new(1000, 22_933);
+        let vm = VarMap::new();
+        let m = InceptionXml::new(&cfg, &vm, &Device::Cpu, 0).unwrap();
+        let (att, proj, inc, head) = m.layers();
+        let dev = Device::Cpu;
+        let b = 128;
+        let x = Tensor::rand(-0.2f32, 0.2, (b, 32, 300), &dev).unwrap();
+        let n = 5;
+        let t = true;
+        let dr = Dropout::new(0, 0);
+        eprintln!(
+            "dropout x {:.2}",
+            ms(&mut || dr.apply(&x, 0.25, true).unwrap(), n)
+        );
+        eprintln!("mixing {:.2}", ms(&mut || att.mixing(&x, t).unwrap(), n));
+        let mix = att.mixing(&x, t).unwrap();
+        eprintln!(
+            "xxt {:.2}",
+            ms(&mut || x.matmul(&x.t().unwrap()).unwrap(), n)
+        );
+        let w2 = att.dims.sn.weight(false).unwrap();
+        eprintln!(
+            "xw2 {:.2}",
+            ms(&mut || x.broadcast_matmul(&w2.t().unwrap()).unwrap(), n)
+        );
+        eprintln!("rr {:.2}", ms(&mut || mix.matmul(&mix).unwrap(), n));
+        eprintln!(
+            "proj {:.2}",
+            ms(&mut || proj.forward(&x, Some(&mix), t).unwrap(), n)
+        );
+        let p = proj.forward(&x, Some(&mix), t).unwrap();
+        eprintln!("gelu p {:.2}", ms(&mut || p.gelu_erf().unwrap(), n));
+        eprintln!("bn p {:.2}", ms(&mut || proj.bn.forward(&p, t).unwrap(), n));
+        eprintln!(
+            "branches {:.2}",
+            ms(&mut || inc.branches(&p, t).unwrap(), n)
+        );
+        let h = inc.branches(&p, t).unwrap();
+        eprintln!(
+            "final {:.2}",
+            ms(&mut || inc.final_layer(&h, t).unwrap(), n)
+        );
+        let hf = inc.final_layer(&h, t).unwrap();
+        eprintln!("head {:.2}", ms(&mut || head.forward(&hf, t).unwrap(), n));
+        let hv = Var::from_tensor(&hf).unwrap();
+        eprintln!(
+            "head fwd+bwd {:.2}",
+            ms(
+                &mut || {
+                    let z = head.forward(hv.as_tensor(), t).unwrap();
+                    z.sum_all().unwrap().backward().unwrap();
+                    z
+                },
+                n
+            )
+        );
+        let xv = Var::from_tensor(&x).unwrap();
+        eprintln!(
+            "encode fwd+bwd {:.2}",
+            ms(
+                &mut || {
+                    let z = m.encode(xv.as_tensor(), t).unwrap();
+                    z.sum_all().unwrap().backward().unwrap();
+                    z
+                },
+                n
+            )
+        );
+        eprintln!("encode fwd {:.2}", ms(&mut || m.encode(&x, t).unwrap(), n));
+    }
+}
