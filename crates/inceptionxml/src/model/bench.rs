@@ -118,14 +118,34 @@ mod tests {
 mod profile {
     use super::*;
     use crate::model::dropout::Dropout;
+    use crate::model::im2col;
 
-    fn ms(f: &mut dyn FnMut() -> Tensor, n: usize) -> f64 {
+    /// CPU time of all this process's threads, in ms (robust to other processes' load).
+    fn cpu_ms() -> f64 {
+        let mut t = 0u64;
+        for e in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let s = std::fs::read_to_string(e.path().join("schedstat")).unwrap_or_default();
+            t += s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        t as f64 / 1e6
+    }
+
+    /// Prints wall and CPU ms per call; returns the CPU ms.
+    fn ms(f: &mut dyn FnMut() -> Tensor, n: usize) -> String {
         f();
-        let s = Instant::now();
+        let (s, c) = (Instant::now(), cpu_ms());
         for _ in 0..n {
             f();
         }
-        s.elapsed().as_secs_f64() * 1e3 / n as f64
+        format!(
+            "wall {:.1} ms, cpu {:.1} ms",
+            s.elapsed().as_secs_f64() * 1e3 / n as f64,
+            (cpu_ms() - c) / n as f64
+        )
     }
 
     #[test]
@@ -142,42 +162,80 @@ mod profile {
         let t = true;
         let dr = Dropout::new(0, 0);
         eprintln!(
-            "dropout x {:.2}",
+            "dropout x {}",
             ms(&mut || dr.apply(&x, 0.25, true).unwrap(), n)
         );
-        eprintln!("mixing {:.2}", ms(&mut || att.mixing(&x, t).unwrap(), n));
+        eprintln!("mixing {}", ms(&mut || att.mixing(&x, t).unwrap(), n));
         let mix = att.mixing(&x, t).unwrap();
         eprintln!(
-            "xxt {:.2}",
+            "  xxt {}",
             ms(&mut || x.matmul(&x.t().unwrap()).unwrap(), n)
         );
         let w2 = att.dims.sn.weight(false).unwrap();
         eprintln!(
-            "xw2 {:.2}",
+            "  xw2 {}",
             ms(&mut || x.broadcast_matmul(&w2.t().unwrap()).unwrap(), n)
         );
-        eprintln!("rr {:.2}", ms(&mut || mix.matmul(&mix).unwrap(), n));
+        eprintln!("  rr {}", ms(&mut || mix.matmul(&mix).unwrap(), n));
         eprintln!(
-            "proj {:.2}",
+            "proj {}",
             ms(&mut || proj.forward(&x, Some(&mix), t).unwrap(), n)
         );
-        let p = proj.forward(&x, Some(&mix), t).unwrap();
-        eprintln!("gelu p {:.2}", ms(&mut || p.gelu_erf().unwrap(), n));
-        eprintln!("bn p {:.2}", ms(&mut || proj.bn.forward(&p, t).unwrap(), n));
+        let wp = proj.weight.as_tensor().broadcast_as((b, 32, 32)).unwrap();
+        eprintln!("  wp m {}", ms(&mut || wp.matmul(&mix).unwrap(), n));
+        let tt = wp.matmul(&mix).unwrap();
         eprintln!(
-            "branches {:.2}",
-            ms(&mut || inc.branches(&p, t).unwrap(), n)
+            "  xt tt {}",
+            ms(&mut || x.t().unwrap().matmul(&tt.t().unwrap()).unwrap(), n)
+        );
+        eprintln!("  tt x {}", ms(&mut || tt.matmul(&x).unwrap(), n));
+        let p = proj.forward(&x, Some(&mix), t).unwrap();
+        eprintln!(
+            "  gelu_bn p {}",
+            ms(&mut || proj.bn.forward_gelu(&p, t).unwrap(), n)
+        );
+        eprintln!("branches {}", ms(&mut || inc.branches(&p, t).unwrap(), n));
+        let win = im2col::Windows::new(300, 16, 4, 6).unwrap();
+        eprintln!(
+            "  im2col {}",
+            ms(&mut || im2col::im2col(&p, win).unwrap(), n)
+        );
+        let cols = im2col::im2col(&p, win).unwrap();
+        let w16 = Tensor::rand(0f32, 1., (512, 32), &dev).unwrap();
+        let w16t = Tensor::rand(0f32, 1., (32, 512), &dev)
+            .unwrap()
+            .t()
+            .unwrap();
+        eprintln!("  gemm k16 {}", ms(&mut || cols.matmul(&w16).unwrap(), n));
+        eprintln!(
+            "  gemm k16 wt {}",
+            ms(&mut || cols.matmul(&w16t).unwrap(), n)
+        );
+        let w8 = w16.narrow(0, 0, 256).unwrap();
+        eprintln!(
+            "  gemm k8 narrow {}",
+            ms(
+                &mut || cols.narrow(1, 128, 256).unwrap().matmul(&w8).unwrap(),
+                n
+            )
+        );
+        let z = cols.matmul(&w16).unwrap();
+        let zz = Tensor::cat(&[&z, &z, &z], 1).unwrap();
+        eprintln!(
+            "  cat3 {}",
+            ms(&mut || Tensor::cat(&[&z, &z, &z], 1).unwrap(), n)
+        );
+        eprintln!(
+            "  gelu_bn {}",
+            ms(&mut || inc.merge_bn.forward_gelu(&zz, t).unwrap(), n)
         );
         let h = inc.branches(&p, t).unwrap();
-        eprintln!(
-            "final {:.2}",
-            ms(&mut || inc.final_layer(&h, t).unwrap(), n)
-        );
+        eprintln!("final {}", ms(&mut || inc.final_layer(&h, t).unwrap(), n));
         let hf = inc.final_layer(&h, t).unwrap();
-        eprintln!("head {:.2}", ms(&mut || head.forward(&hf, t).unwrap(), n));
+        eprintln!("head {}", ms(&mut || head.forward(&hf, t).unwrap(), n));
         let hv = Var::from_tensor(&hf).unwrap();
         eprintln!(
-            "head fwd+bwd {:.2}",
+            "head fwd+bwd {}",
             ms(
                 &mut || {
                     let z = head.forward(hv.as_tensor(), t).unwrap();
@@ -188,8 +246,9 @@ mod profile {
             )
         );
         let xv = Var::from_tensor(&x).unwrap();
+        eprintln!("encode fwd {}", ms(&mut || m.encode(&x, t).unwrap(), n));
         eprintln!(
-            "encode fwd+bwd {:.2}",
+            "encode fwd+bwd {}",
             ms(
                 &mut || {
                     let z = m.encode(xv.as_tensor(), t).unwrap();
@@ -199,6 +258,5 @@ mod profile {
                 n
             )
         );
-        eprintln!("encode fwd {:.2}", ms(&mut || m.encode(&x, t).unwrap(), n));
     }
 }

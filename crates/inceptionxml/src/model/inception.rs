@@ -5,7 +5,7 @@
 //! of every branch reads a window centred on input position `4t + 2`: the k=16 window (in the
 //! input padded circularly by 6) starts at `4t`, the k=8 window at offset 4 inside it, the k=4
 //! window at offset 6. So one im2col matrix `[B·L1, 16·F]` (kernel-major, channel inner) serves
-//! all three branches: each is a GEMM on a column slice of it. Then concatenation (channels
+//! all three branches: each is a GEMM on a column slice of it ([`super::im2col`]). Then concatenation (channels
 //! 4|8|16), GELU, BatchNorm(3F) (the caller adds dropout), and Conv1d(3F->F, 16, stride 4, no
 //! padding) by the same im2col trick, GELU, BatchNorm(F). The output is flattened channel-major
 //! to `[B, F·L2]` as in PyTorch.
@@ -18,6 +18,7 @@ use candle_nn::VarMap;
 use rand_chacha::ChaCha8Rng;
 
 use super::batch_norm::BatchNorm;
+use super::im2col::{im2col, Windows};
 use super::init;
 use crate::error::{Error, Result};
 
@@ -128,9 +129,9 @@ impl Inception {
                 self.filters
             )));
         }
-        let l1 = (d - 4) / STRIDE + 1;
-        let padded = circular_pad(x, MAX_PAD)?;
-        let cols = im2col(&padded, l1, KERNELS[2])?; // [B·L1, 16F]
+        let win = Windows::new(d, KERNELS[2], STRIDE, MAX_PAD)?;
+        let l1 = win.out;
+        let cols = im2col(x, win)?; // [B·L1, 16F]
         let mut outs = Vec::with_capacity(3);
         for (conv, &k) in self.branches.iter().zip(KERNELS.iter()) {
             let pad = 2 * (k / STRIDE - 1);
@@ -154,8 +155,9 @@ impl Inception {
                 "final convolution needs >= {FINAL_KERNEL} positions, got {l1}"
             )));
         }
-        let l2 = (l1 - FINAL_KERNEL) / STRIDE + 1;
-        let cols = im2col(h, l2, FINAL_KERNEL)?; // [B·L2, 16·3F]
+        let win = Windows::new(l1, FINAL_KERNEL, STRIDE, 0)?;
+        let l2 = win.out;
+        let cols = im2col(h, win)?; // [B·L2, 16·3F]
         let y = cols
             .matmul(&self.final_conv.gemm_weight()?)?
             .broadcast_add(self.final_conv.bias.as_tensor())?;
@@ -166,39 +168,6 @@ impl Inception {
             .contiguous()?
             .reshape((b, f * l2))?)
     }
-}
-
-/// Circular padding by `p` on both ends of axis 1 of `[B, n, C]`: `[B, n + 2p, C]`.
-pub fn circular_pad(x: &Tensor, p: usize) -> Result<Tensor> {
-    let n = x.dim(1)?;
-    if p == 0 {
-        return Ok(x.clone());
-    }
-    if p > n {
-        return Err(Error::InvalidParam(format!(
-            "circular padding {p} larger than length {n}"
-        )));
-    }
-    Ok(Tensor::cat(
-        &[x.narrow(1, n - p, p)?, x.clone(), x.narrow(1, 0, p)?],
-        1,
-    )?)
-}
-
-/// Windows of `k` (a multiple of 4) positions at stride 4 over axis 1 of `[B, n, C]`:
-/// `[B·out, k·C]`, each row the window's positions in order, channels inner.
-pub fn im2col(x: &Tensor, out: usize, k: usize) -> Result<Tensor> {
-    let (b, _n, c) = x.dims3()?;
-    let m = k / STRIDE;
-    let blocks = out + m - 1;
-    // [B, blocks, 4C]: block j holds positions 4j..4j+4.
-    let xb = x
-        .narrow(1, 0, STRIDE * blocks)?
-        .reshape((b, blocks, STRIDE * c))?;
-    let parts = (0..m)
-        .map(|j| xb.narrow(1, j, out))
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(Tensor::cat(&parts, 2)?.reshape((b * out, k * c))?)
 }
 
 #[cfg(test)]
@@ -243,9 +212,12 @@ mod tests {
             .unwrap()
             .reshape((1, 5, 2))
             .unwrap();
-        let p: Vec<Vec<f32>> = circular_pad(&x, 2)
+        // One window covering the whole padded sequence, with unit stride.
+        let w = Windows::new(5, 9, 1, 2).unwrap();
+        assert_eq!(w.out, 1);
+        let p: Vec<Vec<f32>> = im2col(&x, w)
             .unwrap()
-            .squeeze(0)
+            .reshape((9, 2))
             .unwrap()
             .to_vec2()
             .unwrap();
@@ -281,7 +253,7 @@ mod tests {
             // Eval BN at init is y = x / sqrt(1 + eps); undo GELU is not possible, so compare
             // the pre-activation: run the branch GEMMs by hand through the public pieces.
             let l1 = (d - 4) / 4 + 1;
-            let cols = im2col(&circular_pad(&x, MAX_PAD).unwrap(), l1, 16).unwrap();
+            let cols = im2col(&x, Windows::new(d, 16, 4, MAX_PAD).unwrap()).unwrap();
             let xs: Vec<Vec<Vec<f32>>> = x.t().unwrap().to_vec3().unwrap(); // [B, F, d]
             for (conv, &k) in inc.branches.iter().zip(KERNELS.iter()) {
                 let pad = 2 * (k / 4 - 1);
@@ -321,7 +293,7 @@ mod tests {
             let hs: Vec<Vec<Vec<f32>>> = h.t().unwrap().to_vec3().unwrap();
             let w: Vec<Vec<Vec<f32>>> = inc.final_conv.weight.as_tensor().to_vec3().unwrap();
             let bias: Vec<f32> = inc.final_conv.bias.as_tensor().to_vec1().unwrap();
-            let pre: Vec<Vec<f32>> = im2col(&h, l2, 16)
+            let pre: Vec<Vec<f32>> = im2col(&h, Windows::new(l1, 16, 4, 0).unwrap())
                 .unwrap()
                 .matmul(&inc.final_conv.gemm_weight().unwrap())
                 .unwrap()

@@ -44,6 +44,7 @@ pub mod dropout;
 pub mod embedding;
 pub mod gelu_bn;
 pub mod head;
+pub mod im2col;
 pub mod inception;
 pub mod init;
 pub mod projection;
