@@ -23,7 +23,8 @@ pub struct BenchTimes {
     pub eval_forward_ms: f64,
 }
 
-/// Times a freshly initialised model on random ids: `iters` repetitions after one warm-up,
+/// Times a freshly initialised model on random ids (after [`super::alloc::tune_allocator`]):
+/// `iters` repetitions after one warm-up,
 /// gradient taken with respect to the trainable parameters and the embedded input (as the
 /// trainer does).
 pub fn bench_forward_backward(
@@ -32,6 +33,7 @@ pub fn bench_forward_backward(
     iters: usize,
     device: &Device,
 ) -> Result<BenchTimes> {
+    super::alloc::tune_allocator();
     let varmap = VarMap::new();
     let model = InceptionXml::new(cfg, &varmap, device, 0)?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -151,6 +153,7 @@ mod profile {
     #[test]
     #[ignore = "per-stage timing"]
     fn profile_stages() {
+        crate::model::alloc::tune_allocator();
         let cfg = ModelConfig::new(1000, 22_933);
         let vm = VarMap::new();
         let m = InceptionXml::new(&cfg, &vm, &Device::Cpu, 0).unwrap();
@@ -246,6 +249,33 @@ mod profile {
             )
         );
         let xv = Var::from_tensor(&x).unwrap();
+        let fb = |name: &str, inp: &Tensor, f: &dyn Fn(&Tensor) -> Tensor| {
+            let v = Var::from_tensor(inp).unwrap();
+            eprintln!(
+                "{name} fwd+bwd {}",
+                ms(
+                    &mut || {
+                        let y = f(v.as_tensor());
+                        y.sum_all().unwrap().backward().unwrap();
+                        y
+                    },
+                    n
+                )
+            );
+        };
+        fb("dropout", &x, &|v| dr.apply(v, 0.25, true).unwrap());
+        fb("mixing", &x, &|v| att.mixing(v, t).unwrap());
+        fb("mixing+proj", &x, &|v| {
+            proj.forward(v, Some(&att.mixing(v, t).unwrap()), t)
+                .unwrap()
+        });
+        fb("proj matmuls", &x, &|v| {
+            v.t().unwrap().matmul(&tt.t().unwrap()).unwrap()
+        });
+        fb("gelu_bn p", &p, &|v| proj.bn.forward_gelu(v, t).unwrap());
+        fb("branches", &p, &|v| inc.branches(v, t).unwrap());
+        fb("im2col", &p, &|v| im2col::im2col(v, win).unwrap());
+        fb("final", &h, &|v| inc.final_layer(v, t).unwrap());
         eprintln!("encode fwd {}", ms(&mut || m.encode(&x, t).unwrap(), n));
         eprintln!(
             "encode fwd+bwd {}",

@@ -2,6 +2,7 @@
 //!
 //! | module | job |
 //! |---|---|
+//! | [`alloc`] | `tune_allocator()`: keep freed memory in the heap (call once at start) |
 //! | [`config`] | [`ModelConfig`]: every hyper-parameter and shape |
 //! | [`init`] | seeded Xavier / uniform / normal initialisers, registration in a `VarMap` |
 //! | [`embedding`] | the V×d word table (outside autograd) |
@@ -11,6 +12,8 @@
 //! | [`projection`] | 1×1 conv S->F (applied as `(W_p M) X`), GELU, BatchNorm |
 //! | [`inception`] | the k = 4/8/16 circular branches, merge, final conv (im2col GEMMs) |
 //! | [`head`] | residual hidden layer and the L-way classifier |
+//! | [`gelu_bn`], [`im2col`], [`dropout`] | fused CPU kernels (with backward) and seeded dropout |
+//! | [`bench`] | `bench_forward_backward()` timing helper |
 //!
 //! Variable names in the `VarMap` (buffers marked *): `embedding.weight` [V, d];
 //! `attn_words.{weight [S,S], u*, v*, gamma [1]}`; `attn_dims.{weight [d,d], u*, v*, gamma}`;
@@ -36,6 +39,7 @@
 //! above saves ~0.8 M and never materialises `O1`, `O2`. The backward pass costs about twice the
 //! forward. Elementwise work (GELU, BatchNorm, dropout) is O(S·d + F·d + 3F·L1) ≈ 30 k values.
 
+pub mod alloc;
 pub mod attention;
 pub mod batch_norm;
 pub mod bench;
