@@ -7,6 +7,20 @@
 //! training step (measured with `perf`). Keeping freed memory in the heap removes most of that.
 //! Call [`tune_allocator`] once at program start (the binary's `train` / `predict`); it is a
 //! no-op where the C library is not glibc.
+//!
+//! [`tune_runtime`] does that and also pins candle's thread count: without `RAYON_NUM_THREADS`
+//! set, candle 0.11 asks `num_cpus::get_physical()` — which parses `/proc/cpuinfo` — on *every*
+//! matmul (~5% of a batch-1 forward in `perf`).
+
+/// [`tune_allocator`], and sets `RAYON_NUM_THREADS` to the available parallelism if it is unset.
+/// Call it first thing in `main`, before any thread is started (it writes the environment).
+pub fn tune_runtime() -> bool {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    tune_allocator()
+}
 
 /// Raises glibc's mmap threshold to its maximum (32 MiB) and keeps freed memory in the heap
 /// (trim threshold 1 GiB, top pad 64 MiB). Returns whether every setting was accepted.

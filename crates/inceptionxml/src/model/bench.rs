@@ -23,7 +23,7 @@ pub struct BenchTimes {
     pub eval_forward_ms: f64,
 }
 
-/// Times a freshly initialised model on random ids (after [`super::alloc::tune_allocator`]):
+/// Times a freshly initialised model on random ids (after [`super::alloc::tune_runtime`]):
 /// `iters` repetitions after one warm-up,
 /// gradient taken with respect to the trainable parameters and the embedded input (as the
 /// trainer does).
@@ -33,7 +33,7 @@ pub fn bench_forward_backward(
     iters: usize,
     device: &Device,
 ) -> Result<BenchTimes> {
-    super::alloc::tune_allocator();
+    super::alloc::tune_runtime();
     let varmap = VarMap::new();
     let model = InceptionXml::new(cfg, &varmap, device, 0)?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -153,7 +153,7 @@ mod profile {
     #[test]
     #[ignore = "per-stage timing"]
     fn profile_stages() {
-        crate::model::alloc::tune_allocator();
+        crate::model::alloc::tune_runtime();
         let cfg = ModelConfig::new(1000, 22_933);
         let vm = VarMap::new();
         let m = InceptionXml::new(&cfg, &vm, &Device::Cpu, 0).unwrap();
@@ -288,5 +288,46 @@ mod profile {
                 n
             )
         );
+    }
+}
+
+#[cfg(test)]
+mod latency {
+    use super::*;
+
+    #[test]
+    #[ignore = "batch-1 timing"]
+    fn batch1_stages() {
+        crate::model::alloc::tune_runtime();
+        for l in [736usize, 22_933] {
+            let cfg = ModelConfig::new(1000, l);
+            let vm = VarMap::new();
+            let m = InceptionXml::new(&cfg, &vm, &Device::Cpu, 0).unwrap();
+            let ids = Tensor::zeros((1, 32), candle_core::DType::U32, &Device::Cpu).unwrap();
+            let x = m.embed(&ids).unwrap();
+            let h = m.encode(&x, false).unwrap();
+            let time = |f: &dyn Fn()| {
+                f();
+                let s = Instant::now();
+                for _ in 0..50 {
+                    f();
+                }
+                s.elapsed().as_secs_f64() * 1e3 / 50.0
+            };
+            let enc = time(&|| {
+                m.encode(&x, false).unwrap();
+            });
+            let head = time(&|| {
+                m.head(&h, false).unwrap();
+            });
+            let (.., hd) = m.layers();
+            let feats = hd.features(&h, false).unwrap();
+            let gemv = time(&|| {
+                feats.matmul(hd.out_weight.as_tensor()).unwrap();
+            });
+            eprintln!(
+                "L={l} B=1: encode {enc:.3} ms, head {head:.3} ms (classifier GEMV {gemv:.3} ms)"
+            );
+        }
     }
 }

@@ -296,26 +296,6 @@ impl CustomOp3 for GeluBn {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn gelu_matches_libm_erf() {
-        let mut worst = (0f32, 0f32);
-        for i in -4000..=4000 {
-            let z = i as f32 / 400.0;
-            let exact =
-                0.5 * z as f64 * (1.0 + candle_core::cpu::erf::erf_f64(z as f64 / 2f64.sqrt()));
-            let (g, d) = super::gelu_and_grad(z);
-            let pdf = (-0.5 * (z as f64).powi(2)).exp() / (2.0 * std::f64::consts::PI).sqrt();
-            let dexact = 0.5 * (1.0 + candle_core::cpu::erf::erf_f64(z as f64 / 2f64.sqrt()))
-                + z as f64 * pdf;
-            worst.0 = worst.0.max((g as f64 - exact).abs() as f32);
-            worst.1 = worst.1.max((d as f64 - dexact).abs() as f32);
-        }
-        assert!(worst.0 < 2e-6 && worst.1 < 2e-6, "{worst:?}");
-    }
-}
-
 fn add_vecs(mut a: Vec<f64>, b: Vec<f64>) -> Vec<f64> {
     a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
     a
@@ -346,4 +326,24 @@ pub fn eval(
 ) -> Result<Tensor> {
     Ok(z.contiguous()?
         .apply_op3(w, b, GeluBn::Eval { eps, mean, var })?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn gelu_matches_libm_erf() {
+        let mut worst = (0f32, 0f32);
+        for i in -4000..=4000 {
+            let z = i as f32 / 400.0;
+            let exact =
+                0.5 * z as f64 * (1.0 + candle_core::cpu::erf::erf_f64(z as f64 / 2f64.sqrt()));
+            let (g, d) = super::gelu_and_grad(z);
+            let pdf = (-0.5 * (z as f64).powi(2)).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            let dexact = 0.5 * (1.0 + candle_core::cpu::erf::erf_f64(z as f64 / 2f64.sqrt()))
+                + z as f64 * pdf;
+            worst.0 = worst.0.max((g as f64 - exact).abs() as f32);
+            worst.1 = worst.1.max((d as f64 - dexact).abs() as f32);
+        }
+        assert!(worst.0 < 2e-6 && worst.1 < 2e-6, "{worst:?}");
+    }
 }

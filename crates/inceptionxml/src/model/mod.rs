@@ -38,6 +38,12 @@
 //! `(HX)(W2H)` as `H·(X·(W2H))`; 8.6 M as written) + 0.31 M (projection of `O2ᵀ`); the fused form
 //! above saves ~0.8 M and never materialises `O1`, `O2`. The backward pass costs about twice the
 //! forward. Elementwise work (GELU, BatchNorm, dropout) is O(S·d + F·d + 3F·L1) ≈ 30 k values.
+//!
+//! Measured (release, 2 shared AMD EPYC cores, `alloc::tune_runtime()` on, model only — no loss
+//! or optimiser; `cargo test --release -p inceptionxml --lib model::bench -- --ignored
+//! --nocapture --test-threads=1`): batch 128 training forward+backward 186 ms (L = 736) and
+//! 326 ms (L = 22,933); batch-1 evaluation forward 0.8 ms (L = 736) and 4.9 ms (L = 22,933, of
+//! which 2.8 ms is streaming the 44 MB classifier once).
 
 pub mod alloc;
 pub mod attention;
