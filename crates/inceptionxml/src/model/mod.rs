@@ -32,7 +32,7 @@
 //! | final conv | 16·3F·F·L2 | 0.74 M |
 //! | head hidden | D² | 0.23 M |
 //! | classifier | D·L | 0.35 M (L = 736), 11.0 M (L = 22,933) |
-//! | **total** | | 7.4 M + 480·L (7.4 M / 18.4 M) |
+//! | **total** | | 7.05 M + 480·L (7.4 M / 18.1 M) |
 //!
 //! The textbook order costs 0.92 M (words, `(XXᵀ)(W1X)`) + 3.5 M (dims, after re-associating
 //! `(HX)(W2H)` as `H·(X·(W2H))`; 8.6 M as written) + 0.31 M (projection of `O2ᵀ`); the fused form
