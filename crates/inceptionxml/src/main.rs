@@ -16,12 +16,24 @@ struct Cli {
 enum Command {
     /// Dataset statistics of an Extreme Classification Repository folder.
     Stats(cli::stats::Args),
+    /// Train an InceptionXML model on a dataset folder.
+    Train(cli::train::Args),
+    /// Rank labels for texts with a trained model.
+    Predict(cli::predict::Args),
+    /// Train on the bundled cooking data and report test metrics.
+    Demo(cli::demo::Args),
+    /// Measure training throughput or prediction latency.
+    Bench(cli::bench::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Stats(a) => cli::stats::run(a),
+        Command::Train(a) => cli::train::run(a),
+        Command::Predict(a) => cli::predict::run(a),
+        Command::Demo(a) => cli::demo::run(a),
+        Command::Bench(a) => cli::bench::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
