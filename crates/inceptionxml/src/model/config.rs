@@ -63,7 +63,10 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidParam(m));
         if self.vocab_size < 2 {
-            return bad(format!("vocab_size {} < 2 (pad and unknown)", self.vocab_size));
+            return bad(format!(
+                "vocab_size {} < 2 (pad and unknown)",
+                self.vocab_size
+            ));
         }
         if self.n_labels == 0 {
             return bad("n_labels must be > 0".into());

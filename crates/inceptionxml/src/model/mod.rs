@@ -1,102 +1,225 @@
-//! The InceptionXML model: configuration and layers.
+//! The InceptionXML model (SPEC §3–4): configuration, layers and [`InceptionXml`].
 //!
-//! TEMP stand-in (the real model lands from the `model` branch): mean of word embeddings ->
-//! Linear(d -> |h_f|) -> GELU -> dropout -> Linear(|h_f| -> L). Same public API.
+//! | module | job |
+//! |---|---|
+//! | [`config`] | [`ModelConfig`]: every hyper-parameter and shape |
+//! | [`init`] | seeded Xavier / uniform / normal initialisers, registration in a `VarMap` |
+//! | [`embedding`] | the V×d word table (outside autograd) |
+//! | [`spectral_norm`] | spectrally normalised weight with persistent `u`, `v` |
+//! | [`batch_norm`] | channels-last BatchNorm with running statistics |
+//! | [`attention`] | attention over words and over dimensions, fused into one S×S mixing matrix |
+//! | [`projection`] | 1×1 conv S->F (applied as `(W_p M) X`), GELU, BatchNorm |
+//! | [`inception`] | the k = 4/8/16 circular branches, merge, final conv (im2col GEMMs) |
+//! | [`head`] | residual hidden layer and the L-way classifier |
+//!
+//! Variable names in the `VarMap` (buffers marked *): `embedding.weight` [V, d];
+//! `attn_words.{weight [S,S], u*, v*, gamma [1]}`; `attn_dims.{weight [d,d], u*, v*, gamma}`;
+//! `proj.{weight [F,S], bias}`; `proj_bn.{weight, bias, running_mean*, running_var*}`;
+//! `inception.conv{4,8,16}.{weight [F,F,k], bias}`; `inception_bn.*` (3F);
+//! `final_conv.{weight [F,3F,16], bias}`; `final_bn.*`; `head.hidden.{weight [D,D], bias}`;
+//! `head.bn.*`; `head.out.{weight [D,L] (in × out), bias [L]}`.
+//!
+//! ## Cost per sample (forward multiply–adds; S = 32, d = 300, F = 32, L1 = 75, L2 = 15, D = 480)
+//! | stage | products | MACs |
+//! |---|---|---|
+//! | attention over words | `X Xᵀ` S²d, `(XXᵀ)W1` S³ | 0.34 M |
+//! | attention over dims | `X W2ᵀ` d²S (one GEMM per batch), `(XW2ᵀ)Xᵀ` dS², `R N`, `(RN)R` 2S³ | 3.25 M |
+//! | projection | `W_p M` F·S², `(W_p M) X` F·S·d | 0.34 M |
+//! | inception branches | (4+8+16)·F²·L1 | 2.15 M |
+//! | final conv | 16·3F·F·L2 | 0.74 M |
+//! | head hidden | D² | 0.23 M |
+//! | classifier | D·L | 0.35 M (L = 736), 11.0 M (L = 22,933) |
+//! | **total** | | 7.4 M + 480·L (7.4 M / 18.4 M) |
+//!
+//! The textbook order costs 0.92 M (words, `(XXᵀ)(W1X)`) + 3.5 M (dims, after re-associating
+//! `(HX)(W2H)` as `H·(X·(W2H))`; 8.6 M as written) + 0.31 M (projection of `O2ᵀ`); the fused form
+//! above saves ~0.8 M and never materialises `O1`, `O2`. The backward pass costs about twice the
+//! forward. Elementwise work (GELU, BatchNorm, dropout) is O(S·d + F·d + 3F·L1) ≈ 30 k values.
 
+pub mod attention;
+pub mod batch_norm;
 pub mod config;
+pub mod embedding;
+pub mod head;
+pub mod inception;
+pub mod init;
+pub mod projection;
+pub mod spectral_norm;
 
 pub use config::ModelConfig;
 
-use candle_core::{DType, Device, Module, Tensor, Var};
-use candle_nn::{Init, VarBuilder, VarMap};
+use std::collections::HashSet;
 
-use crate::error::Result;
+use candle_core::{Device, Tensor, Var};
+use candle_nn::VarMap;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
-/// The stand-in model.
+use crate::error::{Error, Result};
+use attention::DualAttention;
+use embedding::Embedding;
+use head::Head;
+use inception::Inception;
+use projection::Projection;
+
+/// Name of the word table in the `VarMap`.
+pub const EMBEDDING_NAME: &str = "embedding.weight";
+/// Name suffixes of the non-trainable buffers in the `VarMap`.
+pub const BUFFER_SUFFIXES: [&str; 4] = [".running_mean", ".running_var", ".u", ".v"];
+
+/// Inverted dropout with probability `p` when `train` (candle's, not seeded); identity otherwise.
+pub fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
+    if train && p > 0.0 {
+        Ok(candle_nn::ops::dropout(x, p)?)
+    } else {
+        Ok(x.clone())
+    }
+}
+
+/// InceptionXML: embedding, dual attention, projection, inception encoder, one-vs-all head.
+#[derive(Debug, Clone)]
 pub struct InceptionXml {
     cfg: ModelConfig,
-    table: Var,
-    enc: candle_nn::Linear,
-    out: candle_nn::Linear,
-    vars: Vec<(String, Var)>,
+    embedding: Embedding,
+    attention: DualAttention,
+    projection: Projection,
+    inception: Inception,
+    head: Head,
+    trainable: Vec<(String, Var)>,
 }
 
 impl InceptionXml {
-    pub fn new(cfg: &ModelConfig, varmap: &VarMap, device: &Device, _seed: u64) -> Result<Self> {
+    /// Fresh model; every parameter and buffer (BatchNorm running statistics, spectral-norm `u`,
+    /// `v`) registered in `varmap` under stable names, so `varmap.save` / `varmap.load`
+    /// round-trip the whole model. Initialised per SPEC from `seed` (deterministic).
+    pub fn new(cfg: &ModelConfig, varmap: &VarMap, device: &Device, seed: u64) -> Result<Self> {
         cfg.validate()?;
-        let vb = VarBuilder::from_varmap(varmap, DType::F32, device);
-        vb.get_with_hints(
-            (cfg.vocab_size, cfg.embed_dim),
-            "embeddings.weight",
-            Init::Const(0.0),
+        let before: HashSet<String> = lock(varmap)?.keys().cloned().collect();
+        // One ChaCha stream per component, so e.g. the vocabulary size does not shift the
+        // initialisation of the dense layers.
+        let rng = |stream: u64| {
+            let mut r = ChaCha8Rng::seed_from_u64(seed);
+            r.set_stream(stream);
+            r
+        };
+        let (d, s, f) = (cfg.embed_dim, cfg.seq_len, cfg.filters);
+        let embedding = Embedding::new(
+            varmap,
+            EMBEDDING_NAME,
+            cfg.vocab_size,
+            d,
+            &mut rng(0),
+            device,
         )?;
-        let enc = candle_nn::linear(cfg.embed_dim, cfg.feature_dim(), vb.pp("enc"))?;
-        let out = candle_nn::linear(cfg.feature_dim(), cfg.n_labels, vb.pp("out"))?;
-        let data = varmap.data().lock().expect("varmap lock");
-        let table = data["embeddings.weight"].clone();
-        let mut vars: Vec<(String, Var)> = data
+        let attention = DualAttention::new(varmap, "attn_", s, d, &mut rng(1), device)?;
+        let projection = Projection::new(varmap, "proj", s, f, &mut rng(2), device)?;
+        let inception = Inception::new(varmap, "inception", f, &mut rng(3), device)?;
+        let head = Head::new(
+            varmap,
+            "head",
+            cfg.feature_dim(),
+            cfg.n_labels,
+            cfg.dropout_hidden,
+            cfg.dropout_ext,
+            &mut rng(4),
+            device,
+        )?;
+        let mut trainable: Vec<(String, Var)> = lock(varmap)?
             .iter()
-            .filter(|(k, _)| k.as_str() != "embeddings.weight")
+            .filter(|(k, _)| !before.contains(*k))
+            .filter(|(k, _)| k.as_str() != EMBEDDING_NAME)
+            .filter(|(k, _)| !BUFFER_SUFFIXES.iter().any(|s| k.ends_with(s)))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        trainable.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(InceptionXml {
             cfg: cfg.clone(),
-            table,
-            enc,
-            out,
-            vars,
+            embedding,
+            attention,
+            projection,
+            inception,
+            head,
+            trainable,
         })
     }
 
+    /// The configuration the model was built with.
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
     }
 
+    /// Overwrites the embedding table (V×d row-major); the pad row (id 0) is forced to zero.
     pub fn set_embeddings(&self, table: &[f32]) -> Result<()> {
-        let t = Tensor::from_slice(
-            table,
-            (self.cfg.vocab_size, self.cfg.embed_dim),
-            self.table.device(),
-        )?;
-        self.table.set(&t)?;
-        Ok(())
+        self.embedding.set(table)
     }
 
+    /// ids `[B, S]` u32 -> x `[B, S, d]` f32, gathered without autograd to the table.
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        let (b, s) = ids.dims2()?;
-        let e = self
-            .table
-            .as_tensor()
-            .detach()
-            .index_select(&ids.flatten_all()?, 0)?;
-        Ok(e.reshape((b, s, self.cfg.embed_dim))?)
+        let (_, s) = ids.dims2()?;
+        if s != self.cfg.seq_len {
+            return Err(Error::InvalidParam(format!(
+                "input has {s} tokens per row, the model takes exactly {}",
+                self.cfg.seq_len
+            )));
+        }
+        self.embedding.lookup(ids)
     }
 
+    /// x `[B, S, d]` -> h_f `[B, cfg.feature_dim()]`. `train`: dropout on, BatchNorm on batch
+    /// statistics (running statistics updated), one power iteration per spectral norm.
     pub fn encode(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.enc.forward(&x.mean(1)?)?.gelu_erf()?;
-        Ok(if train {
-            candle_nn::ops::dropout(&h, self.cfg.dropout_ext)?
-        } else {
-            h
-        })
+        let c = &self.cfg;
+        let x = dropout(&x.contiguous()?, c.dropout_embed, train)?;
+        let mix = self.attention.mixing(&x, train)?;
+        let p = self.projection.forward(&x, Some(&mix), train)?; // [B, d, F]
+        let p = dropout(&p, c.dropout_conv, train)?;
+        let h = self.inception.branches(&p, train)?; // [B, L1, 3F]
+        let h = dropout(&h, c.dropout_conv, train)?;
+        self.inception.final_layer(&h, train)
     }
 
-    pub fn head(&self, h: &Tensor, _train: bool) -> Result<Tensor> {
-        Ok(self.out.forward(h)?)
+    /// h_f `[B, D]` -> logits `[B, L]`.
+    pub fn head(&self, h: &Tensor, train: bool) -> Result<Tensor> {
+        self.head.forward(h, train)
     }
 
+    /// embed + encode + head.
     pub fn forward(&self, ids: &Tensor, train: bool) -> Result<Tensor> {
         let x = self.embed(ids)?;
         let h = self.encode(&x, train)?;
         self.head(&h, train)
     }
 
+    /// The word table `[V, d]` (not in [`Self::trainable_vars`]).
     pub fn embedding_table(&self) -> &Var {
-        &self.table
+        self.embedding.table()
     }
 
+    /// Trainable dense parameters `(name, Var)`, sorted by name: everything except the
+    /// embedding table and the buffers.
     pub fn trainable_vars(&self) -> Vec<(String, Var)> {
-        self.vars.clone()
+        self.trainable.clone()
+    }
+
+    /// The layers, for tests and diagnostics.
+    pub fn layers(&self) -> (&DualAttention, &Projection, &Inception, &Head) {
+        (
+            &self.attention,
+            &self.projection,
+            &self.inception,
+            &self.head,
+        )
     }
 }
+
+fn lock(
+    varmap: &VarMap,
+) -> Result<std::sync::MutexGuard<'_, std::collections::HashMap<String, Var>>> {
+    varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::InvalidParam("VarMap lock poisoned".into()))
+}
+
+#[cfg(test)]
+mod tests;
