@@ -4,6 +4,9 @@
 
 pub mod error;
 pub mod model;
+pub mod ops;
+pub mod predict;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use xmc;

@@ -2,6 +2,44 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod demo;
 pub mod eval;
+pub mod predict;
 pub mod stats;
 pub mod synth;
+pub mod train;
+
+use xmc::metrics::Metrics;
+
+/// Uses `n` threads for rayon and candle's CPU kernels (must run before any parallel work).
+pub fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
+    if let Some(n) = n {
+        anyhow::ensure!(n > 0, "--threads must be > 0");
+        // candle's gemm reads RAYON_NUM_THREADS; rayon's global pool is configured explicitly.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("--threads: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `P@1 … P@k`, `nDCG@…`, `PSP@…` and `PSnDCG@…` lines, ×100 with two decimals.
+pub fn format_metrics(m: &Metrics) -> String {
+    let line = |name: &str, v: &[f64]| {
+        v.iter()
+            .enumerate()
+            .filter(|(i, _)| *i == 0 || (i + 1) % 2 == 1)
+            .map(|(i, x)| format!("{name}@{} {:6.2}", i + 1, x * 100.0))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    [
+        line("P", &m.p),
+        line("nDCG", &m.ndcg),
+        line("PSP", &m.psp),
+        line("PSnDCG", &m.psndcg),
+    ]
+    .join("\n")
+}

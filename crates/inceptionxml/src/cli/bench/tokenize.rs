@@ -1,7 +1,4 @@
-//! `inceptionxml bench <what>`: micro-benchmarks of the pipeline's stages.
-//!
-//! Each benchmark is one variant of [`BenchWhat`] with its own flags struct and `run` function;
-//! add a variant and a match arm in [`run`] to add one.
+//! `inceptionxml bench tokenize`: texts -> fixed-length id sequences.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -9,26 +6,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use xmc::text::tokenize_all;
 use xmc::vocab::Vocab;
-
-/// Flags of `inceptionxml bench`.
-#[derive(clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    pub what: BenchWhat,
-}
-
-/// What to benchmark.
-#[derive(clap::Subcommand)]
-pub enum BenchWhat {
-    /// Texts -> fixed-length id sequences (`Vocab::encode_all`) on a dataset's training texts.
-    Tokenize(TokenizeArgs),
-}
-
-pub fn run(args: Args) -> anyhow::Result<()> {
-    match args.what {
-        BenchWhat::Tokenize(a) => run_tokenize(a),
-    }
-}
 
 /// Flags of `inceptionxml bench tokenize`.
 #[derive(clap::Args)]
@@ -82,7 +59,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     }
 }
 
-fn run_tokenize(a: TokenizeArgs) -> anyhow::Result<()> {
+pub fn run_tokenize(a: TokenizeArgs) -> anyhow::Result<()> {
     let path = a.data.join("trn_X.txt");
     let texts = xmc::texts::read_texts(&path)?;
     anyhow::ensure!(!texts.is_empty(), "{}: no texts", path.display());

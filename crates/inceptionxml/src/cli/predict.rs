@@ -1,0 +1,66 @@
+//! `inceptionxml predict`.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use inceptionxml::predict::Predictor;
+
+/// Flags of `inceptionxml predict`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model directory written by `train` or `demo`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Texts, one per line; `-` reads standard input and answers line by line (interactive).
+    #[arg(long)]
+    pub texts: PathBuf,
+    /// Output: sparse `label:score` rows with a `rows labels` header; `-` is standard output.
+    /// With `--texts -` the header is left out and each answer is flushed at once.
+    #[arg(long, default_value = "-")]
+    pub out: PathBuf,
+    /// Labels per text.
+    #[arg(long, default_value_t = 100)]
+    pub top_k: usize,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    super::set_threads(args.threads)?;
+    anyhow::ensure!(args.top_k > 0, "--top-k must be > 0");
+    anyhow::ensure!(args.batch_size > 0, "--batch-size must be > 0");
+    let p = Predictor::load(&args.model)?;
+    if args.texts.as_os_str() == "-" {
+        return interactive(&p, &args);
+    }
+    let texts = xmc::texts::read_texts(&args.texts)?;
+    let rows = p.predict_texts(&texts, args.top_k, args.batch_size)?;
+    xmc::predictions::write_predictions(&args.out, &rows, p.n_labels())
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    Ok(())
+}
+
+fn interactive(p: &Predictor, args: &Args) -> anyhow::Result<()> {
+    let mut out: Box<dyn Write> = if args.out.as_os_str() == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(
+            std::fs::File::create(&args.out)
+                .with_context(|| format!("creating {}", args.out.display()))?,
+        )
+    };
+    let stdin = std::io::stdin();
+    for (i, line) in stdin.lock().lines().enumerate() {
+        let line = line.with_context(|| format!("<stdin>:{}", i + 1))?;
+        let row = p.predict_one(&line, args.top_k)?;
+        let s: Vec<String> = row.iter().map(|(l, v)| format!("{l}:{v:.6}")).collect();
+        writeln!(out, "{}", s.join(" "))?;
+        out.flush()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,408 @@
+//! Numerically stable binary cross-entropy with logits, as candle custom ops.
+//!
+//! Per entry `ℓ(x, y) = max(x, 0) − x·y + ln(1 + e^(−|x|))`, which never overflows (finite for
+//! |x| up to f32's range) and equals `−y·ln σ(x) − (1 − y)·ln(1 − σ(x))`. The loss is the mean
+//! over all entries (or over the entries whose mask is non-zero). The gradient with respect to the
+//! logits is `(σ(x) − y) / N`, computed in one fused pass; targets (and the mask) get no gradient.
+//! CPU only for now (f32, any layout: inputs are made contiguous first).
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::error::Result;
+
+/// Entries per rayon task.
+const CHUNK: usize = 1 << 14;
+
+#[inline]
+fn bce_entry(x: f32, y: f32) -> f64 {
+    let x = x as f64;
+    let y = y as f64;
+    x.max(0.0) - x * y + (-x.abs()).exp().ln_1p()
+}
+
+#[inline]
+fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(v) => v.as_slice(),
+        _ => candle_core::bail!("bce_with_logits: {what} must be f32"),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("bce_with_logits: {what} must be contiguous"),
+    }
+}
+
+fn check_same(a: &Layout, b: &Layout, what: &str) -> candle_core::Result<()> {
+    if a.shape() != b.shape() {
+        candle_core::bail!(
+            "bce_with_logits: {what} shape {:?} differs from logits {:?}",
+            b.shape(),
+            a.shape()
+        );
+    }
+    Ok(())
+}
+
+/// Sum of `ℓ(x, y)·m` and of `m` over all entries (m = 1 without a mask).
+fn sums(x: &[f32], y: &[f32], m: Option<&[f32]>) -> (f64, f64) {
+    x.par_chunks(CHUNK)
+        .enumerate()
+        .map(|(c, xs)| {
+            let o = c * CHUNK;
+            let ys = &y[o..o + xs.len()];
+            match m {
+                None => (
+                    xs.iter().zip(ys).map(|(&a, &b)| bce_entry(a, b)).sum(),
+                    xs.len() as f64,
+                ),
+                Some(m) => {
+                    let ms = &m[o..o + xs.len()];
+                    let mut s = 0.0;
+                    let mut n = 0.0;
+                    for ((&a, &b), &w) in xs.iter().zip(ys).zip(ms) {
+                        if w != 0.0 {
+                            s += bce_entry(a, b) * w as f64;
+                            n += w as f64;
+                        }
+                    }
+                    (s, n)
+                }
+            }
+        })
+        .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+/// The forward op: (logits, targets) -> scalar mean loss.
+struct Bce;
+
+impl CustomOp2 for Bce {
+    fn name(&self) -> &'static str {
+        "bce-with-logits"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        check_same(l1, l2, "targets")?;
+        let x = f32_slice(s1, l1, "logits")?;
+        let y = f32_slice(s2, l2, "targets")?;
+        let (s, n) = sums(x, y, None);
+        let loss = if n > 0.0 { (s / n) as f32 } else { 0.0 };
+        Ok((CpuStorage::F32(vec![loss]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = grad.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let n = x.elem_count().max(1) as f32;
+        let gx = x.apply_op2_no_bwd(y, &BceGrad { scale: g / n })?;
+        Ok((Some(gx), None))
+    }
+}
+
+/// The masked forward op: (logits, targets, mask) -> scalar mean over the masked entries.
+struct BceMasked;
+
+impl CustomOp3 for BceMasked {
+    fn name(&self) -> &'static str {
+        "bce-with-logits-masked"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        check_same(l1, l2, "targets")?;
+        check_same(l1, l3, "mask")?;
+        let x = f32_slice(s1, l1, "logits")?;
+        let y = f32_slice(s2, l2, "targets")?;
+        let m = f32_slice(s3, l3, "mask")?;
+        let (s, n) = sums(x, y, Some(m));
+        let loss = if n > 0.0 { (s / n) as f32 } else { 0.0 };
+        Ok((CpuStorage::F32(vec![loss]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        m: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = grad.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let n = m.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let scale = if n > 0.0 { g / n } else { 0.0 };
+        let gx = x.apply_op3_no_bwd(y, m, &BceGradMasked { scale })?;
+        Ok((Some(gx), None, None))
+    }
+}
+
+/// `(σ(x) − y)·scale` in one pass.
+struct BceGrad {
+    scale: f32,
+}
+
+impl CustomOp2 for BceGrad {
+    fn name(&self) -> &'static str {
+        "bce-with-logits-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, "logits")?;
+        let y = f32_slice(s2, l2, "targets")?;
+        let mut out = vec![0f32; x.len()];
+        let scale = self.scale;
+        out.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
+            .for_each(|(o, (xs, ys))| {
+                for ((o, &a), &b) in o.iter_mut().zip(xs).zip(ys) {
+                    *o = (sigmoid(a) - b) * scale;
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// `(σ(x) − y)·m·scale` in one pass.
+struct BceGradMasked {
+    scale: f32,
+}
+
+impl CustomOp3 for BceGradMasked {
+    fn name(&self) -> &'static str {
+        "bce-with-logits-masked-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, "logits")?;
+        let y = f32_slice(s2, l2, "targets")?;
+        let m = f32_slice(s3, l3, "mask")?;
+        let mut out = vec![0f32; x.len()];
+        let scale = self.scale;
+        out.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
+            .zip(m.par_chunks(CHUNK))
+            .for_each(|((o, (xs, ys)), ms)| {
+                for (((o, &a), &b), &w) in o.iter_mut().zip(xs).zip(ys).zip(ms) {
+                    *o = if w != 0.0 {
+                        (sigmoid(a) - b) * w * scale
+                    } else {
+                        0.0
+                    };
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Mean binary cross-entropy with logits over all entries of `logits` (any shape, f32);
+/// `targets` has the same shape (values in [0, 1]). Returns a scalar with a backward pass.
+pub fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let x = logits.contiguous()?;
+    let y = targets.contiguous()?.detach();
+    Ok(x.apply_op2(&y, Bce)?)
+}
+
+/// Like [`bce_with_logits`] but entries whose `mask` is 0 (padding slots) do not contribute:
+/// the loss is `Σ m·ℓ / Σ m` (0 when the mask is all zero), and their gradient is 0.
+pub fn bce_with_logits_masked(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let x = logits.contiguous()?;
+    let y = targets.contiguous()?.detach();
+    let m = mask.contiguous()?.detach();
+    Ok(x.apply_op3(&y, &m, BceMasked)?)
+}
+
+/// σ(x) for one value without overflow (used to turn logits into scores).
+pub fn stable_sigmoid(x: f32) -> f32 {
+    sigmoid(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn naive(x: &[f32], y: &[f32]) -> f64 {
+        x.iter()
+            .zip(y)
+            .map(|(&x, &y)| {
+                let s = 1.0 / (1.0 + (-(x as f64)).exp());
+                -(y as f64) * s.ln() - (1.0 - y as f64) * (1.0 - s).ln()
+            })
+            .sum::<f64>()
+            / x.len() as f64
+    }
+
+    fn data() -> (Vec<f32>, Vec<f32>) {
+        let x: Vec<f32> = (0..60)
+            .map(|i| ((i * 37 % 61) as f32 - 30.0) / 5.0)
+            .collect();
+        let y: Vec<f32> = (0..60)
+            .map(|i| if i % 3 == 0 { 1.0 } else { 0.0 })
+            .collect();
+        (x, y)
+    }
+
+    #[test]
+    fn matches_naive_formula_on_moderate_values() {
+        let (x, y) = data();
+        let dev = Device::Cpu;
+        let xt = Tensor::from_slice(&x, (6, 10), &dev).unwrap();
+        let yt = Tensor::from_slice(&y, (6, 10), &dev).unwrap();
+        let l = bce_with_logits(&xt, &yt)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((l as f64 - naive(&x, &y)).abs() < 1e-5, "{l}");
+    }
+
+    #[test]
+    fn stable_for_huge_logits() {
+        let dev = Device::Cpu;
+        let x = [1e4f32, -1e4, 1e4, -1e4];
+        let y = [1f32, 0.0, 0.0, 1.0];
+        let xv = Var::from_slice(&x, 4, &dev).unwrap();
+        let yt = Tensor::from_slice(&y, 4, &dev).unwrap();
+        let l = bce_with_logits(xv.as_tensor(), &yt).unwrap();
+        let v = l.to_scalar::<f32>().unwrap();
+        // Two perfect entries (0) and two wrong by 1e4 each: mean 5e3.
+        assert!((v - 5e3).abs() < 1e-2, "{v}");
+        let g = l.backward().unwrap();
+        let gx = g.get(xv.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+        assert!(gx.iter().all(|v| v.is_finite()));
+        assert_eq!(gx, vec![0.0, 0.0, 0.25, -0.25]);
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        let (x, y) = data();
+        let dev = Device::Cpu;
+        let xv = Var::from_slice(&x, (6, 10), &dev).unwrap();
+        let yt = Tensor::from_slice(&y, (6, 10), &dev).unwrap();
+        // Scale the loss by 3 to check the upstream gradient is used.
+        let l = (bce_with_logits(xv.as_tensor(), &yt).unwrap() * 3.0).unwrap();
+        let g = l.backward().unwrap();
+        let gx = g
+            .get(xv.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let h = 1e-3f64;
+        let f = |xs: &[f32]| {
+            // f64 reference of the same loss for a clean difference quotient.
+            3.0 * xs
+                .iter()
+                .zip(&y)
+                .map(|(&a, &b)| bce_entry(a, b))
+                .sum::<f64>()
+                / xs.len() as f64
+        };
+        for i in [0usize, 7, 13, 29, 59] {
+            let mut p = x.clone();
+            let mut m = x.clone();
+            p[i] += h as f32;
+            m[i] -= h as f32;
+            let hp = (p[i] - x[i]) as f64;
+            let hm = (x[i] - m[i]) as f64;
+            let fd = (f(&p) - f(&m)) / (hp + hm);
+            assert!(
+                (fd - gx[i] as f64).abs() < 1e-4,
+                "{i}: fd {fd} vs {}",
+                gx[i]
+            );
+        }
+    }
+
+    #[test]
+    fn masked_ignores_padding_slots() {
+        let (x, y) = data();
+        let dev = Device::Cpu;
+        let mask: Vec<f32> = (0..60)
+            .map(|i| if i % 10 < 7 { 1.0 } else { 0.0 })
+            .collect();
+        let xv = Var::from_slice(&x, (6, 10), &dev).unwrap();
+        let yt = Tensor::from_slice(&y, (6, 10), &dev).unwrap();
+        let mt = Tensor::from_slice(&mask, (6, 10), &dev).unwrap();
+        let l = bce_with_logits_masked(xv.as_tensor(), &yt, &mt).unwrap();
+        let (xs, ys): (Vec<f32>, Vec<f32>) = x
+            .iter()
+            .zip(&y)
+            .zip(&mask)
+            .filter(|(_, &m)| m != 0.0)
+            .map(|((&a, &b), _)| (a, b))
+            .unzip();
+        let v = l.to_scalar::<f32>().unwrap() as f64;
+        assert!((v - naive(&xs, &ys)).abs() < 1e-5);
+        let gx = l
+            .backward()
+            .unwrap()
+            .get(xv.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for i in 0..60 {
+            if mask[i] == 0.0 {
+                assert_eq!(gx[i], 0.0);
+            } else {
+                let want = (sigmoid(x[i]) - y[i]) / 42.0;
+                assert!((gx[i] - want).abs() < 1e-7);
+            }
+        }
+    }
+
+    #[test]
+    fn strided_inputs_are_accepted() {
+        let (x, y) = data();
+        let dev = Device::Cpu;
+        let xt = Tensor::from_slice(&x, (6, 10), &dev).unwrap().t().unwrap();
+        let yt = Tensor::from_slice(&y, (6, 10), &dev).unwrap().t().unwrap();
+        let l = bce_with_logits(&xt, &yt)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((l as f64 - naive(&x, &y)).abs() < 1e-5);
+    }
+}

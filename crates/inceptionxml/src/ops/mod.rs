@@ -1,0 +1,10 @@
+//! Fused ops: numerically stable BCE-with-logits, in-place dense Adam, lazy row Adam for big
+//! tables.
+
+pub mod adam;
+pub mod bce;
+pub mod row_adam;
+
+pub use adam::{Adam, AdamConsts};
+pub use bce::{bce_with_logits, bce_with_logits_masked, stable_sigmoid};
+pub use row_adam::{scatter_rows, RowAdam, PAD_ROW};

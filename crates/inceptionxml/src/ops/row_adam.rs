@@ -1,0 +1,361 @@
+//! Lazy ("sparse") Adam for big row tables such as the word-embedding table.
+//!
+//! Only the rows touched by a batch are updated: their moments and values. Untouched rows keep
+//! their moments as they are (no decay), which is what makes the update cost proportional to
+//! the batch instead of the table — PyTorch's `SparseAdam` / TensorFlow's `LazyAdam` semantics.
+//! The bias-correction step `t` is the GLOBAL step (the number of calls to
+//! [`RowAdam::step`]), as in `SparseAdam`; with every row touched at every step this is exactly
+//! dense Adam. Row 0 (the padding row) is never updated, whatever the gradient says.
+//!
+//! [`scatter_rows`] turns the gradient with respect to the looked-up vectors (one row per token
+//! position) into unique row ids and summed gradient rows.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Tensor, Var};
+use rayon::prelude::*;
+
+use super::adam::{f32_mut, AdamCoef, AdamConsts};
+use crate::error::{Error, Result};
+
+/// The padding row: never updated.
+pub const PAD_ROW: u32 = 0;
+
+/// Unique row ids (ascending, `PAD_ROW` left out) and their summed gradient rows
+/// (`ids.len() × dim`, row-major), from one id per looked-up row of `grads` (`ids.len() × dim`).
+pub fn scatter_rows(ids: &[u32], grads: &[f32], dim: usize) -> Result<(Vec<u32>, Vec<f32>)> {
+    if grads.len() != ids.len() * dim {
+        return Err(Error::InvalidParam(format!(
+            "scatter_rows: {} ids × {dim} != {} gradient values",
+            ids.len(),
+            grads.len()
+        )));
+    }
+    let mut order: Vec<u32> = (0..ids.len() as u32)
+        .filter(|&i| ids[i as usize] != PAD_ROW)
+        .collect();
+    order.sort_unstable_by_key(|&i| ids[i as usize]);
+    // Group boundaries.
+    let mut starts = Vec::new();
+    let mut uniq = Vec::new();
+    for (k, &pos) in order.iter().enumerate() {
+        let id = ids[pos as usize];
+        if uniq.last() != Some(&id) {
+            uniq.push(id);
+            starts.push(k);
+        }
+    }
+    starts.push(order.len());
+    let mut out = vec![0f32; uniq.len() * dim];
+    out.par_chunks_mut(dim.max(1))
+        .enumerate()
+        .for_each(|(u, row)| {
+            for &pos in &order[starts[u]..starts[u + 1]] {
+                let g = &grads[pos as usize * dim..(pos as usize + 1) * dim];
+                for (o, &x) in row.iter_mut().zip(g) {
+                    *o += x;
+                }
+            }
+        });
+    Ok((uniq, out))
+}
+
+/// Disjoint mutable rows `ids` (strictly increasing) of a row-major `data` with `dim` columns.
+fn rows_mut<'a>(mut data: &'a mut [f32], dim: usize, ids: &[u32]) -> Vec<&'a mut [f32]> {
+    let mut out = Vec::with_capacity(ids.len());
+    let mut base = 0usize;
+    for &id in ids {
+        let start = id as usize * dim - base;
+        let (_, rest) = std::mem::take(&mut data).split_at_mut(start);
+        let (row, rest) = rest.split_at_mut(dim);
+        out.push(row);
+        data = rest;
+        base = (id as usize + 1) * dim;
+    }
+    out
+}
+
+struct RowKernel<'a> {
+    coef: AdamCoef,
+    dim: usize,
+    ids: &'a [u32],
+    grads: &'a [f32],
+    m: RefCell<&'a mut [f32]>,
+    v: RefCell<&'a mut [f32]>,
+}
+
+impl InplaceOp1 for RowKernel<'_> {
+    fn name(&self) -> &'static str {
+        "row-adam"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
+        let p = f32_mut(s, l, "row-adam")?;
+        let mut m = self.m.borrow_mut();
+        let mut v = self.v.borrow_mut();
+        if p.len() != m.len() {
+            candle_core::bail!("row-adam: table has {} values, state {}", p.len(), m.len());
+        }
+        let dim = self.dim;
+        let prow = rows_mut(p, dim, self.ids);
+        let mrow = rows_mut(&mut m, dim, self.ids);
+        let vrow = rows_mut(&mut v, dim, self.ids);
+        let coef = self.coef;
+        prow.into_par_iter()
+            .zip(mrow.into_par_iter().zip(vrow.into_par_iter()))
+            .zip(self.grads.par_chunks(dim))
+            .for_each(|((p, (m, v)), g)| coef.apply(p, g, m, v));
+        Ok(())
+    }
+}
+
+/// Lazy Adam state for one `rows × dim` table.
+pub struct RowAdam {
+    rows: usize,
+    dim: usize,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    step: u64,
+    consts: AdamConsts,
+}
+
+impl RowAdam {
+    pub fn new(rows: usize, dim: usize, consts: AdamConsts) -> Self {
+        RowAdam {
+            rows,
+            dim,
+            m: vec![0.0; rows * dim],
+            v: vec![0.0; rows * dim],
+            step: 0,
+            consts,
+        }
+    }
+
+    /// Global step count so far.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// Updates rows `ids` (strictly increasing, `< rows`) of `table` with the summed gradient
+    /// rows `grads` (`ids.len() × dim`). `PAD_ROW` is skipped if present. Counts one global step
+    /// even when no row is touched.
+    pub fn step(
+        &mut self,
+        table: &Var,
+        ids: &[u32],
+        grads: &[f32],
+        lr: f64,
+        beta1: f64,
+    ) -> Result<()> {
+        if table.dims() != [self.rows, self.dim] {
+            return Err(Error::InvalidParam(format!(
+                "row-adam: table {:?} but state for {}×{}",
+                table.dims(),
+                self.rows,
+                self.dim
+            )));
+        }
+        if grads.len() != ids.len() * self.dim {
+            return Err(Error::InvalidParam(format!(
+                "row-adam: {} ids × {} != {} gradient values",
+                ids.len(),
+                self.dim,
+                grads.len()
+            )));
+        }
+        for w in ids.windows(2) {
+            if w[0] >= w[1] {
+                return Err(Error::InvalidParam(
+                    "row-adam: row ids must be strictly increasing".into(),
+                ));
+            }
+        }
+        if let Some(&last) = ids.last() {
+            if last as usize >= self.rows {
+                return Err(Error::InvalidParam(format!(
+                    "row-adam: row {last} >= {} rows",
+                    self.rows
+                )));
+            }
+        }
+        self.step += 1;
+        let (ids, grads) = if ids.first() == Some(&PAD_ROW) {
+            (&ids[1..], &grads[self.dim..])
+        } else {
+            (ids, grads)
+        };
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let kernel = RowKernel {
+            coef: AdamCoef::new(lr, beta1, self.consts, self.step),
+            dim: self.dim,
+            ids,
+            grads,
+            m: RefCell::new(&mut self.m),
+            v: RefCell::new(&mut self.v),
+        };
+        table.as_tensor().inplace_op1(&kernel)?;
+        Ok(())
+    }
+
+    /// The state as named tensors (`rowadam.m`, `rowadam.v`, `rowadam.step`) for saving.
+    pub fn state_tensors(&self) -> Result<HashMap<String, Tensor>> {
+        let dev = Device::Cpu;
+        let mut out = HashMap::new();
+        out.insert(
+            "rowadam.m".into(),
+            Tensor::from_slice(&self.m, (self.rows, self.dim), &dev)?,
+        );
+        out.insert(
+            "rowadam.v".into(),
+            Tensor::from_slice(&self.v, (self.rows, self.dim), &dev)?,
+        );
+        out.insert(
+            "rowadam.step".into(),
+            Tensor::from_slice(&[self.step as u32, (self.step >> 32) as u32], 2, &dev)?,
+        );
+        Ok(out)
+    }
+
+    /// Restores the state written by [`RowAdam::state_tensors`]; `file` names the source.
+    pub fn load_state(&mut self, state: &HashMap<String, Tensor>, file: &str) -> Result<()> {
+        let bad = |msg: String| Error::Model {
+            path: file.to_string(),
+            msg,
+        };
+        let get = |k: &str| {
+            state
+                .get(k)
+                .ok_or_else(|| bad(format!("missing tensor {k}")))
+        };
+        let (m, v) = (get("rowadam.m")?, get("rowadam.v")?);
+        for (k, t) in [("rowadam.m", m), ("rowadam.v", v)] {
+            if t.dims() != [self.rows, self.dim] {
+                return Err(bad(format!(
+                    "{k} has shape {:?}, the table {}×{}",
+                    t.dims(),
+                    self.rows,
+                    self.dim
+                )));
+            }
+        }
+        self.m = m.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        self.v = v.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        let st: Vec<u32> = get("rowadam.step")?
+            .flatten_all()?
+            .to_dtype(DType::U32)?
+            .to_vec1()?;
+        if st.len() != 2 {
+            return Err(bad("rowadam.step must hold 2 values".into()));
+        }
+        self.step = st[0] as u64 | ((st[1] as u64) << 32);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::adam::Adam;
+    use super::*;
+
+    fn table(rows: usize, dim: usize) -> Vec<f32> {
+        (0..rows * dim)
+            .map(|i| ((i * 7919 % 101) as f32 - 50.0) / 100.0)
+            .collect()
+    }
+
+    #[test]
+    fn scatter_sums_repeated_ids_and_drops_pad() {
+        let ids = [3u32, 0, 1, 3, 0];
+        let g: Vec<f32> = (0..10).map(|i| i as f32).collect(); // dim 2
+        let (u, s) = scatter_rows(&ids, &g, 2).unwrap();
+        assert_eq!(u, vec![1, 3]);
+        assert_eq!(s, vec![4.0, 5.0, 0.0 + 6.0, 1.0 + 7.0]);
+        assert!(scatter_rows(&ids, &g[..9], 2).is_err());
+    }
+
+    #[test]
+    fn agrees_with_dense_adam_when_every_row_is_touched() {
+        let (rows, dim) = (6, 5);
+        let dev = Device::Cpu;
+        let init = table(rows, dim);
+        let dense = Var::from_slice(&init, (rows, dim), &dev).unwrap();
+        let lazy = Var::from_slice(&init, (rows, dim), &dev).unwrap();
+        let mut dopt = Adam::new(vec![("t".into(), dense.clone())], AdamConsts::default()).unwrap();
+        let mut lopt = RowAdam::new(rows, dim, AdamConsts::default());
+        let ids: Vec<u32> = (0..rows as u32).collect();
+        for t in 0..4 {
+            let w: Vec<f32> = (0..rows * dim)
+                .map(|i| ((i + t) % 5) as f32 - 2.0)
+                .collect();
+            let wt = Tensor::from_slice(&w, (rows, dim), &dev).unwrap();
+            let loss = (dense.as_tensor().sqr().unwrap() * &wt)
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let grads = loss.backward().unwrap();
+            // The lazy side gets the same gradient computed on its own values.
+            let lv = lazy.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let lg: Vec<f32> = lv.iter().zip(&w).map(|(p, w)| 2.0 * p * w).collect();
+            let lr = 0.01 + 0.01 * t as f64;
+            let b1 = 0.9 - 0.01 * t as f64;
+            dopt.step(&grads, lr, b1).unwrap();
+            lopt.step(&lazy, &ids, &lg, lr, b1).unwrap();
+        }
+        let d = dense.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let l = lazy.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // Row 0 is the pad row: never updated.
+        assert_eq!(&l[..dim], &init[..dim]);
+        for i in dim..rows * dim {
+            assert!((d[i] - l[i]).abs() < 1e-6, "{i}: {} vs {}", d[i], l[i]);
+        }
+    }
+
+    #[test]
+    fn untouched_rows_are_unchanged() {
+        let (rows, dim) = (50, 4);
+        let dev = Device::Cpu;
+        let init = table(rows, dim);
+        let var = Var::from_slice(&init, (rows, dim), &dev).unwrap();
+        let mut opt = RowAdam::new(rows, dim, AdamConsts::default());
+        let ids = [0u32, 2, 17, 49];
+        let g = vec![1f32; ids.len() * dim];
+        opt.step(&var, &ids, &g, 0.1, 0.9).unwrap();
+        let after = var.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for r in 0..rows {
+            let row = &after[r * dim..(r + 1) * dim];
+            let before = &init[r * dim..(r + 1) * dim];
+            if [2, 17, 49].contains(&r) {
+                // First Adam step moves each coordinate by lr against the gradient's sign.
+                for (a, b) in row.iter().zip(before) {
+                    assert!((b - a - 0.1).abs() < 1e-5);
+                }
+            } else {
+                assert_eq!(row, before, "row {r}");
+            }
+        }
+        assert!(opt.step(&var, &[3, 3], &[0.0; 8], 0.1, 0.9).is_err());
+        assert!(opt.step(&var, &[50], &[0.0; 4], 0.1, 0.9).is_err());
+    }
+
+    #[test]
+    fn state_round_trip() {
+        let dev = Device::Cpu;
+        let var = Var::from_slice(&table(4, 3), (4, 3), &dev).unwrap();
+        let mut opt = RowAdam::new(4, 3, AdamConsts::default());
+        opt.step(&var, &[1, 3], &[1.0; 6], 0.1, 0.9).unwrap();
+        let st = opt.state_tensors().unwrap();
+        let mut other = RowAdam::new(4, 3, AdamConsts::default());
+        other.load_state(&st, "o").unwrap();
+        assert_eq!(other.steps(), 1);
+        assert_eq!(other.m, opt.m);
+        let mut wrong = RowAdam::new(5, 3, AdamConsts::default());
+        assert!(wrong
+            .load_state(&st, "o")
+            .unwrap_err()
+            .to_string()
+            .contains("rowadam.m"));
+    }
+}

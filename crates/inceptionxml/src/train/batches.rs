@@ -1,0 +1,186 @@
+//! Mini-batches: a seeded shuffle per epoch, and batch tensors (ids `[B, S]` u32, dense
+//! targets `[B, L]` f32) built on a background thread one batch ahead of the training step.
+
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use xmc::SparseMatrix;
+
+use crate::error::Result;
+
+/// The order of the `n` training rows in `epoch` (0-based): a Fisher–Yates shuffle seeded by
+/// (seed, epoch), so a resumed run sees the same batches as an uninterrupted one.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rng);
+    order
+}
+
+/// Number of batches per epoch. A remainder of a single row joins the last full batch (batch
+/// norm cannot normalise one sample); any other remainder is a smaller last batch.
+pub fn steps_per_epoch(n: usize, batch_size: usize) -> usize {
+    let full = n / batch_size;
+    match n % batch_size {
+        0 | 1 => full.max(usize::from(n > 0 && full == 0)),
+        _ => full + 1,
+    }
+}
+
+/// One mini-batch.
+pub struct Batch {
+    /// `[B, S]` u32 token ids.
+    pub ids: Tensor,
+    /// The same ids on the host, row-major (for scattering the embedding gradient).
+    pub ids_host: Vec<u32>,
+    /// `[B, L]` f32, 1 for the positive labels of each row.
+    pub targets: Tensor,
+    /// Number of rows.
+    pub len: usize,
+}
+
+/// Builds the batch of `rows` from the encoded texts (`ids`: N×S) and the label matrix.
+pub fn make_batch(
+    ids: &[u32],
+    seq_len: usize,
+    labels: &SparseMatrix,
+    rows: &[usize],
+    device: &Device,
+) -> Result<Batch> {
+    let b = rows.len();
+    let l = labels.n_cols;
+    let mut ids_host = Vec::with_capacity(b * seq_len);
+    let mut targets = vec![0f32; b * l];
+    for (i, &r) in rows.iter().enumerate() {
+        ids_host.extend_from_slice(&ids[r * seq_len..(r + 1) * seq_len]);
+        for &c in labels.row_indices(r) {
+            targets[i * l + c as usize] = 1.0;
+        }
+    }
+    Ok(Batch {
+        ids: Tensor::from_slice(&ids_host, (b, seq_len), device)?,
+        targets: Tensor::from_vec(targets, (b, l), device)?,
+        ids_host,
+        len: b,
+    })
+}
+
+/// An epoch's batches, produced by a background thread one batch ahead.
+pub struct Batches {
+    rx: Option<Receiver<Result<Batch>>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Batches {
+    /// Batches of `batch_size` rows in `order` (see [`steps_per_epoch`] for the last batch).
+    pub fn new(
+        ids: Arc<Vec<u32>>,
+        seq_len: usize,
+        labels: Arc<SparseMatrix>,
+        order: Vec<usize>,
+        batch_size: usize,
+        device: Device,
+    ) -> Self {
+        let (tx, rx) = sync_channel(1);
+        let n_steps = steps_per_epoch(order.len(), batch_size);
+        let handle = std::thread::spawn(move || {
+            for s in 0..n_steps {
+                let end = if s + 1 == n_steps {
+                    order.len().min((s + 1) * batch_size + 1)
+                } else {
+                    (s + 1) * batch_size
+                };
+                let end = end.min(order.len());
+                let rows = &order[s * batch_size..end];
+                let batch = make_batch(&ids, seq_len, &labels, rows, &device);
+                if tx.send(batch).is_err() {
+                    return; // the consumer stopped early
+                }
+            }
+        });
+        Batches {
+            rx: Some(rx),
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Iterator for Batches {
+    type Item = Result<Batch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.rx.as_ref()?.recv().ok()
+    }
+}
+
+impl Drop for Batches {
+    fn drop(&mut self) {
+        // Close the channel first so a producer blocked on `send` wakes up and exits.
+        self.rx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_is_a_seeded_permutation() {
+        let a = epoch_order(100, 7, 0);
+        assert_eq!(a, epoch_order(100, 7, 0));
+        assert_ne!(a, epoch_order(100, 7, 1));
+        assert_ne!(a, epoch_order(100, 8, 0));
+        let mut s = a.clone();
+        s.sort();
+        assert_eq!(s, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn steps_cover_rows_and_never_leave_a_single_row() {
+        assert_eq!(steps_per_epoch(256, 128), 2);
+        assert_eq!(steps_per_epoch(257, 128), 2); // the leftover row joins batch 2
+        assert_eq!(steps_per_epoch(258, 128), 3);
+        assert_eq!(steps_per_epoch(5, 128), 1);
+        assert_eq!(steps_per_epoch(1, 128), 1);
+    }
+
+    #[test]
+    fn batches_hold_ids_and_targets() {
+        let seq = 3;
+        let ids: Vec<u32> = (0..5 * seq as u32).collect();
+        let labels =
+            SparseMatrix::from_index_rows(4, &[vec![0], vec![1, 3], vec![], vec![2], vec![0, 1]])
+                .unwrap();
+        let order = vec![4, 2, 0, 1, 3];
+        let all: Vec<Batch> =
+            Batches::new(Arc::new(ids), seq, Arc::new(labels), order, 2, Device::Cpu)
+                .collect::<Result<_>>()
+                .unwrap();
+        assert_eq!(all.iter().map(|b| b.len).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(all[0].ids_host, vec![12, 13, 14, 6, 7, 8]);
+        assert_eq!(
+            all[0].targets.to_vec2::<f32>().unwrap(),
+            vec![vec![1.0, 1.0, 0.0, 0.0], vec![0.0; 4]]
+        );
+        assert_eq!(all[1].ids.dims(), &[3, seq]);
+        // Early stop does not hang.
+        let mut it = Batches::new(
+            Arc::new(vec![0; 300]),
+            3,
+            Arc::new(SparseMatrix::from_index_rows(2, &vec![vec![0u32]; 100]).unwrap()),
+            (0..100).collect(),
+            10,
+            Device::Cpu,
+        );
+        assert!(it.next().is_some());
+        drop(it);
+    }
+}

@@ -1,0 +1,249 @@
+//! The model directory: what a training run writes and what prediction and `--resume` read.
+//!
+//! | file | content |
+//! |---|---|
+//! | `config.json` | [`ModelDirConfig`]: the [`ModelConfig`] (shapes, vocabulary size, labels), the [`TrainConfig`] |
+//! | `weights.safetensors` | every model tensor (parameters, batch-norm buffers, the word table) by name |
+//! | `vocab.txt` | the vocabulary, one word per line (pad first, unknown last) |
+//! | `optimizer.safetensors` | Adam moments of the dense parameters and the lazy row Adam state of the word table |
+//! | `trainer_state.json` | [`TrainerState`]: epochs done, global step, schedule length |
+//! | `metrics.jsonl` | one JSON line per evaluation (written by the training loop) |
+//!
+//! Every file is written to a temporary sibling and renamed, so an interrupted save leaves the
+//! previous file in place. `trainer_state.json` is written last; on resume its step must agree
+//! with the optimiser file's, otherwise the checkpoint is reported as incomplete.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+
+use super::TrainConfig;
+use crate::error::{Error, Result};
+use crate::model::{InceptionXml, ModelConfig};
+use crate::ops::{Adam, RowAdam};
+
+pub const CONFIG: &str = "config.json";
+pub const WEIGHTS: &str = "weights.safetensors";
+pub const VOCAB: &str = "vocab.txt";
+pub const OPTIMIZER: &str = "optimizer.safetensors";
+pub const STATE: &str = "trainer_state.json";
+pub const METRICS: &str = "metrics.jsonl";
+
+/// Format tag of `config.json`.
+pub const FORMAT: &str = "inceptionxml/1";
+
+/// Name of the word table in `weights.safetensors` when the model keeps it outside its VarMap.
+pub const TABLE_NAME: &str = "embeddings.table";
+
+/// `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelDirConfig {
+    pub format: String,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+}
+
+/// `trainer_state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Completed epochs.
+    pub epochs_done: usize,
+    /// Global optimiser steps done.
+    pub step: u64,
+    /// Length of the one-cycle schedule.
+    pub total_steps: u64,
+    pub steps_per_epoch: usize,
+    /// Training rows used.
+    pub n_train: usize,
+    /// Training wall time so far (seconds, excluding evaluation and saving).
+    pub elapsed_s: f64,
+}
+
+fn model_err(path: &Path, msg: impl Into<String>) -> Error {
+    Error::Model {
+        path: path.display().to_string(),
+        msg: msg.into(),
+    }
+}
+
+/// Runs `f` on a temporary sibling of `path`, then renames it over `path`.
+pub fn write_path_atomic(path: &Path, f: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::InvalidParam(format!("{}: not a file name", path.display())))?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let r = f(&tmp);
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::Xmc(xmc::Error::io(path, e)))
+}
+
+/// Writes `value` as pretty JSON, atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| model_err(path, format!("cannot serialise: {e}")))?;
+    xmc::io::write_atomic(path, |f| writeln!(f, "{text}"))?;
+    Ok(())
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let bytes = xmc::io::read_all(path)?;
+    serde_json::from_slice(&bytes).map_err(|e| model_err(path, e.to_string()))
+}
+
+/// Reads and validates `config.json` of `dir`.
+pub fn read_config(dir: &Path) -> Result<ModelDirConfig> {
+    let path = dir.join(CONFIG);
+    let cfg: ModelDirConfig = read_json(&path)?;
+    if cfg.format != FORMAT {
+        return Err(model_err(
+            &path,
+            format!("format {:?}, expected {FORMAT:?}", cfg.format),
+        ));
+    }
+    cfg.model
+        .validate()
+        .map_err(|e| model_err(&path, e.to_string()))?;
+    Ok(cfg)
+}
+
+/// Reads `trainer_state.json` of `dir`.
+pub fn read_state(dir: &Path) -> Result<TrainerState> {
+    read_json(&dir.join(STATE))
+}
+
+/// Every tensor of the model by name: the VarMap's variables, plus the word table if the model
+/// keeps it outside the VarMap.
+pub fn named_tensors(model: &InceptionXml, varmap: &VarMap) -> Vec<(String, Tensor)> {
+    let table_id = model.embedding_table().as_tensor().id();
+    let data = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
+    let mut out: Vec<(String, Tensor)> = data
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    if !out.iter().any(|(_, t)| t.id() == table_id) {
+        out.push((
+            TABLE_NAME.to_string(),
+            model.embedding_table().as_tensor().clone(),
+        ));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn save_tensors(path: &Path, tensors: HashMap<String, Tensor>) -> Result<()> {
+    write_path_atomic(path, |tmp| {
+        candle_core::safetensors::save(&tensors, tmp)
+            .map_err(|e| model_err(path, format!("cannot write: {e}")))
+    })
+}
+
+fn load_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    if !path.exists() {
+        return Err(model_err(path, "missing"));
+    }
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .map_err(|e| model_err(path, format!("unreadable safetensors: {e}")))
+}
+
+/// Writes `weights.safetensors`.
+pub fn save_weights(dir: &Path, model: &InceptionXml, varmap: &VarMap) -> Result<()> {
+    save_tensors(
+        &dir.join(WEIGHTS),
+        named_tensors(model, varmap).into_iter().collect(),
+    )
+}
+
+/// Loads `weights.safetensors` into the model, checking that the file holds exactly the model's
+/// tensors with the model's shapes; errors name the file and the tensor.
+pub fn load_weights(dir: &Path, model: &InceptionXml, varmap: &VarMap) -> Result<()> {
+    let path = dir.join(WEIGHTS);
+    let mut file = load_tensors(&path)?;
+    let table_id = model.embedding_table().as_tensor().id();
+    let mut pending = Vec::new();
+    for (name, t) in named_tensors(model, varmap) {
+        let src = file
+            .remove(&name)
+            .ok_or_else(|| model_err(&path, format!("missing tensor {name}")))?;
+        if src.shape() != t.shape() {
+            return Err(model_err(
+                &path,
+                format!(
+                    "tensor {name} has shape {:?}, the model (config.json) needs {:?}",
+                    src.dims(),
+                    t.dims()
+                ),
+            ));
+        }
+        pending.push((name, t, src));
+    }
+    if let Some(extra) = file.keys().min() {
+        return Err(model_err(
+            &path,
+            format!("unexpected tensor {extra} (a different model?)"),
+        ));
+    }
+    let data = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
+    for (name, t, src) in pending {
+        let src = src.to_dtype(t.dtype())?.to_device(t.device())?;
+        if t.id() == table_id {
+            model.embedding_table().set(&src)?;
+        } else if let Some(var) = data.get(&name) {
+            var.set(&src)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `optimizer.safetensors`.
+pub fn save_optimizer(dir: &Path, adam: &Adam, rows: &RowAdam) -> Result<()> {
+    let mut all = adam.state_tensors()?;
+    all.extend(rows.state_tensors()?);
+    save_tensors(&dir.join(OPTIMIZER), all)
+}
+
+/// Loads `optimizer.safetensors`, checking it belongs to the checkpoint at `step`.
+pub fn load_optimizer(dir: &Path, adam: &mut Adam, rows: &mut RowAdam, step: u64) -> Result<()> {
+    let path = dir.join(OPTIMIZER);
+    let file = load_tensors(&path)?;
+    let name = path.display().to_string();
+    adam.load_state(&file, &name)?;
+    rows.load_state(&file, &name)?;
+    if rows.steps() != step {
+        return Err(model_err(
+            &path,
+            format!(
+                "optimizer state is at step {}, {STATE} at step {step}: incomplete checkpoint",
+                rows.steps()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Appends one line to `metrics.jsonl` (a read-modify-rename, so the file is never torn).
+pub fn append_metrics_line(dir: &Path, line: &serde_json::Value) -> Result<()> {
+    let path = dir.join(METRICS);
+    let mut old = if path.exists() {
+        xmc::io::read_all(&path)?
+    } else {
+        Vec::new()
+    };
+    if !old.is_empty() && old.last() != Some(&b'\n') {
+        old.push(b'\n');
+    }
+    let text = line.to_string();
+    xmc::io::write_atomic(&path, |f| {
+        f.write_all(&old)?;
+        writeln!(f, "{text}")
+    })?;
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! End-to-end runs of the `inceptionxml` binary on the bundled cooking data: a tiny training
+//! run, prediction (file and interactive), resume, and bad input.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_inceptionxml");
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/cooking")
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn fails_with_one_line(args: &[&str], needle: &str) {
+    let o = run(args);
+    assert!(!o.status.success(), "{args:?} should fail");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one-line message expected, got:\n{err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(lines[0].contains(needle), "{needle:?} not in {err}");
+}
+
+fn tiny_train(model: &Path, extra: &[&str]) -> String {
+    let data = data_dir();
+    let mut args = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--dim",
+        "64",
+        "--max-train",
+        "600",
+        "--batch-size",
+        "64",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    ok(&args)
+}
+
+fn metrics_lines(model: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(model.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn train_predict_evaluate_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    let out = tiny_train(&model, &["--epochs", "1"]);
+    assert!(out.contains("P@1"), "{out}");
+    for f in [
+        "config.json",
+        "weights.safetensors",
+        "vocab.txt",
+        "optimizer.safetensors",
+        "trainer_state.json",
+        "metrics.jsonl",
+    ] {
+        assert!(model.join(f).is_file(), "{f} missing");
+    }
+    let lines = metrics_lines(&model);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["epoch"], 1);
+    let p1_train = lines[0]["metrics"]["P@1"].as_f64().unwrap();
+
+    // Batch prediction to a file, read back and scored with the same metrics code.
+    let pred = dir.path().join("pred.txt");
+    let tst = data_dir().join("tst_X.txt");
+    ok(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--texts",
+        tst.to_str().unwrap(),
+        "--out",
+        pred.to_str().unwrap(),
+        "--top-k",
+        "5",
+    ]);
+    let text = std::fs::read_to_string(&pred).unwrap();
+    let mut it = text.lines();
+    assert_eq!(it.next(), Some("3000 736"));
+    for line in it {
+        let scores: Vec<f32> = line
+            .split_whitespace()
+            .map(|e| e.split_once(':').unwrap().1.parse().unwrap())
+            .collect();
+        assert_eq!(scores.len(), 5);
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{line}");
+        assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)));
+    }
+    let predm = xmc::SparseMatrix::read(&pred).unwrap();
+    let truth = xmc::SparseMatrix::read(data_dir().join("tst_X_Y.txt")).unwrap();
+    let train_y = xmc::SparseMatrix::read(data_dir().join("trn_X_Y.txt")).unwrap();
+    let w = xmc::metrics::inverse_propensity(&train_y, xmc::metrics::Propensity::default());
+    let m = xmc::metrics::evaluate(&truth, &predm, Some(&w), 5);
+    assert!(
+        (m.p[0] * 100.0 - p1_train).abs() < 0.011,
+        "predict P@1 {} vs train {p1_train}",
+        m.p[0] * 100.0
+    );
+
+    // Interactive: one answer per line, flushed before the next line is sent.
+    let mut child = Command::new(BIN)
+        .args([
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--texts",
+            "-",
+            "--top-k",
+            "3",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    for q in ["how to boil an egg", "sourdough starter smells"] {
+        writeln!(stdin, "{q}").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.split_whitespace().count(), 3, "{line:?}");
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+
+    // A corrupt weights file is named.
+    std::fs::write(model.join("weights.safetensors"), b"not a safetensors file").unwrap();
+    fails_with_one_line(
+        &[
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--texts",
+            tst.to_str().unwrap(),
+        ],
+        "weights.safetensors",
+    );
+}
+
+#[test]
+fn resume_continues_the_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    tiny_train(&model, &["--epochs", "2", "--stop-after", "1"]);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("trainer_state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["epochs_done"], 1);
+    let spe = state["steps_per_epoch"].as_u64().unwrap();
+    assert_eq!(state["step"].as_u64().unwrap(), spe);
+    assert_eq!(state["total_steps"].as_u64().unwrap(), 2 * spe);
+    // Changing the schedule on resume is refused.
+    let data = data_dir();
+    fails_with_one_line(
+        &[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--resume",
+            "--epochs",
+            "5",
+            "--quiet",
+        ],
+        "--resume",
+    );
+    tiny_train(&model, &["--resume"]);
+    let lines = metrics_lines(&model);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["epoch"], 2);
+    assert_eq!(lines[1]["step"].as_u64().unwrap(), 2 * spe);
+}
+
+#[test]
+fn bad_input_gives_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    fails_with_one_line(
+        &[
+            "train",
+            "--data",
+            "/nonexistent/data",
+            "--model",
+            dir.path().join("m").to_str().unwrap(),
+        ],
+        "/nonexistent/data",
+    );
+    fails_with_one_line(
+        &["predict", "--model", "/nonexistent/model", "--texts", "-"],
+        "/nonexistent/model",
+    );
+    // A dataset whose label file disagrees with its texts.
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::write(bad.join("trn_X.txt"), "a b\nc d\n").unwrap();
+    std::fs::write(bad.join("trn_X_Y.txt"), "2 3\n0:1\n7:1\n").unwrap();
+    fails_with_one_line(
+        &[
+            "train",
+            "--data",
+            bad.to_str().unwrap(),
+            "--model",
+            dir.path().join("m2").to_str().unwrap(),
+        ],
+        "trn_X_Y.txt:3",
+    );
+}
