@@ -116,8 +116,9 @@ fn train_predict_evaluate_round_trip() {
     let predm = xmc::SparseMatrix::read(&pred).unwrap();
     let truth = xmc::SparseMatrix::read(data_dir().join("tst_X_Y.txt")).unwrap();
     let train_y = xmc::SparseMatrix::read(data_dir().join("trn_X_Y.txt")).unwrap();
-    let w = xmc::metrics::inverse_propensity(&train_y, xmc::metrics::Propensity::default());
-    let m = xmc::metrics::evaluate(&truth, &predm, Some(&w), 5);
+    let w =
+        xmc::metrics::inverse_propensity(&train_y, xmc::metrics::Propensity::default()).unwrap();
+    let m = xmc::metrics::evaluate(&truth, &predm, Some(&w), 5).unwrap();
     assert!(
         (m.p[0] * 100.0 - p1_train).abs() < 0.011,
         "predict P@1 {} vs train {p1_train}",

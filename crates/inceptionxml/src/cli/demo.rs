@@ -8,7 +8,7 @@ use inceptionxml::train::{self, ModelOverrides, TrainConfig, TrainJob};
 use xmc::dataset::XcDataset;
 
 /// Demo defaults: chosen so the run fits in about ten minutes on two cores (see the README).
-pub const DEMO_EPOCHS: usize = 12;
+pub const DEMO_EPOCHS: usize = 20;
 pub const DEMO_BATCH: usize = 128;
 pub const DEMO_LR: f64 = 5e-3;
 pub const DEMO_DROPOUT_EXT: f32 = 0.5;

@@ -360,7 +360,7 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary> {
             "lr": sched.at(step.saturating_sub(1)).0,
             "samples_per_s": samples_per_s,
             "elapsed": train_s,
-            "metrics": metrics.as_ref().map(|m| m.to_json_map()),
+            "metrics": metrics.as_ref(),
         });
         checkpoint::append_metrics_line(out, &line)?;
         checkpoint::save_weights(out, &model, &varmap)?;
