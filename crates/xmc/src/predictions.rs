@@ -33,10 +33,11 @@ pub fn top_k(scores: &[f32], k: usize) -> Vec<(u32, f32)> {
         .collect();
     if k < all.len() {
         all.select_nth_unstable_by(k - 1, rank_order);
-        all.truncate(k);
     }
-    all.sort_unstable_by(rank_order);
-    all
+    let best = &mut all[..k];
+    best.sort_unstable_by(rank_order);
+    // A fresh k-sized vector: truncating would keep the L-sized allocation alive per row.
+    best.to_vec()
 }
 
 /// The `k` best of a sparse candidate list (e.g. a shortlist), best first.
@@ -47,10 +48,10 @@ pub fn top_k_sparse(mut cands: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
     }
     if k < cands.len() {
         cands.select_nth_unstable_by(k - 1, rank_order);
-        cands.truncate(k);
     }
-    cands.sort_unstable_by(rank_order);
-    cands
+    let best = &mut cands[..k];
+    best.sort_unstable_by(rank_order);
+    best.to_vec()
 }
 
 /// Writes one prediction row (`label:score ...`, newline-terminated) in rank order.
@@ -144,6 +145,9 @@ mod tests {
         assert_eq!(top_k(&s, 10).len(), 6);
         assert_eq!(top_k(&s, 10).last().map(|e| e.0), Some(4));
         assert!(top_k(&s, 0).is_empty());
+        // The result owns only k entries, not the whole score row.
+        let big = vec![0.5f32; 10_000];
+        assert!(top_k(&big, 3).capacity() < 100);
     }
 
     #[test]
