@@ -338,7 +338,10 @@ pub fn init_table(
 mod tests {
     use super::*;
 
-    const GLOVE_FRAGMENT: &str = "/work/shared/data/glove_fragment/glove.6B.50d.first2445.txt";
+    const GLOVE_FRAGMENT: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/data/glove_fragment/glove.6B.50d.first2445.txt"
+    );
 
     fn write(content: &[u8]) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();

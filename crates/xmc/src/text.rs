@@ -518,7 +518,10 @@ mod tests {
 
     #[test]
     fn matches_reference_on_yso_finna_sv() {
-        check_reference_on_file("/work/shared/data/yso_finna_sv/xc/trn_X.txt");
+        check_reference_on_file(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/data/yso_finna_sv/xc/trn_X.txt"
+        ));
     }
 
     #[test]

@@ -664,6 +664,9 @@ mod tests {
 
     #[test]
     fn encode_matches_tokenize_on_yso_finna_sv() {
-        check_encode_matches_tokenize("/work/shared/data/yso_finna_sv/xc/trn_X.txt");
+        check_encode_matches_tokenize(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/data/yso_finna_sv/xc/trn_X.txt"
+        ));
     }
 }
