@@ -43,6 +43,7 @@ use rayon::prelude::*;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::error::{Error, Result};
+use crate::predictions::top_k_sparse;
 use crate::sparse::SparseMatrix;
 
 /// Parameters `A`, `B` of the inverse-propensity model `w_l = 1 + C (N_l + B)^(-A)`.
@@ -277,19 +278,12 @@ impl Sums {
 
 /// The top `k` entries of a prediction row: score descending, ties by lower label index.
 pub fn rank_row(indices: &[u32], scores: &[f32], k: usize) -> Vec<u32> {
-    let mut e: Vec<(u32, f32)> = indices
+    let entries = indices
         .iter()
         .copied()
         .zip(scores.iter().copied())
         .collect();
-    let cmp = |x: &(u32, f32), y: &(u32, f32)| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0));
-    if e.len() > k && k > 0 {
-        e.select_nth_unstable_by(k - 1, cmp);
-        e.truncate(k);
-    }
-    e.sort_unstable_by(cmp);
-    e.truncate(k);
-    e.into_iter().map(|x| x.0).collect()
+    top_k_sparse(entries, k).into_iter().map(|e| e.0).collect()
 }
 
 /// Computes P@k, nDCG@k, R@k and (with `inv_psp`) PSP@k, PSnDCG@k for k = 1..`k`.

@@ -22,25 +22,17 @@ pub fn rank_order(a: &(u32, f32), b: &(u32, f32)) -> Ordering {
 
 /// The `k` best `(label, score)` pairs of a dense score row, best first.
 pub fn top_k(scores: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let k = k.min(scores.len());
-    if k == 0 {
-        return Vec::new();
-    }
-    let mut all: Vec<(u32, f32)> = scores
-        .iter()
-        .enumerate()
-        .map(|(i, &s)| (i as u32, s))
-        .collect();
-    if k < all.len() {
-        all.select_nth_unstable_by(k - 1, rank_order);
-    }
-    let best = &mut all[..k];
-    best.sort_unstable_by(rank_order);
-    // A fresh k-sized vector: truncating would keep the L-sized allocation alive per row.
-    best.to_vec()
+    top_k_sparse(
+        scores
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| (i as u32, s))
+            .collect(),
+        k,
+    )
 }
 
-/// The `k` best of a sparse candidate list (e.g. a shortlist), best first.
+/// The `k` best of a sparse candidate list (e.g. a shortlist), best first, in [`rank_order`].
 pub fn top_k_sparse(mut cands: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
     let k = k.min(cands.len());
     if k == 0 {
@@ -51,6 +43,7 @@ pub fn top_k_sparse(mut cands: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
     }
     let best = &mut cands[..k];
     best.sort_unstable_by(rank_order);
+    // A fresh k-sized vector: truncating would keep the whole candidate allocation alive.
     best.to_vec()
 }
 

@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::predictions::rank_order;
+use crate::predictions::top_k_sparse;
 use crate::sparse::SparseMatrix;
 
 /// The labels of each cluster (CSR): `members(c)` lists cluster `c`'s labels in increasing order.
@@ -183,12 +183,7 @@ pub fn build(
                     }
                 }
             }
-            if k < c {
-                cand.select_nth_unstable_by(k - 1, rank_order);
-                cand.truncate(k);
-            }
-            cand.sort_unstable_by(rank_order);
-            cand.into_iter().map(|e| e.0).collect()
+            top_k_sparse(cand, k).into_iter().map(|e| e.0).collect()
         })
         .collect();
     let counts: Vec<usize> = clusters
