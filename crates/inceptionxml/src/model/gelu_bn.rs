@@ -13,6 +13,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::ops::storage::f32_slice;
 
 /// Rows per parallel chunk.
 const ROWS: usize = 64;
@@ -82,13 +83,6 @@ fn bail<T>(msg: String) -> candle_core::Result<T> {
     Err(candle_core::Error::Msg(msg))
 }
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => bail("gelu_bn: expects contiguous f32 tensors".into()),
-    }
-}
-
 impl CustomOp3 for GeluBn {
     fn name(&self) -> &'static str {
         "gelu_batch_norm"
@@ -103,9 +97,9 @@ impl CustomOp3 for GeluBn {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let z = contiguous_f32(s1, l1)?;
-        let w = contiguous_f32(s2, l2)?;
-        let b = contiguous_f32(s3, l3)?;
+        let z = f32_slice(s1, l1, "gelu_bn input")?;
+        let w = f32_slice(s2, l2, "gelu_bn weight")?;
+        let b = f32_slice(s3, l3, "gelu_bn bias")?;
         let c = w.len();
         if c == 0 || z.len() % c != 0 || b.len() != c {
             return bail(format!("gelu_bn: {:?} vs {c} channels", l1.shape()));

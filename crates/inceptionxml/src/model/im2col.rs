@@ -11,6 +11,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::ops::storage::f32_slice;
 
 /// Geometry of the windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,22 +55,13 @@ struct Col2Im {
     n: usize,
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => Err(candle_core::Error::Msg(
-            "im2col: expects a contiguous f32 tensor".into(),
-        )),
-    }
-}
-
 impl CustomOp1 for Im2Col {
     fn name(&self) -> &'static str {
         "im2col_circular"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = slice(s, l)?;
+        let x = f32_slice(s, l, "im2col input")?;
         let (b, n, c) = l.shape().dims3()?;
         let w = self.0;
         let row = w.k * c;
@@ -114,7 +106,7 @@ impl CustomOp1 for Col2Im {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = slice(s, l)?;
+        let g = f32_slice(s, l, "col2im gradient")?;
         let (rows, row) = l.shape().dims2()?;
         let w = self.w;
         let n = self.n;

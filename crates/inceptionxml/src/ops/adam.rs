@@ -18,6 +18,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Tensor, Var};
 use rayon::prelude::*;
 
+use super::storage::{f32_slice, f32_slice_mut};
 use crate::error::{Error, Result};
 
 /// Elements per rayon task.
@@ -84,36 +85,6 @@ struct AdamKernel<'a> {
     v: RefCell<&'a mut [f32]>,
 }
 
-pub(crate) fn f32_mut<'a>(
-    s: &'a mut CpuStorage,
-    l: &Layout,
-    what: &str,
-) -> candle_core::Result<&'a mut [f32]> {
-    let (a, b) = match l.contiguous_offsets() {
-        Some(o) => o,
-        None => candle_core::bail!("{what}: parameter must be contiguous"),
-    };
-    match s {
-        CpuStorage::F32(v) => Ok(&mut v[a..b]),
-        _ => candle_core::bail!("{what}: parameter must be f32"),
-    }
-}
-
-pub(crate) fn f32_ref<'a>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    what: &str,
-) -> candle_core::Result<&'a [f32]> {
-    let (a, b) = match l.contiguous_offsets() {
-        Some(o) => o,
-        None => candle_core::bail!("{what}: input must be contiguous"),
-    };
-    match s {
-        CpuStorage::F32(v) => Ok(&v[a..b]),
-        _ => candle_core::bail!("{what}: input must be f32"),
-    }
-}
-
 impl InplaceOp2 for AdamKernel<'_> {
     fn name(&self) -> &'static str {
         "adam"
@@ -126,8 +97,8 @@ impl InplaceOp2 for AdamKernel<'_> {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let p = f32_mut(s1, l1, "adam")?;
-        let g = f32_ref(s2, l2, "adam gradient")?;
+        let p = f32_slice_mut(s1, l1, "adam parameter")?;
+        let g = f32_slice(s2, l2, "adam gradient")?;
         let mut m = self.m.borrow_mut();
         let mut v = self.v.borrow_mut();
         if g.len() != p.len() || m.len() != p.len() || v.len() != p.len() {

@@ -9,6 +9,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::storage::f32_slice;
 use crate::error::Result;
 
 /// Entries per rayon task.
@@ -22,26 +23,6 @@ fn bce_entry(x: f32, y: f32) -> f64 {
 }
 
 #[inline]
-fn sigmoid(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("bce_with_logits: {what} must be f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("bce_with_logits: {what} must be contiguous"),
-    }
-}
-
 fn check_same(a: &Layout, b: &Layout, what: &str) -> candle_core::Result<()> {
     if a.shape() != b.shape() {
         candle_core::bail!(
@@ -82,6 +63,39 @@ fn sums(x: &[f32], y: &[f32], m: Option<&[f32]>) -> (f64, f64) {
         .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
+/// `(σ(x) − y)·m·scale` per entry (m = 1 without a mask; 0 where the mask is 0).
+fn grads(x: &[f32], y: &[f32], m: Option<&[f32]>, scale: f32) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
+        let r = c * CHUNK..c * CHUNK + o.len();
+        let (xs, ys) = (&x[r.clone()], &y[r.clone()]);
+        match m {
+            None => {
+                for ((o, &a), &b) in o.iter_mut().zip(xs).zip(ys) {
+                    *o = (stable_sigmoid(a) - b) * scale;
+                }
+            }
+            Some(m) => {
+                for (((o, &a), &b), &w) in o.iter_mut().zip(xs).zip(ys).zip(&m[r]) {
+                    *o = if w != 0.0 {
+                        (stable_sigmoid(a) - b) * w * scale
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    });
+    out
+}
+
+/// The mean loss `Σ m·ℓ / Σ m` as a scalar storage (0 when nothing counts).
+fn mean_loss(x: &[f32], y: &[f32], m: Option<&[f32]>) -> (CpuStorage, Shape) {
+    let (s, n) = sums(x, y, m);
+    let loss = if n > 0.0 { (s / n) as f32 } else { 0.0 };
+    (CpuStorage::F32(vec![loss]), Shape::from(()))
+}
+
 /// The forward op: (logits, targets) -> scalar mean loss.
 struct Bce;
 
@@ -98,11 +112,9 @@ impl CustomOp2 for Bce {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         check_same(l1, l2, "targets")?;
-        let x = f32_slice(s1, l1, "logits")?;
-        let y = f32_slice(s2, l2, "targets")?;
-        let (s, n) = sums(x, y, None);
-        let loss = if n > 0.0 { (s / n) as f32 } else { 0.0 };
-        Ok((CpuStorage::F32(vec![loss]), Shape::from(())))
+        let x = f32_slice(s1, l1, "bce logits")?;
+        let y = f32_slice(s2, l2, "bce targets")?;
+        Ok(mean_loss(x, y, None))
     }
 
     fn bwd(
@@ -138,12 +150,10 @@ impl CustomOp3 for BceMasked {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         check_same(l1, l2, "targets")?;
         check_same(l1, l3, "mask")?;
-        let x = f32_slice(s1, l1, "logits")?;
-        let y = f32_slice(s2, l2, "targets")?;
-        let m = f32_slice(s3, l3, "mask")?;
-        let (s, n) = sums(x, y, Some(m));
-        let loss = if n > 0.0 { (s / n) as f32 } else { 0.0 };
-        Ok((CpuStorage::F32(vec![loss]), Shape::from(())))
+        let x = f32_slice(s1, l1, "bce logits")?;
+        let y = f32_slice(s2, l2, "bce targets")?;
+        let m = f32_slice(s3, l3, "bce mask")?;
+        Ok(mean_loss(x, y, Some(m)))
     }
 
     fn bwd(
@@ -179,17 +189,9 @@ impl CustomOp2 for BceGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s1, l1, "logits")?;
-        let y = f32_slice(s2, l2, "targets")?;
-        let mut out = vec![0f32; x.len()];
-        let scale = self.scale;
-        out.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-            .for_each(|(o, (xs, ys))| {
-                for ((o, &a), &b) in o.iter_mut().zip(xs).zip(ys) {
-                    *o = (sigmoid(a) - b) * scale;
-                }
-            });
+        let x = f32_slice(s1, l1, "bce logits")?;
+        let y = f32_slice(s2, l2, "bce targets")?;
+        let out = grads(x, y, None, self.scale);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
@@ -213,23 +215,10 @@ impl CustomOp3 for BceGradMasked {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s1, l1, "logits")?;
-        let y = f32_slice(s2, l2, "targets")?;
-        let m = f32_slice(s3, l3, "mask")?;
-        let mut out = vec![0f32; x.len()];
-        let scale = self.scale;
-        out.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-            .zip(m.par_chunks(CHUNK))
-            .for_each(|((o, (xs, ys)), ms)| {
-                for (((o, &a), &b), &w) in o.iter_mut().zip(xs).zip(ys).zip(ms) {
-                    *o = if w != 0.0 {
-                        (sigmoid(a) - b) * w * scale
-                    } else {
-                        0.0
-                    };
-                }
-            });
+        let x = f32_slice(s1, l1, "bce logits")?;
+        let y = f32_slice(s2, l2, "bce targets")?;
+        let m = f32_slice(s3, l3, "bce mask")?;
+        let out = grads(x, y, Some(m), self.scale);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
@@ -253,7 +242,12 @@ pub fn bce_with_logits_masked(logits: &Tensor, targets: &Tensor, mask: &Tensor) 
 
 /// σ(x) for one value without overflow (used to turn logits into scores).
 pub fn stable_sigmoid(x: f32) -> f32 {
-    sigmoid(x)
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
 }
 
 #[cfg(test)]
@@ -387,7 +381,7 @@ mod tests {
             if mask[i] == 0.0 {
                 assert_eq!(gx[i], 0.0);
             } else {
-                let want = (sigmoid(x[i]) - y[i]) / 42.0;
+                let want = (stable_sigmoid(x[i]) - y[i]) / 42.0;
                 assert!((gx[i] - want).abs() < 1e-7);
             }
         }

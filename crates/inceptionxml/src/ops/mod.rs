@@ -4,6 +4,7 @@
 pub mod adam;
 pub mod bce;
 pub mod row_adam;
+pub(crate) mod storage;
 
 pub use adam::{Adam, AdamConsts};
 pub use bce::{bce_with_logits, bce_with_logits_masked, stable_sigmoid};

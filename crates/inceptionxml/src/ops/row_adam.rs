@@ -16,7 +16,8 @@ use std::collections::HashMap;
 use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Tensor, Var};
 use rayon::prelude::*;
 
-use super::adam::{f32_mut, AdamCoef, AdamConsts};
+use super::adam::{AdamCoef, AdamConsts};
+use super::storage::f32_slice_mut;
 use crate::error::{Error, Result};
 
 /// The padding row: never updated.
@@ -91,7 +92,7 @@ impl InplaceOp1 for RowKernel<'_> {
     }
 
     fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
-        let p = f32_mut(s, l, "row-adam")?;
+        let p = f32_slice_mut(s, l, "row-adam table")?;
         let mut m = self.m.borrow_mut();
         let mut v = self.v.borrow_mut();
         if p.len() != m.len() {
