@@ -9,7 +9,6 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use xmc::cluster::{
     cluster_labels_with, cooccurrence_quality, ClusterParams, Stop, DEFAULT_MAX_LEAF,
@@ -56,32 +55,17 @@ pub struct Args {
     pub max_iter: usize,
 }
 
-/// Peak resident set size in MiB (`VmHWM` of /proc/self/status), if the system reports it.
-pub fn peak_rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 /// Prints a phase's wall time and note.
 fn phase(name: &str, t: Instant, note: &str) {
     println!("{name:<9} {:>8.2} s  {note}", t.elapsed().as_secs_f64());
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let pool = {
-        let mut b = rayon::ThreadPoolBuilder::new();
-        if let Some(n) = args.threads {
-            anyhow::ensure!(n >= 1, "--threads must be >= 1");
-            b = b.num_threads(n);
-        }
-        b.build().context("cannot start the worker threads")?
-    };
-    pool.install(|| run_in_pool(&args))
+    super::set_threads(args.threads)?;
+    run_cluster(&args)
 }
 
-fn run_in_pool(args: &Args) -> anyhow::Result<()> {
+fn run_cluster(args: &Args) -> anyhow::Result<()> {
     let start = Instant::now();
     let stop = match (args.clusters, args.max_leaf) {
         (Some(c), _) => Stop::Clusters(c),
@@ -234,7 +218,7 @@ fn run_in_pool(args: &Args) -> anyhow::Result<()> {
     let q = cooccurrence_quality(&labels, &clustering)?;
     println!("quality: {q}");
     phase("quality", t, "");
-    let rss = peak_rss_mib().map_or("n/a".to_owned(), |m| format!("{m:.0} MiB"));
+    let rss = super::peak_rss_mib().map_or("n/a".to_owned(), |m| format!("{m:.0} MiB"));
     println!(
         "total     {:>8.2} s  peak RSS {rss}",
         start.elapsed().as_secs_f64()

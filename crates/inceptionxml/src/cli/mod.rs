@@ -25,6 +25,14 @@ pub fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Peak resident set size of this process in MiB (`VmHWM` of /proc/self/status), if reported.
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 /// `P@1 … P@k`, `nDCG@…`, `PSP@…` and `PSnDCG@…` lines, ×100 with two decimals.
 pub fn format_metrics(m: &Metrics) -> String {
     let line = |name: &str, v: &[f64]| {

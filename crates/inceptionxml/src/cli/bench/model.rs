@@ -58,27 +58,6 @@ pub struct PredictBench {
     pub threads: Option<usize>,
 }
 
-/// Peak resident memory of this process in MiB (VmHWM), if the platform reports it.
-pub fn peak_rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -88,7 +67,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn rss() -> String {
-    peak_rss_mib().map_or("n/a".into(), |m| format!("{m:.0} MiB"))
+    crate::cli::peak_rss_mib().map_or("n/a".into(), |m| format!("{m:.0} MiB"))
 }
 
 pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
@@ -147,7 +126,7 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
             }
         }
     }
-    let med = median(&mut times);
+    let med = super::median(&mut times);
     println!(
         "bench train: {} labels, d {}, batch {}, {} timed steps after {} warm-up: median step {:.1} ms, {:.0} samples/s (wall {:.1}s), peak RSS {}",
         mcfg.n_labels,
@@ -183,7 +162,7 @@ pub fn bench_predict(a: PredictBench) -> anyhow::Result<()> {
             lat.push(t0.elapsed().as_secs_f64());
         }
         let total = t_all.elapsed().as_secs_f64();
-        let med = median(&mut lat);
+        let med = super::median(&mut lat);
         println!(
             "bench predict: batch 1, {} queries, top-{}: median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, {:.0} queries/s, peak RSS {}",
             lat.len(),

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use xmc::text::tokenize_all;
 use xmc::vocab::Vocab;
 
@@ -27,15 +26,6 @@ pub struct TokenizeArgs {
     pub vocab_size: usize,
 }
 
-/// Runs `f` in a rayon pool of `threads` workers (0 = rayon's default).
-fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .context("building the thread pool")?;
-    Ok(pool.install(f))
-}
-
 /// CPU time (user + system) this process has used so far, from `/proc/self/stat` (Linux; in
 /// units of USER_HZ = 1/100 s). `None` elsewhere. On a busy machine wall time overstates the cost;
 /// CPU time does not.
@@ -49,23 +39,14 @@ fn process_cpu_time() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort_unstable();
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2
-    }
-}
-
 pub fn run_tokenize(a: TokenizeArgs) -> anyhow::Result<()> {
     let path = a.data.join("trn_X.txt");
     let texts = xmc::texts::read_texts(&path)?;
     anyhow::ensure!(!texts.is_empty(), "{}: no texts", path.display());
     let bytes: usize = texts.iter().map(|t| t.len() + 1).sum();
 
-    let (threads, vocab, build_time, runs, checksum, cpu) = in_pool(a.threads, || {
+    crate::cli::set_threads((a.threads > 0).then_some(a.threads))?;
+    let (threads, vocab, build_time, runs, checksum, cpu) = {
         let t0 = Instant::now();
         let vocab = Vocab::build(&tokenize_all(&texts), a.vocab_size, 1);
         let build_time = t0.elapsed();
@@ -86,17 +67,18 @@ pub fn run_tokenize(a: TokenizeArgs) -> anyhow::Result<()> {
         let cpu = cpu0
             .zip(process_cpu_time())
             .map(|(a, b)| b.saturating_sub(a) / runs.len() as u32);
-        Ok((
+        (
             rayon::current_num_threads(),
             vocab,
             build_time,
             runs,
             checksum,
             cpu,
-        ))
-    })??;
+        )
+    };
 
-    let med = median(runs.clone());
+    let mut run_secs: Vec<f64> = runs.iter().map(Duration::as_secs_f64).collect();
+    let med = Duration::from_secs_f64(super::median(&mut run_secs));
     let secs = med.as_secs_f64();
     println!(
         "data {}: {} titles, {:.1} MB; vocabulary {} ids (built in {:.0} ms); S = {}; {} threads",
@@ -134,17 +116,6 @@ pub fn run_tokenize(a: TokenizeArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_odd_and_even() {
-        let ms = Duration::from_millis;
-        assert_eq!(median(vec![ms(3), ms(1), ms(2)]), ms(2));
-        assert_eq!(median(vec![ms(7)]), ms(7));
-        assert_eq!(
-            median(vec![ms(4), ms(1), ms(2), ms(3)]),
-            Duration::from_micros(2500)
-        );
-    }
 
     #[test]
     fn cpu_time_advances() {
