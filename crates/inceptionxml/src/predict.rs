@@ -4,27 +4,117 @@
 //! [`predict_ids`] is the one code path used by the training loop's evaluation and by
 //! `inceptionxml predict`, so both report the same rankings. Batches run one after another (the
 //! tensor kernels use every core); the top-k selection of a batch's rows runs in parallel.
+//!
+//! InceptionXML+ models ([`predict_plus_batch`]) score the meta head over all C clusters, keep
+//! each row's top-K clusters, and score only those clusters' labels with the extreme head: the
+//! work per query is C + K·(L/C) rows of hd values, not L. Labels are ranked by σ(extreme) or,
+//! with [`ScoreMode::Combined`], σ(extreme)·σ(meta). [`Ensemble`] averages several models.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use rayon::prelude::*;
+use xmc::predictions::top_k_sparse;
+use xmc::shortlist;
 use xmc::vocab::Vocab;
 
 use crate::error::{Error, Result};
-use crate::model::InceptionXml;
-use crate::ops::stable_sigmoid;
+use crate::model::{InceptionXml, ScoreMode};
+use crate::ops::{candidate_logits, stable_sigmoid, CandidatePlan};
 use crate::train::checkpoint::{self, ModelDirConfig};
 
-/// Top-k rows for N×S token ids (`ids.len()` a multiple of the model's sequence length), in
-/// batches of `batch_size`, evaluation mode (no dropout, batch-norm running statistics).
-pub fn predict_ids(
+/// One batch of InceptionXML+ predictions.
+pub struct PlusBatch {
+    /// Top-k `(label, score)` per row, scores descending.
+    pub rows: Vec<Vec<(u32, f32)>>,
+    /// The K shortlisted clusters per row, best meta score first.
+    pub clusters: Vec<Vec<u32>>,
+}
+
+/// Top-k rows of an InceptionXML+ model for ids `[B, S]`, evaluation mode.
+pub fn predict_plus_batch(
+    model: &InceptionXml,
+    ids: &Tensor,
+    k: usize,
+    score: ScoreMode,
+) -> Result<PlusBatch> {
+    let (plus, index) = match (model.plus(), model.clusters()) {
+        (Some(p), Some(ix)) => (p, ix),
+        (None, _) => {
+            return Err(Error::InvalidParam(
+                "not an InceptionXML+ model (no meta/extreme heads)".into(),
+            ))
+        }
+        (_, None) => {
+            return Err(Error::InvalidParam(
+                "InceptionXML+ model without its label clusters".into(),
+            ))
+        }
+    };
+    let h = model.encode(&model.embed(ids)?, false)?;
+    let meta = plus.meta_logits(&h, false)?;
+    let meta: Vec<f32> = meta.flatten_all()?.to_vec1()?;
+    // σ is monotone: ranking clusters by logit is ranking them by score.
+    let sl = shortlist::build(&meta, index, plus.config().top_k, None)?;
+    let plan = Arc::new(CandidatePlan::new(&sl, index)?);
+    let g = plus.extreme_features(&h, false)?;
+    let (logits, _) = candidate_logits(&g, plus.table.as_tensor(), plan)?;
+    let logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+    let c = index.n_clusters();
+    let order = index.order();
+    let w = sl.width;
+    let rows = (0..sl.rows)
+        .into_par_iter()
+        .map(|r| {
+            let mut cand = Vec::with_capacity(w);
+            let mut slot = 0;
+            for &cl in &sl.clusters[r] {
+                let (a, b) = (index.offset(cl as usize), index.offset(cl as usize + 1));
+                let ms = match score {
+                    ScoreMode::Extreme => 1.0,
+                    ScoreMode::Combined => stable_sigmoid(meta[r * c + cl as usize]),
+                };
+                for &l in &order[a..b] {
+                    cand.push((l, stable_sigmoid(logits[r * w + slot]) * ms));
+                    slot += 1;
+                }
+            }
+            top_k_sparse(cand, k)
+        })
+        .collect();
+    Ok(PlusBatch {
+        rows,
+        clusters: sl.clusters,
+    })
+}
+
+/// Like [`predict_ids`] for an InceptionXML+ model, also returning each row's shortlisted
+/// clusters (for meta precision and shortlist recall).
+pub fn predict_plus_ids(
     model: &InceptionXml,
     ids: &[u32],
     k: usize,
     batch_size: usize,
-) -> Result<Vec<Vec<(u32, f32)>>> {
+    score: ScoreMode,
+) -> Result<PlusBatch> {
+    let s = check_ids(model, ids)?;
+    let device = model.embedding_table().device().clone();
+    let mut out = PlusBatch {
+        rows: Vec::new(),
+        clusters: Vec::new(),
+    };
+    for chunk in ids.chunks(batch_size.max(1) * s) {
+        let t = Tensor::from_slice(chunk, (chunk.len() / s, s), &device)?;
+        let b = predict_plus_batch(model, &t, k, score)?;
+        out.rows.extend(b.rows);
+        out.clusters.extend(b.clusters);
+    }
+    Ok(out)
+}
+
+fn check_ids(model: &InceptionXml, ids: &[u32]) -> Result<usize> {
     let s = model.config().seq_len;
     if s == 0 || ids.len() % s != 0 {
         return Err(Error::InvalidParam(format!(
@@ -32,6 +122,24 @@ pub fn predict_ids(
             ids.len()
         )));
     }
+    Ok(s)
+}
+
+/// Top-k rows for N×S token ids (`ids.len()` a multiple of the model's sequence length), in
+/// batches of `batch_size`, evaluation mode (no dropout, batch-norm running statistics).
+/// InceptionXML+ models rank with `score` (None: the model's configured default).
+pub fn predict_ids(
+    model: &InceptionXml,
+    ids: &[u32],
+    k: usize,
+    batch_size: usize,
+    score: Option<ScoreMode>,
+) -> Result<Vec<Vec<(u32, f32)>>> {
+    if let Some(p) = &model.config().plus {
+        let mode = score.unwrap_or(p.score);
+        return Ok(predict_plus_ids(model, ids, k, batch_size, mode)?.rows);
+    }
+    let s = check_ids(model, ids)?;
     let n = ids.len() / s;
     let device = model.embedding_table().device().clone();
     let mut out = Vec::with_capacity(n);
@@ -97,8 +205,11 @@ impl Predictor {
             });
         }
         let varmap = VarMap::new();
-        let model = InceptionXml::new(&config.model, &varmap, &Device::Cpu, config.train.seed)?;
+        let mut model = InceptionXml::new(&config.model, &varmap, &Device::Cpu, config.train.seed)?;
         checkpoint::load_weights(&dir, &model, &varmap)?;
+        if config.model.plus.is_some() {
+            model.set_clusters(checkpoint::read_clusters(&dir, &config.model)?)?;
+        }
         Ok(Predictor {
             dir,
             config,
@@ -113,22 +224,33 @@ impl Predictor {
         self.config.model.n_labels
     }
 
-    /// Top-k rows for `texts`, in batches of `batch_size`.
+    /// Top-k rows for `texts`, in batches of `batch_size` (`score`: InceptionXML+ ranking,
+    /// None for the model's default).
     pub fn predict_texts(
         &self,
         texts: &[String],
         k: usize,
         batch_size: usize,
+        score: Option<ScoreMode>,
     ) -> Result<Vec<Vec<(u32, f32)>>> {
         let ids = self.vocab.encode_all(texts, self.config.model.seq_len);
-        predict_ids(&self.model, &ids, k, batch_size)
+        predict_ids(&self.model, &ids, k, batch_size, score)
     }
 
     /// Top-k for one text: a batch of one, no thread hand-offs.
-    pub fn predict_one(&self, text: &str, k: usize) -> Result<Vec<(u32, f32)>> {
+    pub fn predict_one(
+        &self,
+        text: &str,
+        k: usize,
+        score: Option<ScoreMode>,
+    ) -> Result<Vec<(u32, f32)>> {
         let s = self.config.model.seq_len;
         let ids = self.vocab.encode(text, s);
         let t = Tensor::from_slice(&ids, (1, s), &Device::Cpu)?;
+        if let Some(p) = &self.config.model.plus {
+            let b = predict_plus_batch(&self.model, &t, k, score.unwrap_or(p.score))?;
+            return Ok(b.rows.into_iter().next().unwrap_or_default());
+        }
         let logits = self.model.forward(&t, false)?;
         let row: Vec<f32> = logits.flatten_all()?.to_vec1()?;
         Ok(xmc::predictions::top_k(&row, k)
@@ -136,6 +258,114 @@ impl Predictor {
             .map(|(c, x)| (c, stable_sigmoid(x)))
             .collect())
     }
+}
+
+/// Several models over the same label set whose scores are averaged (the paper's starred
+/// results are 3-model ensembles). Each member returns its top `pool` labels per text (a label a
+/// member did not return counts 0 for it); the average is ranked and cut to k.
+pub struct Ensemble {
+    pub members: Vec<Predictor>,
+}
+
+impl Ensemble {
+    /// Loads every directory; all must score the same number of labels.
+    pub fn load(dirs: &[PathBuf]) -> Result<Self> {
+        let members = dirs
+            .iter()
+            .map(Predictor::load)
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(first) = members.first() {
+            for m in &members[1..] {
+                if m.n_labels() != first.n_labels() {
+                    return Err(Error::Model {
+                        path: m.dir.display().to_string(),
+                        msg: format!(
+                            "scores {} labels, {} scores {}",
+                            m.n_labels(),
+                            first.dir.display(),
+                            first.n_labels()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(Ensemble { members })
+    }
+
+    pub fn n_labels(&self) -> usize {
+        self.members.first().map_or(0, Predictor::n_labels)
+    }
+
+    /// Labels each member contributes per text for `k` results.
+    pub fn pool(k: usize) -> usize {
+        (4 * k).max(100)
+    }
+
+    /// Averaged top-k rows for `texts`.
+    pub fn predict_texts(
+        &self,
+        texts: &[String],
+        k: usize,
+        batch_size: usize,
+        score: Option<ScoreMode>,
+    ) -> Result<Vec<Vec<(u32, f32)>>> {
+        if self.members.len() == 1 {
+            return self.members[0].predict_texts(texts, k, batch_size, score);
+        }
+        let pool = Self::pool(k);
+        let per: Vec<Vec<Vec<(u32, f32)>>> = self
+            .members
+            .iter()
+            .map(|m| m.predict_texts(texts, pool, batch_size, score))
+            .collect::<Result<_>>()?;
+        Ok(average_rows(&per, texts.len(), k))
+    }
+
+    /// Averaged top-k for one text.
+    pub fn predict_one(
+        &self,
+        text: &str,
+        k: usize,
+        score: Option<ScoreMode>,
+    ) -> Result<Vec<(u32, f32)>> {
+        if self.members.len() == 1 {
+            return self.members[0].predict_one(text, k, score);
+        }
+        let pool = Self::pool(k);
+        let per: Vec<Vec<Vec<(u32, f32)>>> = self
+            .members
+            .iter()
+            .map(|m| m.predict_one(text, pool, score).map(|r| vec![r]))
+            .collect::<Result<_>>()?;
+        Ok(average_rows(&per, 1, k).pop().unwrap_or_default())
+    }
+}
+
+/// Row-wise mean of several models' sparse score rows, top-k of the result.
+pub fn average_rows(per: &[Vec<Vec<(u32, f32)>>], n: usize, k: usize) -> Vec<Vec<(u32, f32)>> {
+    let m = per.len().max(1) as f32;
+    (0..n)
+        .into_par_iter()
+        .map(|r| {
+            let mut all: Vec<(u32, f32)> = per
+                .iter()
+                .filter_map(|rows| rows.get(r))
+                .flat_map(|row| row.iter().copied())
+                .collect();
+            all.sort_unstable_by_key(|e| e.0);
+            let mut merged: Vec<(u32, f32)> = Vec::with_capacity(all.len());
+            for (l, s) in all {
+                match merged.last_mut() {
+                    Some(last) if last.0 == l => last.1 += s,
+                    _ => merged.push((l, s)),
+                }
+            }
+            for e in &mut merged {
+                e.1 /= m;
+            }
+            top_k_sparse(merged, k)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -151,5 +381,16 @@ mod tests {
         assert!((r[0][0].1 - stable_sigmoid(3.0)).abs() < 1e-7);
         assert_eq!(r[1].iter().map(|e| e.0).collect::<Vec<_>>(), vec![2, 0]);
         assert!(r[1][0].1 >= r[1][1].1);
+    }
+
+    #[test]
+    fn ensembles_average_with_missing_labels_as_zero() {
+        let a = vec![vec![(1u32, 0.9f32), (2, 0.5)]];
+        let b = vec![vec![(2u32, 0.7f32), (3, 0.6)]];
+        let r = average_rows(&[a, b], 1, 3);
+        assert_eq!(r[0][0].0, 2);
+        assert!((r[0][0].1 - 0.6).abs() < 1e-6);
+        assert!((r[0][1].1 - 0.45).abs() < 1e-6);
+        assert_eq!(r[0][2], (3, 0.3));
     }
 }

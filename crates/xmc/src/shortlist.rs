@@ -61,6 +61,27 @@ impl ClusterIndex {
         &self.labels[self.offsets[c]..self.offsets[c + 1]]
     }
 
+    /// First position of cluster `c` in the cluster order ([`Self::order`]); `offset(C)` = L.
+    pub fn offset(&self, c: usize) -> usize {
+        self.offsets[c]
+    }
+
+    /// All labels in cluster order: cluster 0's members, then cluster 1's, … Position `p` of a
+    /// table stored in this order holds label `order()[p]`; cluster `c` owns the contiguous
+    /// positions `offset(c)..offset(c + 1)`.
+    pub fn order(&self) -> &[u32] {
+        &self.labels
+    }
+
+    /// The inverse of [`Self::order`]: label -> position.
+    pub fn positions(&self) -> Vec<u32> {
+        let mut pos = vec![0u32; self.labels.len()];
+        for (p, &l) in self.labels.iter().enumerate() {
+            pos[l as usize] = p as u32;
+        }
+        pos
+    }
+
     /// The largest cluster size.
     pub fn max_size(&self) -> usize {
         (0..self.n_clusters())
@@ -92,6 +113,30 @@ impl ClusterIndex {
             .collect();
         SparseMatrix::from_index_rows(self.n_clusters(), &rows)
     }
+}
+
+/// SPEC §5's default number of clusters for `n_labels` labels: L/10 rounded to the nearest power
+/// of two (at least 2, at most the largest power of two ≤ L).
+pub fn default_clusters(n_labels: usize) -> usize {
+    let target = (n_labels as f64 / 10.0).max(2.0);
+    let lo = 1usize << (target.log2().floor() as u32);
+    let c = if target / lo as f64 > (2 * lo) as f64 / target {
+        2 * lo
+    } else {
+        lo
+    };
+    let cap = if n_labels >= 2 {
+        1usize << (usize::BITS - 1 - n_labels.leading_zeros())
+    } else {
+        1
+    };
+    c.clamp(1, cap)
+}
+
+/// SPEC §5's default shortlist size for `n_clusters` clusters: C/64, at least 16, at most 800,
+/// never more than C.
+pub fn default_top_k(n_clusters: usize) -> usize {
+    (n_clusters / 64).clamp(16, 800).min(n_clusters)
 }
 
 /// One batch's candidates, padded to a common width.
@@ -275,6 +320,30 @@ mod tests {
         assert_eq!(s.width, 3);
         assert_eq!(&s.mask[3..], &[1.0, 0.0, 0.0]);
         assert_eq!(&s.labels[3..], &[3, 0, 0]);
+    }
+
+    #[test]
+    fn defaults_keep_the_paper_proportions() {
+        assert_eq!(default_clusters(22_933), 2048);
+        assert_eq!(default_clusters(670_091), 65_536);
+        assert_eq!(default_clusters(2_812_281), 262_144);
+        assert_eq!(default_clusters(736), 64);
+        assert_eq!(default_clusters(3), 2);
+        assert_eq!(default_top_k(2048), 32);
+        assert_eq!(default_top_k(65_536), 800);
+        assert_eq!(default_top_k(64), 16);
+        assert_eq!(default_top_k(8), 8);
+    }
+
+    #[test]
+    fn order_and_positions_are_inverse() {
+        let ix = index();
+        assert_eq!(ix.order(), &[0, 3, 1, 4, 2, 5]);
+        assert_eq!((ix.offset(1), ix.offset(3)), (2, 6));
+        let pos = ix.positions();
+        for (p, &l) in ix.order().iter().enumerate() {
+            assert_eq!(pos[l as usize] as usize, p);
+        }
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         model: ModelOverrides {
             embed_dim: 300,
             dropout_ext: Some(DEMO_DROPOUT_EXT),
+            plus: None,
         },
         resume: false,
         stop_after: None,

@@ -25,12 +25,21 @@ pub fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Peak resident set size of this process in MiB (`VmHWM` of /proc/self/status), if reported.
-pub fn peak_rss_mib() -> Option<f64> {
+fn status_mib(key: &str) -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// Peak resident set size of this process in MiB (`VmHWM` of /proc/self/status), if reported.
+pub fn peak_rss_mib() -> Option<f64> {
+    status_mib("VmHWM:")
+}
+
+/// Current resident set size in MiB (`VmRSS`), if reported.
+pub fn current_rss_mib() -> Option<f64> {
+    status_mib("VmRSS:")
 }
 
 /// `P@1 … P@k`, `nDCG@…`, `PSP@…` and `PSnDCG@…` lines, ×100 with two decimals.

@@ -4,14 +4,21 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use inceptionxml::predict::Predictor;
+use inceptionxml::model::ScoreMode;
+use inceptionxml::predict::Ensemble;
 
 /// Flags of `inceptionxml predict`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model directory written by `train` or `demo`.
-    #[arg(long)]
-    pub model: PathBuf,
+    /// Model directory written by `train` or `demo`; repeat to average several models' scores
+    /// (an ensemble over the same labels).
+    #[arg(long, required = true)]
+    pub model: Vec<PathBuf>,
+    /// InceptionXML+ ranking: `extreme` (σ of the extreme logit, the paper) or `combined`
+    /// (times σ of the cluster's meta logit) [default: the better one on the test split at the
+    /// end of training, saved in config.json].
+    #[arg(long, value_enum)]
+    pub score: Option<ScoreMode>,
     /// Texts, one per line; `-` reads standard input and answers line by line (interactive).
     #[arg(long)]
     pub texts: PathBuf,
@@ -34,18 +41,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     super::set_threads(args.threads)?;
     anyhow::ensure!(args.top_k > 0, "--top-k must be > 0");
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be > 0");
-    let p = Predictor::load(&args.model)?;
+    let p = Ensemble::load(&args.model)?;
     if args.texts.as_os_str() == "-" {
         return interactive(&p, &args);
     }
     let texts = xmc::texts::read_texts(&args.texts)?;
-    let rows = p.predict_texts(&texts, args.top_k, args.batch_size)?;
+    let rows = p.predict_texts(&texts, args.top_k, args.batch_size, args.score)?;
     xmc::predictions::write_predictions(&args.out, &rows, p.n_labels())
         .with_context(|| format!("writing {}", args.out.display()))?;
     Ok(())
 }
 
-fn interactive(p: &Predictor, args: &Args) -> anyhow::Result<()> {
+fn interactive(p: &Ensemble, args: &Args) -> anyhow::Result<()> {
     let mut out: Box<dyn Write> = if args.out.as_os_str() == "-" {
         Box::new(std::io::stdout().lock())
     } else {
@@ -57,7 +64,7 @@ fn interactive(p: &Predictor, args: &Args) -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     for (i, line) in stdin.lock().lines().enumerate() {
         let line = line.with_context(|| format!("<stdin>:{}", i + 1))?;
-        let row = p.predict_one(&line, args.top_k)?;
+        let row = p.predict_one(&line, args.top_k, args.score)?;
         let s: Vec<String> = row.iter().map(|(l, v)| format!("{l}:{v:.6}")).collect();
         writeln!(out, "{}", s.join(" "))?;
         out.flush()?;

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use inceptionxml::train::{self, ModelOverrides, TrainConfig, TrainJob};
+use inceptionxml::train::{
+    self, ClusterSource, ModelOverrides, PlusOptions, TrainConfig, TrainJob,
+};
 use xmc::dataset::XcDataset;
 
 /// Flags of `inceptionxml train`.
@@ -15,15 +17,37 @@ pub struct Args {
     /// Model directory to write (config.json, weights.safetensors, vocab.txt, metrics.jsonl, ...).
     #[arg(long)]
     pub model: PathBuf,
-    /// Passes over the training data [default: 42].
+    /// Passes over the training data [default: 42; 35 with --plus].
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Rows per optimiser step.
-    #[arg(long, default_value_t = TrainConfig::default().batch_size)]
-    pub batch_size: usize,
-    /// Peak learning rate of the one-cycle schedule.
-    #[arg(long, default_value_t = TrainConfig::default().lr_max)]
-    pub lr: f64,
+    /// Rows per optimiser step [default: 128; 256 with --plus].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate of the one-cycle schedule [default: 0.005; 0.008 with --plus].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Train InceptionXML+ (meta head over label clusters, extreme head over each row's
+    /// shortlisted clusters) instead of the full one-vs-all head.
+    #[arg(long)]
+    pub plus: bool,
+    /// With --plus: a label -> cluster file (from `inceptionxml cluster`), or a number of
+    /// clusters (a power of two) to compute from the training data [default: L/10 as a power
+    /// of two].
+    #[arg(long, requires = "plus")]
+    pub clusters: Option<String>,
+    /// With --plus: clusters shortlisted per text, K [default: C/64 within 16..=800].
+    #[arg(long, requires = "plus")]
+    pub top_k: Option<usize>,
+    /// With --plus: share of the epochs during which the encoder is detached from the extreme
+    /// head.
+    #[arg(long, requires = "plus", default_value_t = TrainConfig::default().detach_fraction)]
+    pub detach_fraction: f64,
+    /// With --plus: hidden width of the heads [default: 480, the encoder's output].
+    #[arg(long, requires = "plus")]
+    pub hidden_dim: Option<usize>,
+    /// With --plus: dropout before the meta classifier [default: 0.3].
+    #[arg(long, requires = "plus")]
+    pub dropout_meta: Option<f32>,
     /// Pre-trained word vectors (GloVe / word2vec text format).
     #[arg(long)]
     pub embeddings: Option<PathBuf>,
@@ -59,6 +83,12 @@ pub struct Args {
     pub quiet: bool,
 }
 
+/// InceptionXML+ training defaults (paper Table 7, SPEC §5).
+pub const PLUS_EPOCHS: usize = 35;
+pub const PLUS_BATCH: usize = 256;
+pub const PLUS_LR: f64 = 0.008;
+pub const PLUS_PCT_START: f64 = 0.33;
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     super::set_threads(args.threads)?;
     let data = XcDataset::open(&args.data)
@@ -73,10 +103,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
+    let d = TrainConfig::default();
+    let plus = args.plus.then(|| PlusOptions {
+        clusters: match &args.clusters {
+            None => ClusterSource::Default,
+            Some(s) => match s.parse::<usize>() {
+                Ok(n) => ClusterSource::Count(n),
+                Err(_) => ClusterSource::File(PathBuf::from(s)),
+            },
+        },
+        top_k: args.top_k,
+        hidden_dim: args.hidden_dim,
+        dropout_meta: args.dropout_meta,
+    });
+    // SPEC §5 (paper Table 7) for InceptionXML+: batch 256, lr 0.008, 35 epochs, 33% warm-up.
+    let (epochs, batch, lr, pct) = if args.plus {
+        (PLUS_EPOCHS, PLUS_BATCH, PLUS_LR, PLUS_PCT_START)
+    } else {
+        (d.epochs, d.batch_size, d.lr_max, d.pct_start)
+    };
     let config = TrainConfig {
-        epochs: args.epochs.unwrap_or(TrainConfig::default().epochs),
-        batch_size: args.batch_size,
-        lr_max: args.lr,
+        epochs: args.epochs.unwrap_or(epochs),
+        batch_size: args.batch_size.unwrap_or(batch),
+        lr_max: args.lr.unwrap_or(lr),
+        pct_start: pct,
+        detach_fraction: args.detach_fraction,
         seed: args.seed,
         eval_every: args.eval_every,
         max_vocab: args.max_vocab,
@@ -91,6 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         model: ModelOverrides {
             embed_dim: args.dim,
             dropout_ext: args.dropout_ext,
+            plus,
         },
         resume: args.resume,
         stop_after: args.stop_after,
@@ -112,6 +164,15 @@ pub fn print_summary(s: &train::TrainSummary, dir: &std::path::Path) {
     if let Some(e) = &s.last_eval {
         println!("test metrics after epoch {}:", e.epoch);
         println!("{}", super::format_metrics(&e.metrics));
+        if let Some(p) = &e.plus {
+            println!(
+                "ranking {}; meta P@1 {:.2}; shortlist recall@{} {:.2}",
+                p.score,
+                p.meta_p1 * 100.0,
+                p.top_k,
+                p.shortlist_recall * 100.0
+            );
+        }
     }
     println!("model saved to {}", dir.display());
 }

@@ -158,6 +158,7 @@ mod profile {
         let vm = VarMap::new();
         let m = InceptionXml::new(&cfg, &vm, &Device::Cpu, 0).unwrap();
         let (att, proj, inc, head) = m.layers();
+        let head = head.unwrap();
         let dev = Device::Cpu;
         let b = 128;
         let x = Tensor::rand(-0.2f32, 0.2, (b, 32, 300), &dev).unwrap();
@@ -320,7 +321,7 @@ mod latency {
             let head = time(&|| {
                 m.head(&h, false).unwrap();
             });
-            let (.., hd) = m.layers();
+            let hd = m.layers().3.unwrap();
             let feats = hd.features(&h, false).unwrap();
             let gemv = time(&|| {
                 feats.matmul(hd.out_weight.as_tensor()).unwrap();

@@ -24,8 +24,66 @@ pub struct ModelConfig {
     pub dropout_conv: f32,
     /// Dropout before the residual head's hidden layer (0.25).
     pub dropout_hidden: f32,
-    /// Dropout before the L-way classifier (0.5 for Amazon/WikiSeeAlso, 0.4 for WikiTitles).
+    /// Dropout before the L-way classifier (0.5 for Amazon/WikiSeeAlso, 0.4 for WikiTitles);
+    /// for InceptionXML+ the dropout before the extreme head's label table.
     pub dropout_ext: f32,
+    /// InceptionXML+ (SPEC §5): meta and extreme heads over label clusters instead of the full
+    /// one-vs-all head. Absent for plain InceptionXML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plus: Option<PlusConfig>,
+}
+
+/// How InceptionXML+ ranks the shortlisted labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreMode {
+    /// σ(extreme logit), the paper's ranking.
+    #[default]
+    Extreme,
+    /// σ(extreme logit) · σ(meta logit of the label's cluster).
+    Combined,
+}
+
+impl std::fmt::Display for ScoreMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ScoreMode::Extreme => "extreme",
+            ScoreMode::Combined => "combined",
+        })
+    }
+}
+
+/// The InceptionXML+ heads' shapes and settings (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlusConfig {
+    /// Label clusters C (the meta head's width).
+    pub n_clusters: usize,
+    /// Hidden width hd of both heads (480; 300 for AmazonTitles-3M, with h_f average-pooled to
+    /// hd for the residual).
+    pub hidden_dim: usize,
+    /// Clusters shortlisted per row, K (capped at C).
+    pub top_k: usize,
+    /// Dropout before the meta classifier (0.3 for AmazonTitles-670K).
+    pub dropout_meta: f32,
+    /// The default ranking of `predict` (chosen on the test split at the end of training).
+    #[serde(default)]
+    pub score: ScoreMode,
+}
+
+impl PlusConfig {
+    /// SPEC §5 defaults for `n_labels` labels and features of width `feature_dim`: C ≈ L/10 (a
+    /// power of two), K = C/64 within [16, 800], hd = |h_f|, meta dropout 0.3.
+    pub fn for_labels(n_labels: usize, feature_dim: usize) -> Self {
+        let c = xmc::shortlist::default_clusters(n_labels);
+        PlusConfig {
+            n_clusters: c,
+            hidden_dim: feature_dim,
+            top_k: xmc::shortlist::default_top_k(c),
+            dropout_meta: 0.3,
+            score: ScoreMode::Extreme,
+        }
+    }
 }
 
 impl ModelConfig {
@@ -41,6 +99,7 @@ impl ModelConfig {
             dropout_conv: 0.25,
             dropout_hidden: 0.25,
             dropout_ext: 0.5,
+            plus: None,
         }
     }
 
@@ -90,6 +149,27 @@ impl ModelConfig {
                 return bad(format!("{name} {p} outside [0, 1)"));
             }
         }
+        if let Some(p) = &self.plus {
+            if p.n_clusters == 0 || p.n_clusters > self.n_labels {
+                return bad(format!(
+                    "n_clusters {} outside 1..={} (the number of labels)",
+                    p.n_clusters, self.n_labels
+                ));
+            }
+            if p.top_k == 0 {
+                return bad("top_k must be > 0".into());
+            }
+            if p.hidden_dim == 0 || p.hidden_dim > self.feature_dim() {
+                return bad(format!(
+                    "hidden_dim {} outside 1..={} (|h_f|, pooled for the residual)",
+                    p.hidden_dim,
+                    self.feature_dim()
+                ));
+            }
+            if !(0.0..1.0).contains(&p.dropout_meta) {
+                return bad(format!("dropout_meta {} outside [0, 1)", p.dropout_meta));
+            }
+        }
         Ok(())
     }
 }
@@ -115,5 +195,19 @@ mod tests {
         let mut c = ModelConfig::new(100, 10);
         c.dropout_ext = 1.0;
         assert!(c.validate().is_err());
+        let mut c = ModelConfig::new(100, 10);
+        let mut p = PlusConfig::for_labels(10, c.feature_dim());
+        assert_eq!((p.n_clusters, p.top_k, p.hidden_dim), (2, 2, 480));
+        p.n_clusters = 11;
+        c.plus = Some(p);
+        assert!(c.validate().unwrap_err().to_string().contains("n_clusters"));
+    }
+
+    #[test]
+    fn plain_configs_read_without_a_plus_field() {
+        let c = ModelConfig::new(100, 10);
+        let j = serde_json::to_string(&c).unwrap();
+        assert!(!j.contains("plus"));
+        assert_eq!(serde_json::from_str::<ModelConfig>(&j).unwrap(), c);
     }
 }

@@ -12,6 +12,7 @@
 //! | [`projection`] | 1×1 conv S->F (applied as `(W_p M) X`), GELU, BatchNorm |
 //! | [`inception`] | the k = 4/8/16 circular branches, merge, final conv (im2col GEMMs) |
 //! | [`head`] | residual hidden layer and the L-way classifier |
+//! | [`plus`] | InceptionXML+'s meta and extreme heads (SPEC §5) |
 //! | [`gelu_bn`], [`im2col`], [`dropout`] | fused CPU kernels (with backward) and seeded dropout |
 //! | [`bench`] | `bench_forward_backward()` timing helper |
 //!
@@ -57,12 +58,14 @@ pub mod head;
 pub mod im2col;
 pub mod inception;
 pub mod init;
+pub mod plus;
 pub mod projection;
 pub mod spectral_norm;
 
-pub use config::ModelConfig;
+pub use config::{ModelConfig, PlusConfig, ScoreMode};
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
@@ -75,14 +78,17 @@ use dropout::Dropout;
 use embedding::Embedding;
 use head::Head;
 use inception::Inception;
+use plus::PlusHeads;
 use projection::Projection;
+use xmc::shortlist::ClusterIndex;
 
 /// Name of the word table in the `VarMap`.
 pub const EMBEDDING_NAME: &str = "embedding.weight";
 /// Name suffixes of the non-trainable buffers in the `VarMap`.
 pub const BUFFER_SUFFIXES: [&str; 4] = [".running_mean", ".running_var", ".u", ".v"];
 
-/// InceptionXML: embedding, dual attention, projection, inception encoder, one-vs-all head.
+/// InceptionXML: embedding, dual attention, projection, inception encoder, one-vs-all head; or,
+/// with `cfg.plus`, InceptionXML+: the same encoder with meta and extreme heads.
 #[derive(Debug, Clone)]
 pub struct InceptionXml {
     cfg: ModelConfig,
@@ -90,7 +96,9 @@ pub struct InceptionXml {
     attention: DualAttention,
     projection: Projection,
     inception: Inception,
-    head: Head,
+    head: Option<Head>,
+    plus: Option<PlusHeads>,
+    clusters: Option<Arc<ClusterIndex>>,
     dropout: Dropout,
     trainable: Vec<(String, Var)>,
 }
@@ -122,21 +130,40 @@ impl InceptionXml {
         let attention = DualAttention::new(varmap, "attn_", s, d, &mut rng(1), device)?;
         let projection = Projection::new(varmap, "proj", s, f, &mut rng(2), device)?;
         let inception = Inception::new(varmap, "inception", f, &mut rng(3), device)?;
-        let head = Head::new(
-            varmap,
-            "head",
-            cfg.feature_dim(),
-            cfg.n_labels,
-            cfg.dropout_hidden,
-            cfg.dropout_ext,
-            dropout.clone(),
-            &mut rng(4),
-            device,
-        )?;
+        let (head, plus) = match &cfg.plus {
+            None => (
+                Some(Head::new(
+                    varmap,
+                    "head",
+                    cfg.feature_dim(),
+                    cfg.n_labels,
+                    cfg.dropout_hidden,
+                    cfg.dropout_ext,
+                    dropout.clone(),
+                    &mut rng(4),
+                    device,
+                )?),
+                None,
+            ),
+            Some(p) => (
+                None,
+                Some(PlusHeads::new(
+                    varmap,
+                    p,
+                    cfg.feature_dim(),
+                    cfg.n_labels,
+                    cfg.dropout_hidden,
+                    cfg.dropout_ext,
+                    dropout.clone(),
+                    &mut rng(4),
+                    device,
+                )?),
+            ),
+        };
         let mut trainable: Vec<(String, Var)> = lock(varmap)?
             .iter()
             .filter(|(k, _)| !before.contains(*k))
-            .filter(|(k, _)| k.as_str() != EMBEDDING_NAME)
+            .filter(|(k, _)| k.as_str() != EMBEDDING_NAME && k.as_str() != plus::TABLE_NAME)
             .filter(|(k, _)| !BUFFER_SUFFIXES.iter().any(|s| k.ends_with(s)))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
@@ -148,9 +175,40 @@ impl InceptionXml {
             projection,
             inception,
             head,
+            plus,
+            clusters: None,
             dropout,
             trainable,
         })
+    }
+
+    /// The InceptionXML+ heads, if this is an InceptionXML+ model.
+    pub fn plus(&self) -> Option<&PlusHeads> {
+        self.plus.as_ref()
+    }
+
+    /// Attaches the label clustering of an InceptionXML+ model (the label table's row order);
+    /// its label and cluster counts must match the configuration.
+    pub fn set_clusters(&mut self, index: Arc<ClusterIndex>) -> Result<()> {
+        let p = self.cfg.plus.as_ref().ok_or_else(|| {
+            Error::InvalidParam("label clusters given to a plain InceptionXML model".into())
+        })?;
+        if index.n_labels() != self.cfg.n_labels || index.n_clusters() != p.n_clusters {
+            return Err(Error::InvalidParam(format!(
+                "clustering of {} labels into {} clusters; the model has {} labels and {} clusters",
+                index.n_labels(),
+                index.n_clusters(),
+                self.cfg.n_labels,
+                p.n_clusters
+            )));
+        }
+        self.clusters = Some(index);
+        Ok(())
+    }
+
+    /// The label clustering of an InceptionXML+ model, once attached.
+    pub fn clusters(&self) -> Option<&Arc<ClusterIndex>> {
+        self.clusters.as_ref()
     }
 
     /// The configuration the model was built with.
@@ -184,15 +242,27 @@ impl InceptionXml {
             .apply(&x.contiguous()?, c.dropout_embed, train)?;
         let mix = self.attention.mixing(&x, train)?;
         let p = self.projection.forward(&x, Some(&mix), train)?; // [B, d, F]
-        let p = self.dropout.apply(&p, c.dropout_conv, train)?;
+                                                                 // InceptionXML+ has no dropout after the projection (SPEC §3).
+        let p_drop = if c.plus.is_some() {
+            0.0
+        } else {
+            c.dropout_conv
+        };
+        let p = self.dropout.apply(&p, p_drop, train)?;
         let h = self.inception.branches(&p, train)?; // [B, L1, 3F]
         let h = self.dropout.apply(&h, c.dropout_conv, train)?;
         self.inception.final_layer(&h, train)
     }
 
-    /// h_f `[B, D]` -> logits `[B, L]`.
+    /// h_f `[B, D]` -> logits `[B, L]` (plain InceptionXML only; InceptionXML+ scores
+    /// shortlists, see [`crate::predict`]).
     pub fn head(&self, h: &Tensor, train: bool) -> Result<Tensor> {
-        self.head.forward(h, train)
+        match &self.head {
+            Some(head) => head.forward(h, train),
+            None => Err(Error::InvalidParam(
+                "an InceptionXML+ model has no full L-way head".into(),
+            )),
+        }
     }
 
     /// embed + encode + head.
@@ -214,12 +284,12 @@ impl InceptionXml {
     }
 
     /// The layers, for tests and diagnostics.
-    pub fn layers(&self) -> (&DualAttention, &Projection, &Inception, &Head) {
+    pub fn layers(&self) -> (&DualAttention, &Projection, &Inception, Option<&Head>) {
         (
             &self.attention,
             &self.projection,
             &self.inception,
-            &self.head,
+            self.head.as_ref(),
         )
     }
 }

@@ -113,6 +113,10 @@ impl InplaceOp1 for RowKernel<'_> {
 
 /// Lazy Adam state for one `rows × dim` table.
 pub struct RowAdam {
+    /// Name prefix of the saved state (`rowadam` for the word table).
+    prefix: String,
+    /// A row that never moves (the word table's padding row), if any.
+    pad: Option<u32>,
     rows: usize,
     dim: usize,
     m: Vec<f32>,
@@ -122,8 +126,23 @@ pub struct RowAdam {
 }
 
 impl RowAdam {
+    /// State for the word table: saved as `rowadam.*`, row [`PAD_ROW`] never updated.
     pub fn new(rows: usize, dim: usize, consts: AdamConsts) -> Self {
+        Self::named("rowadam", Some(PAD_ROW), rows, dim, consts)
+    }
+
+    /// State for any table: saved as `{prefix}.m`, `{prefix}.v`, `{prefix}.step`; `pad` names a
+    /// row that never moves.
+    pub fn named(
+        prefix: &str,
+        pad: Option<u32>,
+        rows: usize,
+        dim: usize,
+        consts: AdamConsts,
+    ) -> Self {
         RowAdam {
+            prefix: prefix.to_string(),
+            pad,
             rows,
             dim,
             m: vec![0.0; rows * dim],
@@ -139,7 +158,7 @@ impl RowAdam {
     }
 
     /// Updates rows `ids` (strictly increasing, `< rows`) of `table` with the summed gradient
-    /// rows `grads` (`ids.len() × dim`). `PAD_ROW` is skipped if present. Counts one global step
+    /// rows `grads` (`ids.len() × dim`). The pad row (if any) is skipped if present. Counts one global step
     /// even when no row is touched.
     pub fn step(
         &mut self,
@@ -181,7 +200,7 @@ impl RowAdam {
             }
         }
         self.step += 1;
-        let (ids, grads) = if ids.first() == Some(&PAD_ROW) {
+        let (ids, grads) = if self.pad.is_some() && ids.first() == self.pad.as_ref() {
             (&ids[1..], &grads[self.dim..])
         } else {
             (ids, grads)
@@ -201,20 +220,21 @@ impl RowAdam {
         Ok(())
     }
 
-    /// The state as named tensors (`rowadam.m`, `rowadam.v`, `rowadam.step`) for saving.
+    /// The state as named tensors (`{prefix}.m`, `{prefix}.v`, `{prefix}.step`) for saving.
     pub fn state_tensors(&self) -> Result<HashMap<String, Tensor>> {
         let dev = Device::Cpu;
+        let p = &self.prefix;
         let mut out = HashMap::new();
         out.insert(
-            "rowadam.m".into(),
+            format!("{p}.m"),
             Tensor::from_slice(&self.m, (self.rows, self.dim), &dev)?,
         );
         out.insert(
-            "rowadam.v".into(),
+            format!("{p}.v"),
             Tensor::from_slice(&self.v, (self.rows, self.dim), &dev)?,
         );
         out.insert(
-            "rowadam.step".into(),
+            format!("{p}.step"),
             Tensor::from_slice(&[self.step as u32, (self.step >> 32) as u32], 2, &dev)?,
         );
         Ok(out)
@@ -231,8 +251,10 @@ impl RowAdam {
                 .get(k)
                 .ok_or_else(|| bad(format!("missing tensor {k}")))
         };
-        let (m, v) = (get("rowadam.m")?, get("rowadam.v")?);
-        for (k, t) in [("rowadam.m", m), ("rowadam.v", v)] {
+        let p = &self.prefix;
+        let (km, kv, ks) = (format!("{p}.m"), format!("{p}.v"), format!("{p}.step"));
+        let (m, v) = (get(&km)?, get(&kv)?);
+        for (k, t) in [(&km, m), (&kv, v)] {
             if t.dims() != [self.rows, self.dim] {
                 return Err(bad(format!(
                     "{k} has shape {:?}, the table {}×{}",
@@ -244,12 +266,9 @@ impl RowAdam {
         }
         self.m = m.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
         self.v = v.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-        let st: Vec<u32> = get("rowadam.step")?
-            .flatten_all()?
-            .to_dtype(DType::U32)?
-            .to_vec1()?;
+        let st: Vec<u32> = get(&ks)?.flatten_all()?.to_dtype(DType::U32)?.to_vec1()?;
         if st.len() != 2 {
-            return Err(bad("rowadam.step must hold 2 values".into()));
+            return Err(bad(format!("{ks} must hold 2 values")));
         }
         self.step = st[0] as u64 | ((st[1] as u64) << 32);
         Ok(())

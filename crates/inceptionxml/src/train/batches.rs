@@ -1,5 +1,6 @@
 //! Mini-batches: a seeded shuffle per epoch, and batch tensors (ids `[B, S]` u32, dense
-//! targets `[B, L]` f32) built on a background thread one batch ahead of the training step.
+//! targets `[B, L]` f32 — or `[B, C]` cluster targets for InceptionXML+, which never builds
+//! anything of size B × L) built on a background thread one batch ahead of the training step.
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use xmc::shortlist::ClusterIndex;
 use xmc::SparseMatrix;
 
 use crate::error::Result;
@@ -39,33 +41,42 @@ pub struct Batch {
     pub ids: Tensor,
     /// The same ids on the host, row-major (for scattering the embedding gradient).
     pub ids_host: Vec<u32>,
-    /// `[B, L]` f32, 1 for the positive labels of each row.
+    /// `[B, L]` f32, 1 for the positive labels of each row; with clusters, `[B, C]`, 1 for the
+    /// clusters holding a positive label.
     pub targets: Tensor,
+    /// The positive labels of each row (increasing).
+    pub positives: Vec<Vec<u32>>,
     /// Number of rows.
     pub len: usize,
 }
 
-/// Builds the batch of `rows` from the encoded texts (`ids`: N×S) and the label matrix.
+/// Builds the batch of `rows` from the encoded texts (`ids`: N×S) and the label matrix; with
+/// `clusters`, the targets are the rows' positive clusters.
 pub fn make_batch(
     ids: &[u32],
     seq_len: usize,
     labels: &SparseMatrix,
     rows: &[usize],
+    clusters: Option<&ClusterIndex>,
     device: &Device,
 ) -> Result<Batch> {
     let b = rows.len();
-    let l = labels.n_cols;
+    let l = clusters.map_or(labels.n_cols, |c| c.n_clusters());
     let mut ids_host = Vec::with_capacity(b * seq_len);
     let mut targets = vec![0f32; b * l];
+    let mut positives = Vec::with_capacity(b);
     for (i, &r) in rows.iter().enumerate() {
         ids_host.extend_from_slice(&ids[r * seq_len..(r + 1) * seq_len]);
         for &c in labels.row_indices(r) {
-            targets[i * l + c as usize] = 1.0;
+            let col = clusters.map_or(c as usize, |ix| ix.assign[c as usize] as usize);
+            targets[i * l + col] = 1.0;
         }
+        positives.push(labels.row_indices(r).to_vec());
     }
     Ok(Batch {
         ids: Tensor::from_slice(&ids_host, (b, seq_len), device)?,
         targets: Tensor::from_vec(targets, (b, l), device)?,
+        positives,
         ids_host,
         len: b,
     })
@@ -85,6 +96,7 @@ impl Batches {
         labels: Arc<SparseMatrix>,
         order: Vec<usize>,
         batch_size: usize,
+        clusters: Option<Arc<ClusterIndex>>,
         device: Device,
     ) -> Self {
         let (tx, rx) = sync_channel(1);
@@ -98,7 +110,7 @@ impl Batches {
                 };
                 let end = end.min(order.len());
                 let rows = &order[s * batch_size..end];
-                let batch = make_batch(&ids, seq_len, &labels, rows, &device);
+                let batch = make_batch(&ids, seq_len, &labels, rows, clusters.as_deref(), &device);
                 if tx.send(batch).is_err() {
                     return; // the consumer stopped early
                 }
@@ -160,10 +172,17 @@ mod tests {
             SparseMatrix::from_index_rows(4, &[vec![0], vec![1, 3], vec![], vec![2], vec![0, 1]])
                 .unwrap();
         let order = vec![4, 2, 0, 1, 3];
-        let all: Vec<Batch> =
-            Batches::new(Arc::new(ids), seq, Arc::new(labels), order, 2, Device::Cpu)
-                .collect::<Result<_>>()
-                .unwrap();
+        let all: Vec<Batch> = Batches::new(
+            Arc::new(ids),
+            seq,
+            Arc::new(labels.clone()),
+            order.clone(),
+            2,
+            None,
+            Device::Cpu,
+        )
+        .collect::<Result<_>>()
+        .unwrap();
         assert_eq!(all.iter().map(|b| b.len).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(all[0].ids_host, vec![12, 13, 14, 6, 7, 8]);
         assert_eq!(
@@ -171,6 +190,14 @@ mod tests {
             vec![vec![1.0, 1.0, 0.0, 0.0], vec![0.0; 4]]
         );
         assert_eq!(all[1].ids.dims(), &[3, seq]);
+        assert_eq!(all[0].positives, vec![vec![0, 1], vec![]]);
+        // Cluster targets: labels {0, 2} -> cluster 0, {1, 3} -> cluster 1.
+        let ix = Arc::new(ClusterIndex::new(vec![0, 1, 0, 1], 2).unwrap());
+        let b = make_batch(&[0; 15], 3, &labels, &[1, 3], Some(&ix), &Device::Cpu).unwrap();
+        assert_eq!(
+            b.targets.to_vec2::<f32>().unwrap(),
+            vec![vec![0.0, 1.0], vec![1.0, 0.0]]
+        );
         // Early stop does not hang.
         let mut it = Batches::new(
             Arc::new(vec![0; 300]),
@@ -178,6 +205,7 @@ mod tests {
             Arc::new(SparseMatrix::from_index_rows(2, &vec![vec![0u32]; 100]).unwrap()),
             (0..100).collect(),
             10,
+            None,
             Device::Cpu,
         );
         assert!(it.next().is_some());

@@ -5,7 +5,8 @@
 //! | `config.json` | [`ModelDirConfig`]: the [`ModelConfig`] (shapes, vocabulary size, labels), the [`TrainConfig`] |
 //! | `weights.safetensors` | every model tensor (parameters, batch-norm buffers, the word table) by name |
 //! | `vocab.txt` | the vocabulary, one word per line (pad first, unknown last) |
-//! | `optimizer.safetensors` | Adam moments of the dense parameters and the lazy row Adam state of the word table |
+//! | `clusters.txt` | InceptionXML+ only: the label -> cluster map (`xmc::cluster` format); the label table's rows are in this clustering's order |
+//! | `optimizer.safetensors` | Adam moments of the dense parameters and the lazy row Adam state of the word table (and of the label table, `extreme.*`) |
 //! | `trainer_state.json` | [`TrainerState`]: epochs done, global step, schedule length |
 //! | `metrics.jsonl` | one JSON line per evaluation (written by the training loop) |
 //!
@@ -25,6 +26,8 @@ use super::TrainConfig;
 use crate::error::{Error, Result};
 use crate::model::{InceptionXml, ModelConfig};
 use crate::ops::{Adam, RowAdam};
+use std::sync::Arc;
+use xmc::shortlist::ClusterIndex;
 
 pub const CONFIG: &str = "config.json";
 pub const WEIGHTS: &str = "weights.safetensors";
@@ -32,6 +35,7 @@ pub const VOCAB: &str = "vocab.txt";
 pub const OPTIMIZER: &str = "optimizer.safetensors";
 pub const STATE: &str = "trainer_state.json";
 pub const METRICS: &str = "metrics.jsonl";
+pub const CLUSTERS: &str = "clusters.txt";
 
 /// Format tag of `config.json`.
 pub const FORMAT: &str = "inceptionxml/1";
@@ -203,20 +207,61 @@ pub fn load_weights(dir: &Path, model: &InceptionXml, varmap: &VarMap) -> Result
     Ok(())
 }
 
-/// Writes `optimizer.safetensors`.
-pub fn save_optimizer(dir: &Path, adam: &Adam, rows: &RowAdam) -> Result<()> {
+/// Reads `clusters.txt` of an InceptionXML+ model directory, checking it against the model's
+/// label and cluster counts.
+pub fn read_clusters(dir: &Path, model: &ModelConfig) -> Result<Arc<ClusterIndex>> {
+    let path = dir.join(CLUSTERS);
+    let c = xmc::cluster::Clustering::read(&path)?;
+    let want = model.plus.as_ref().map_or(0, |p| p.n_clusters);
+    if c.n_labels() != model.n_labels || c.n_clusters != want {
+        return Err(model_err(
+            &path,
+            format!(
+                "{} labels in {} clusters; config.json says {} labels in {want} clusters",
+                c.n_labels(),
+                c.n_clusters,
+                model.n_labels
+            ),
+        ));
+    }
+    Ok(Arc::new(ClusterIndex::new(c.assign, c.n_clusters)?))
+}
+
+/// Writes `clusters.txt`.
+pub fn save_clusters(dir: &Path, index: &ClusterIndex) -> Result<()> {
+    let c = xmc::cluster::Clustering {
+        assign: index.assign.clone(),
+        n_clusters: index.n_clusters(),
+    };
+    Ok(c.write(dir.join(CLUSTERS))?)
+}
+
+/// Writes `optimizer.safetensors` (`tables`: the row-Adam states of the big tables).
+pub fn save_optimizer(dir: &Path, adam: &Adam, tables: &[&RowAdam]) -> Result<()> {
     let mut all = adam.state_tensors()?;
-    all.extend(rows.state_tensors()?);
+    for t in tables {
+        all.extend(t.state_tensors()?);
+    }
     save_tensors(&dir.join(OPTIMIZER), all)
 }
 
 /// Loads `optimizer.safetensors`, checking it belongs to the checkpoint at `step`.
-pub fn load_optimizer(dir: &Path, adam: &mut Adam, rows: &mut RowAdam, step: u64) -> Result<()> {
+pub fn load_optimizer(
+    dir: &Path,
+    adam: &mut Adam,
+    tables: &mut [&mut RowAdam],
+    step: u64,
+) -> Result<()> {
     let path = dir.join(OPTIMIZER);
     let file = load_tensors(&path)?;
     let name = path.display().to_string();
     adam.load_state(&file, &name)?;
-    rows.load_state(&file, &name)?;
+    for t in tables.iter_mut() {
+        t.load_state(&file, &name)?;
+    }
+    let Some(rows) = tables.first() else {
+        return Ok(());
+    };
     if rows.steps() != step {
         return Err(model_err(
             &path,

@@ -13,9 +13,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{Device, Var};
+use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rayon::prelude::*;
 use xmc::dataset::XcDataset;
 use xmc::metrics::{inverse_propensity, Metrics, Propensity};
 use xmc::vocab::Vocab;
@@ -25,9 +26,13 @@ use super::batches::{epoch_order, steps_per_epoch, Batch, Batches};
 use super::checkpoint::{self, ModelDirConfig, TrainerState};
 use super::TrainConfig;
 use crate::error::{Error, Result};
-use crate::model::{InceptionXml, ModelConfig};
-use crate::ops::{bce_with_logits, scatter_rows, Adam, AdamConsts, RowAdam};
-use crate::predict::predict_ids;
+use crate::model::{InceptionXml, ModelConfig, PlusConfig, ScoreMode};
+use crate::ops::{
+    bce_with_logits, bce_with_logits_masked, candidate_logits, scatter_rows, stable_sigmoid, Adam,
+    AdamConsts, CandidatePlan, RowAdam,
+};
+use crate::predict::{predict_ids, predict_plus_ids};
+use xmc::shortlist::{self, ClusterIndex};
 
 /// Model hyper-parameters chosen at training time (the rest are SPEC defaults).
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +41,8 @@ pub struct ModelOverrides {
     pub embed_dim: usize,
     /// Dropout before the L-way classifier (None: the SPEC default).
     pub dropout_ext: Option<f32>,
+    /// Train InceptionXML+ instead of InceptionXML.
+    pub plus: Option<PlusOptions>,
 }
 
 impl Default for ModelOverrides {
@@ -43,6 +50,39 @@ impl Default for ModelOverrides {
         ModelOverrides {
             embed_dim: 300,
             dropout_ext: None,
+            plus: None,
+        }
+    }
+}
+
+/// Where InceptionXML+'s label clusters come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterSource {
+    /// SPEC §5's default count (L/10 as a power of two), clustered from the training data.
+    Default,
+    /// This many clusters (a power of two), clustered from the training data (PIFA on TF-IDF,
+    /// balanced 2-means, SPEC §6).
+    Count(usize),
+    /// A label -> cluster file written by `inceptionxml cluster`.
+    File(std::path::PathBuf),
+}
+
+/// InceptionXML+ choices (None: SPEC §5 defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlusOptions {
+    pub clusters: ClusterSource,
+    pub top_k: Option<usize>,
+    pub hidden_dim: Option<usize>,
+    pub dropout_meta: Option<f32>,
+}
+
+impl Default for PlusOptions {
+    fn default() -> Self {
+        PlusOptions {
+            clusters: ClusterSource::Default,
+            top_k: None,
+            hidden_dim: None,
+            dropout_meta: None,
         }
     }
 }
@@ -69,6 +109,59 @@ pub struct TrainJob<'a> {
 pub struct EvalRecord {
     pub epoch: usize,
     pub metrics: Metrics,
+    /// InceptionXML+ only.
+    pub plus: Option<PlusEval>,
+}
+
+/// Rewrites `config.json` of `dir` with `score` as InceptionXML+'s default ranking.
+fn set_default_score(dir: &Path, score: ScoreMode) -> Result<()> {
+    let mut dc = checkpoint::read_config(dir)?;
+    if let Some(p) = dc.model.plus.as_mut() {
+        p.score = score;
+    }
+    checkpoint::write_json(&dir.join(checkpoint::CONFIG), &dc)
+}
+
+/// The label clustering of a fresh InceptionXML+ run.
+pub fn label_clusters(
+    source: &ClusterSource,
+    tokens: &[Vec<String>],
+    labels: &SparseMatrix,
+    seed: u64,
+    progress: bool,
+) -> Result<xmc::cluster::Clustering> {
+    use xmc::cluster::{cluster_labels, ClusterParams, Clustering, Stop};
+    let n = match source {
+        ClusterSource::File(path) => {
+            let c = Clustering::read(path)?;
+            c.check_labels(labels.n_cols, path)?;
+            return Ok(c);
+        }
+        ClusterSource::Count(n) => *n,
+        ClusterSource::Default => shortlist::default_clusters(labels.n_cols),
+    };
+    let t0 = Instant::now();
+    let (_, features) = xmc::pifa::pifa_from_tokens(
+        tokens,
+        labels,
+        xmc::tfidf::TfIdfParams::default(),
+        xmc::pifa::DEFAULT_TOP_N,
+    )?;
+    let params = ClusterParams {
+        stop: Stop::Clusters(n),
+        seed,
+        ..Default::default()
+    };
+    let c = cluster_labels(&features, &params)?;
+    if progress {
+        eprintln!(
+            "clustered {} labels into {} clusters in {:.1}s",
+            labels.n_cols,
+            c.n_clusters,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(c)
 }
 
 /// What a run did.
@@ -96,9 +189,63 @@ pub fn evaluate_ids(
     k: usize,
     batch_size: usize,
 ) -> Result<Metrics> {
-    let rows = predict_ids(model, ids, k, batch_size)?;
+    let rows = predict_ids(model, ids, k, batch_size, None)?;
     let pred = SparseMatrix::from_rows(labels.n_cols, rows)?;
     Ok(xmc::metrics::evaluate(labels, &pred, Some(inv_prop), k)?)
+}
+
+/// What an InceptionXML+ evaluation measures besides the label metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlusEval {
+    /// The ranking the metrics were computed with.
+    pub score: ScoreMode,
+    /// Share of rows whose best meta cluster holds one of their positives.
+    pub meta_p1: f64,
+    /// Share of all test positives whose cluster is among the row's top-K clusters.
+    pub shortlist_recall: f64,
+    /// K.
+    pub top_k: usize,
+}
+
+/// [`evaluate_ids`] for an InceptionXML+ model, with meta precision and shortlist recall.
+pub fn evaluate_plus_ids(
+    model: &InceptionXml,
+    ids: &[u32],
+    labels: &SparseMatrix,
+    inv_prop: &[f32],
+    k: usize,
+    batch_size: usize,
+    score: ScoreMode,
+) -> Result<(Metrics, PlusEval)> {
+    let index = model
+        .clusters()
+        .ok_or_else(|| Error::InvalidParam("InceptionXML+ model without clusters".into()))?;
+    let top_k = model.config().plus.as_ref().map_or(0, |p| p.top_k);
+    let out = predict_plus_ids(model, ids, k, batch_size, score)?;
+    let (mut meta_hits, mut hits, mut total) = (0usize, 0usize, 0usize);
+    for (r, cs) in out.clusters.iter().enumerate() {
+        let pos = labels.row_indices(r);
+        if let Some(&best) = cs.first() {
+            if pos.iter().any(|&l| index.assign[l as usize] == best) {
+                meta_hits += 1;
+            }
+        }
+        for &l in pos {
+            total += 1;
+            if cs.contains(&index.assign[l as usize]) {
+                hits += 1;
+            }
+        }
+    }
+    let pred = SparseMatrix::from_rows(labels.n_cols, out.rows)?;
+    let m = xmc::metrics::evaluate(labels, &pred, Some(inv_prop), k)?;
+    let extra = PlusEval {
+        score,
+        meta_p1: meta_hits as f64 / labels.n_rows.max(1) as f64,
+        shortlist_recall: hits as f64 / total.max(1) as f64,
+        top_k,
+    };
+    Ok((m, extra))
 }
 
 /// One optimiser step on `batch`; returns the batch loss.
@@ -117,16 +264,143 @@ pub fn train_step(
     let loss = bce_with_logits(&logits, &batch.targets)?;
     let grads = loss.backward()?;
     adam.step(&grads, lr, beta1)?;
+    step_word_rows(model, rows, batch, &grads, x.as_tensor(), lr, beta1)?;
+    Ok(loss.to_scalar::<f32>()?)
+}
+
+/// The optimiser state of a run: dense Adam, lazy row Adam for the word table and, for
+/// InceptionXML+, lazy row Adam for the label table.
+pub struct Optimizers {
+    pub adam: Adam,
+    pub words: RowAdam,
+    pub labels: Option<RowAdam>,
+}
+
+impl Optimizers {
+    pub fn new(model: &InceptionXml, consts: AdamConsts) -> Result<Self> {
+        let c = model.config();
+        Ok(Optimizers {
+            adam: Adam::new(dense_vars(model), consts)?,
+            words: RowAdam::new(c.vocab_size, c.embed_dim, consts),
+            labels: c
+                .plus
+                .as_ref()
+                .map(|p| RowAdam::named("extreme", None, c.n_labels, p.hidden_dim, consts)),
+        })
+    }
+
+    /// The row-Adam states, word table first.
+    pub fn tables(&self) -> Vec<&RowAdam> {
+        std::iter::once(&self.words).chain(&self.labels).collect()
+    }
+}
+
+/// What one InceptionXML+ step did besides its loss.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlusStep {
+    pub meta_loss: f32,
+    pub extreme_loss: f32,
+    /// Real (unpadded) candidates over the batch.
+    pub candidates: usize,
+    /// Label-table rows updated.
+    pub touched_rows: usize,
+}
+
+/// One optimiser step of InceptionXML+ on `batch` (whose targets are cluster targets):
+/// meta BCE over all C clusters + masked BCE over each row's shortlisted candidates. With
+/// `detach`, the encoder output is detached before the extreme head (the encoder learns from the
+/// meta task only; the extreme head and the label table still train). Returns the loss.
+pub fn train_step_plus(
+    model: &InceptionXml,
+    opt: &mut Optimizers,
+    batch: &Batch,
+    lr: f64,
+    beta1: f64,
+    detach: bool,
+) -> Result<(f32, PlusStep)> {
+    let (plus, index) = match (model.plus(), model.clusters()) {
+        (Some(p), Some(ix)) => (p, ix.clone()),
+        _ => {
+            return Err(Error::InvalidParam(
+                "train_step_plus needs an InceptionXML+ model with clusters".into(),
+            ))
+        }
+    };
+    let table_opt = opt
+        .labels
+        .as_mut()
+        .ok_or_else(|| Error::InvalidParam("no label-table optimiser".into()))?;
+    let x = model.embed(&batch.ids)?;
+    let x = Var::from_tensor(&x)?;
+    let h = model.encode(x.as_tensor(), true)?;
+    let meta = plus.meta_logits(&h, true)?;
+    let meta_loss = bce_with_logits(&meta, &batch.targets)?;
+    let scores: Vec<f32> = {
+        let mut v: Vec<f32> = meta.detach().flatten_all()?.to_vec1()?;
+        v.par_iter_mut().for_each(|s| *s = stable_sigmoid(*s));
+        v
+    };
+    let pos: Vec<&[u32]> = batch.positives.iter().map(Vec::as_slice).collect();
+    let sl = shortlist::build(&scores, &index, plus.config().top_k, Some(&pos))?;
+    let plan = std::sync::Arc::new(CandidatePlan::new(&sl, &index)?);
+    let hin = if detach { h.detach() } else { h.clone() };
+    let g = plus.extreme_features(&hin, true)?;
+    let (logits, table_grad) = candidate_logits(&g, plus.table.as_tensor(), plan.clone())?;
+    let dev = logits.device().clone();
+    let shape = (sl.rows, sl.width);
+    let y = Tensor::from_vec(sl.targets, shape, &dev)?;
+    let m = Tensor::from_vec(sl.mask, shape, &dev)?;
+    let ext_loss = bce_with_logits_masked(&logits, &y, &m)?;
+    let loss = (&meta_loss + &ext_loss)?;
+    let grads = loss.backward()?;
+    opt.adam.step(&grads, lr, beta1)?;
+    let touched = match table_grad.take() {
+        Some((rows, g)) => {
+            table_opt.step(&plus.table, &rows, &g, lr, beta1)?;
+            rows.len()
+        }
+        None => {
+            table_opt.step(&plus.table, &[], &[], lr, beta1)?;
+            0
+        }
+    };
+    step_word_rows(
+        model,
+        &mut opt.words,
+        batch,
+        &grads,
+        x.as_tensor(),
+        lr,
+        beta1,
+    )?;
+    let stats = PlusStep {
+        meta_loss: meta_loss.to_scalar()?,
+        extreme_loss: ext_loss.to_scalar()?,
+        candidates: plan.n_candidates(),
+        touched_rows: touched,
+    };
+    Ok((loss.to_scalar::<f32>()?, stats))
+}
+
+/// Lazy Adam on the word-table rows the batch looked up, from ∂loss/∂x.
+fn step_word_rows(
+    model: &InceptionXml,
+    rows: &mut RowAdam,
+    batch: &Batch,
+    grads: &candle_core::backprop::GradStore,
+    x: &Tensor,
+    lr: f64,
+    beta1: f64,
+) -> Result<()> {
     let table = model.embedding_table();
-    match grads.get(x.as_tensor()) {
+    match grads.get(x) {
         Some(gx) => {
             let gx: Vec<f32> = gx.flatten_all()?.to_vec1()?;
             let (ids, g) = scatter_rows(&batch.ids_host, &gx, model.config().embed_dim)?;
-            rows.step(table, &ids, &g, lr, beta1)?;
+            rows.step(table, &ids, &g, lr, beta1)
         }
-        None => rows.step(table, &[], &[], lr, beta1)?,
+        None => rows.step(table, &[], &[], lr, beta1),
     }
-    Ok(loss.to_scalar::<f32>()?)
 }
 
 /// The model's dense variables, never including the word table (it has its own optimiser).
@@ -159,8 +433,8 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary> {
     std::fs::create_dir_all(out).map_err(|e| Error::Xmc(xmc::Error::io(out, e)))?;
     let data = job.data;
 
-    // Configuration, vocabulary and where to start.
-    let (cfg, mcfg, vocab, state) = if job.resume {
+    // Configuration, vocabulary, label clusters and where to start.
+    let (cfg, mcfg, vocab, state, index) = if job.resume {
         let dc = checkpoint::read_config(out)?;
         let vpath = out.join(checkpoint::VOCAB);
         let vocab = Vocab::load(&vpath)?;
@@ -183,8 +457,12 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary> {
                 ),
             });
         }
+        let index = match dc.model.plus {
+            Some(_) => Some(checkpoint::read_clusters(out, &dc.model)?),
+            None => None,
+        };
         let state = checkpoint::read_state(out)?;
-        (dc.train, dc.model, vocab, Some(state))
+        (dc.train, dc.model, vocab, Some(state), index)
     } else {
         job.config.validate()?;
         let cfg = job.config.clone();
@@ -198,8 +476,32 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary> {
         if let Some(p) = job.model.dropout_ext {
             mcfg.dropout_ext = p;
         }
+        let index = match &job.model.plus {
+            Some(po) => {
+                let labels = if n == data.train.labels.n_rows {
+                    data.train.labels.clone()
+                } else {
+                    data.train.labels.select_rows(&(0..n).collect::<Vec<_>>())
+                };
+                let c = label_clusters(&po.clusters, &tokens, &labels, cfg.seed, job.progress)?;
+                let nc = c.n_clusters;
+                let defaults = PlusConfig::for_labels(data.n_labels, mcfg.feature_dim());
+                mcfg.plus = Some(PlusConfig {
+                    n_clusters: nc,
+                    hidden_dim: po.hidden_dim.unwrap_or(defaults.hidden_dim),
+                    top_k: po
+                        .top_k
+                        .unwrap_or_else(|| shortlist::default_top_k(nc))
+                        .min(nc),
+                    dropout_meta: po.dropout_meta.unwrap_or(defaults.dropout_meta),
+                    score: ScoreMode::Extreme,
+                });
+                Some(std::sync::Arc::new(ClusterIndex::new(c.assign, nc)?))
+            }
+            None => None,
+        };
         mcfg.validate()?;
-        (cfg, mcfg, vocab, None)
+        (cfg, mcfg, vocab, None, index)
     };
 
     // Data.
@@ -227,18 +529,23 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary> {
     // Model and optimisers.
     let device = Device::Cpu;
     let varmap = VarMap::new();
-    let model = InceptionXml::new(&mcfg, &varmap, &device, cfg.seed)?;
+    let mut model = InceptionXml::new(&mcfg, &varmap, &device, cfg.seed)?;
+    if let Some(ix) = &index {
+        model.set_clusters(ix.clone())?;
+    }
     let consts = AdamConsts {
         beta2: cfg.beta2,
         eps: cfg.eps,
     };
-    let mut adam = Adam::new(dense_vars(&model), consts)?;
-    let mut rows = RowAdam::new(mcfg.vocab_size, mcfg.embed_dim, consts);
+    let mut opt = Optimizers::new(&model, consts)?;
     let mut coverage = None;
     match &state {
         Some(st) => {
             checkpoint::load_weights(out, &model, &varmap)?;
-            checkpoint::load_optimizer(out, &mut adam, &mut rows, st.step)?;
+            let mut tables: Vec<&mut RowAdam> = std::iter::once(&mut opt.words)
+                .chain(opt.labels.as_mut())
+                .collect();
+            checkpoint::load_optimizer(out, &mut opt.adam, &mut tables, st.step)?;
         }
         None => {
             let vectors = match &cfg.embeddings {
@@ -250,6 +557,9 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary> {
             model.set_embeddings(&table)?;
             coverage = Some(cov.to_string());
             vocab.save(out.join(checkpoint::VOCAB))?;
+            if let Some(ix) = &index {
+                checkpoint::save_clusters(out, ix)?;
+            }
             checkpoint::write_json(
                 &out.join(checkpoint::CONFIG),
                 &ModelDirConfig {
@@ -286,6 +596,12 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary> {
     let mut last_eval = None;
     let (mut session_rows, mut session_s) = (0usize, 0f64);
 
+    // InceptionXML+: the encoder is detached from the extreme head for the first epochs.
+    let detach_epochs = if mcfg.plus.is_some() {
+        (cfg.detach_fraction * cfg.epochs as f64).round() as usize
+    } else {
+        0
+    };
     let end_epoch = job
         .stop_after
         .map_or(cfg.epochs, |n| cfg.epochs.min(start_epoch + n));
@@ -303,12 +619,23 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary> {
             train_labels.clone(),
             epoch_order(n_train, cfg.seed, epoch),
             cfg.batch_size,
+            index.clone(),
             device.clone(),
         );
+        let detach = epoch < detach_epochs;
+        let (mut cand_sum, mut touched_sum, mut steps_here) = (0usize, 0usize, 0usize);
         for batch in batches {
             let batch = batch?;
             let (lr, beta1) = sched.at(step);
-            let loss = train_step(&model, &mut adam, &mut rows, &batch, lr, beta1)?;
+            let loss = if mcfg.plus.is_some() {
+                let (loss, st) = train_step_plus(&model, &mut opt, &batch, lr, beta1, detach)?;
+                cand_sum += st.candidates;
+                touched_sum += st.touched_rows;
+                loss
+            } else {
+                train_step(&model, &mut opt.adam, &mut opt.words, &batch, lr, beta1)?
+            };
+            steps_here += 1;
             if !loss.is_finite() {
                 return Err(Error::InvalidParam(format!(
                     "loss diverged ({loss}) at step {step}; try a smaller --lr"
@@ -335,25 +662,44 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary> {
 
         let last = epoch + 1 == cfg.epochs;
         let due = cfg.eval_every > 0 && (epoch + 1) % cfg.eval_every == 0;
+        let mut plus_eval = None;
+        let mut modes = serde_json::Map::new();
         let metrics = match &test {
             Some((ids, labels)) if due || last => {
-                let m = evaluate_ids(
-                    &model,
-                    ids,
-                    labels,
-                    &inv_prop,
-                    cfg.eval_k,
-                    cfg.eval_batch_size,
-                )?;
+                let (ek, eb) = (cfg.eval_k, cfg.eval_batch_size);
+                let m = match &mcfg.plus {
+                    None => evaluate_ids(&model, ids, labels, &inv_prop, ek, eb)?,
+                    Some(p) => {
+                        let (m, extra) =
+                            evaluate_plus_ids(&model, ids, labels, &inv_prop, ek, eb, p.score)?;
+                        modes.insert(p.score.to_string(), serde_json::json!(m.p[0] * 100.0));
+                        plus_eval = Some(extra);
+                        if last {
+                            // Keep as the default ranking whichever is better on this split.
+                            let other = match p.score {
+                                ScoreMode::Extreme => ScoreMode::Combined,
+                                ScoreMode::Combined => ScoreMode::Extreme,
+                            };
+                            let (m2, _) =
+                                evaluate_plus_ids(&model, ids, labels, &inv_prop, ek, eb, other)?;
+                            modes.insert(other.to_string(), serde_json::json!(m2.p[0] * 100.0));
+                            if m2.p[0] > m.p[0] {
+                                set_default_score(out, other)?;
+                            }
+                        }
+                        m
+                    }
+                };
                 last_eval = Some(EvalRecord {
                     epoch: epoch + 1,
                     metrics: m.clone(),
+                    plus: plus_eval.clone(),
                 });
                 Some(m)
             }
             _ => None,
         };
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "epoch": epoch + 1,
             "step": step,
             "loss": loss,
@@ -362,9 +708,23 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary> {
             "elapsed": train_s,
             "metrics": metrics.as_ref(),
         });
+        if mcfg.plus.is_some() {
+            line["detached"] = serde_json::json!(detach);
+            line["candidates_per_row"] = serde_json::json!(cand_sum as f64 / seen.max(1) as f64);
+            line["table_rows_per_step"] =
+                serde_json::json!(touched_sum as f64 / steps_here.max(1) as f64);
+            if let Some(e) = &plus_eval {
+                // ×100, like the metrics.
+                line["meta_p1"] = serde_json::json!(e.meta_p1 * 100.0);
+                line["shortlist_recall"] = serde_json::json!(e.shortlist_recall * 100.0);
+                line["top_k"] = serde_json::json!(e.top_k);
+                line["score"] = serde_json::json!(e.score);
+                line["p1_by_score"] = serde_json::Value::Object(modes.clone());
+            }
+        }
         checkpoint::append_metrics_line(out, &line)?;
         checkpoint::save_weights(out, &model, &varmap)?;
-        checkpoint::save_optimizer(out, &adam, &rows)?;
+        checkpoint::save_optimizer(out, &opt.adam, &opt.tables())?;
         checkpoint::write_json(
             &out.join(checkpoint::STATE),
             &TrainerState {
@@ -389,6 +749,17 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary> {
                     m.p.last().copied().unwrap_or(0.0) * 100.0,
                     m.psp[0] * 100.0
                 ));
+            }
+            if let Some(e) = &plus_eval {
+                msg.push_str(&format!(
+                    "  meta P@1 {:.2}  recall@{} {:.2}",
+                    e.meta_p1 * 100.0,
+                    e.top_k,
+                    e.shortlist_recall * 100.0
+                ));
+            }
+            if detach {
+                msg.push_str("  (encoder detached from the extreme head)");
             }
             eprintln!("{msg}");
         }

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-pub use epoch_loop::{train, EvalRecord, ModelOverrides, TrainJob, TrainSummary};
+pub use epoch_loop::{
+    train, ClusterSource, EvalRecord, ModelOverrides, PlusEval, PlusOptions, TrainJob, TrainSummary,
+};
 pub use schedule::OneCycle;
 
 /// Training hyper-parameters (SPEC §4 defaults), saved in `config.json`.
@@ -54,6 +56,9 @@ pub struct TrainConfig {
     pub max_train: Option<usize>,
     /// Pre-trained word vectors (GloVe / word2vec text format).
     pub embeddings: Option<PathBuf>,
+    /// InceptionXML+: share of the epochs (rounded) during which the encoder output is detached
+    /// before the extreme head (0.25).
+    pub detach_fraction: f64,
 }
 
 impl Default for TrainConfig {
@@ -77,6 +82,7 @@ impl Default for TrainConfig {
             min_count: 1,
             max_train: None,
             embeddings: None,
+            detach_fraction: 0.25,
         }
     }
 }
@@ -120,6 +126,12 @@ impl TrainConfig {
         }
         if self.max_vocab == 0 {
             return bad("max_vocab must be > 0".into());
+        }
+        if !(0.0..1.0).contains(&self.detach_fraction) {
+            return bad(format!(
+                "detach_fraction {} outside [0, 1)",
+                self.detach_fraction
+            ));
         }
         if self.max_train == Some(0) {
             return bad("max_train must be > 0".into());

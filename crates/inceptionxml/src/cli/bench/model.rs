@@ -8,13 +8,14 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::Device;
 use candle_nn::VarMap;
-use inceptionxml::model::{InceptionXml, ModelConfig};
-use inceptionxml::ops::{Adam, AdamConsts, RowAdam};
-use inceptionxml::predict::Predictor;
+use inceptionxml::model::{InceptionXml, ModelConfig, PlusConfig, ScoreMode};
+use inceptionxml::ops::AdamConsts;
+use inceptionxml::predict::Ensemble;
 use inceptionxml::train::batches::{epoch_order, Batches};
-use inceptionxml::train::epoch_loop::{dense_vars, train_step};
-use inceptionxml::train::TrainConfig;
+use inceptionxml::train::epoch_loop::{label_clusters, train_step, train_step_plus, Optimizers};
+use inceptionxml::train::{ClusterSource, TrainConfig};
 use xmc::dataset::XcDataset;
+use xmc::shortlist::ClusterIndex;
 use xmc::vocab::Vocab;
 
 #[derive(clap::Args)]
@@ -35,6 +36,19 @@ pub struct TrainBench {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Time InceptionXML+ steps (meta head, shortlist, candidate scoring, lazy table updates).
+    #[arg(long)]
+    pub plus: bool,
+    /// With --plus: a label -> cluster file or a number of clusters to compute (PIFA + 2-means)
+    /// [default: L/10 as a power of two].
+    #[arg(long, requires = "plus")]
+    pub clusters: Option<String>,
+    /// With --plus: clusters shortlisted per row [default: C/64 within 16..=800].
+    #[arg(long, requires = "plus")]
+    pub top_k: Option<usize>,
+    /// With --plus: hidden width hd of the heads [default: 480].
+    #[arg(long, requires = "plus")]
+    pub hidden_dim: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -56,6 +70,9 @@ pub struct PredictBench {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// InceptionXML+ ranking [default: the model's].
+    #[arg(long, value_enum)]
+    pub score: Option<ScoreMode>,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -81,18 +98,53 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
     let vocab = Vocab::build(&tokens, cfg.max_vocab, cfg.min_count);
     let mut mcfg = ModelConfig::new(vocab.len(), data.n_labels);
     mcfg.embed_dim = a.dim;
+    let index = if a.plus {
+        let source = match &a.clusters {
+            None => ClusterSource::Default,
+            Some(s) => match s.parse::<usize>() {
+                Ok(n) => ClusterSource::Count(n),
+                Err(_) => ClusterSource::File(PathBuf::from(s)),
+            },
+        };
+        let t = Instant::now();
+        let c = label_clusters(&source, &tokens, &data.train.labels, 0, false)?;
+        println!(
+            "clusters: {} in {:.1}s",
+            c.n_clusters,
+            t.elapsed().as_secs_f64()
+        );
+        let mut p = PlusConfig::for_labels(data.n_labels, mcfg.feature_dim());
+        p.n_clusters = c.n_clusters;
+        p.top_k = a
+            .top_k
+            .unwrap_or_else(|| xmc::shortlist::default_top_k(c.n_clusters))
+            .min(c.n_clusters);
+        if let Some(hd) = a.hidden_dim {
+            p.hidden_dim = hd;
+        }
+        mcfg.plus = Some(p);
+        Some(Arc::new(ClusterIndex::new(c.assign, c.n_clusters)?))
+    } else {
+        None
+    };
+    drop(tokens);
     mcfg.validate()?;
     let ids = Arc::new(vocab.encode_all(&data.train.texts, mcfg.seq_len));
     let labels = Arc::new(data.train.labels.clone());
     let varmap = VarMap::new();
-    let model = InceptionXml::new(&mcfg, &varmap, &Device::Cpu, 0)?;
+    let mut model = InceptionXml::new(&mcfg, &varmap, &Device::Cpu, 0)?;
+    if let Some(ix) = &index {
+        model.set_clusters(ix.clone())?;
+    }
     let (table, _) = xmc::embeddings::init_table(&vocab, a.dim, None, 0)?;
     model.set_embeddings(&table)?;
-    let mut adam = Adam::new(dense_vars(&model), AdamConsts::default())?;
-    let mut rows = RowAdam::new(mcfg.vocab_size, a.dim, AdamConsts::default());
+    drop(table);
+    let mut opt = Optimizers::new(&model, AdamConsts::default())?;
+    let rss_model = crate::cli::current_rss_mib();
     let n = data.train.texts.len();
     let mut times = Vec::with_capacity(a.steps);
     let mut done = 0usize;
+    let (mut cands, mut touched) = (0usize, 0usize);
     let t_all = Instant::now();
     'outer: for epoch in 0.. {
         let batches = Batches::new(
@@ -101,6 +153,7 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
             labels.clone(),
             epoch_order(n, 0, epoch),
             a.batch_size,
+            index.clone(),
             Device::Cpu,
         );
         for batch in batches {
@@ -109,14 +162,23 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
                 continue; // time full batches only
             }
             let t = Instant::now();
-            train_step(
-                &model,
-                &mut adam,
-                &mut rows,
-                &batch,
-                cfg.lr_max,
-                cfg.beta1_max,
-            )?;
+            if a.plus {
+                let (_, st) =
+                    train_step_plus(&model, &mut opt, &batch, cfg.lr_max, cfg.beta1_max, false)?;
+                if done >= a.warmup {
+                    cands += st.candidates;
+                    touched += st.touched_rows;
+                }
+            } else {
+                train_step(
+                    &model,
+                    &mut opt.adam,
+                    &mut opt.words,
+                    &batch,
+                    cfg.lr_max,
+                    cfg.beta1_max,
+                )?;
+            }
             if done >= a.warmup {
                 times.push(t.elapsed().as_secs_f64());
             }
@@ -139,6 +201,29 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
         t_all.elapsed().as_secs_f64(),
         rss()
     );
+    if let Some(p) = &mcfg.plus {
+        let t = times.len().max(1) as f64;
+        // Bytes of the tables and their optimiser state (f32): word table + moments, label
+        // table + moments, meta classifier + gradient + moments.
+        let words = 3 * mcfg.vocab_size * a.dim * 4;
+        let label_tab = 3 * mcfg.n_labels * p.hidden_dim * 4;
+        let meta = 4 * p.n_clusters * (p.hidden_dim + 1) * 4;
+        let mib = |b: usize| b as f64 / (1u64 << 20) as f64;
+        println!(
+            "plus: C {}, K {}, hd {}: {:.0} candidates/row, {:.0} label rows updated/step; tables: words {:.0} MiB, labels {:.0} MiB ({} B/label), meta {:.0} MiB; RSS after building {}, peak {}",
+            p.n_clusters,
+            p.top_k,
+            p.hidden_dim,
+            cands as f64 / t / a.batch_size as f64,
+            touched as f64 / t,
+            mib(words),
+            mib(label_tab),
+            3 * p.hidden_dim * 4,
+            mib(meta),
+            rss_model.map_or("n/a".into(), |m| format!("{m:.0} MiB")),
+            rss()
+        );
+    }
     Ok(())
 }
 
@@ -146,19 +231,19 @@ pub fn bench_predict(a: PredictBench) -> anyhow::Result<()> {
     crate::cli::set_threads(a.threads)?;
     anyhow::ensure!(a.batch_size > 0, "--batch-size must be > 0");
     anyhow::ensure!(a.top_k > 0, "--top-k must be > 0");
-    let p = Predictor::load(&a.model)?;
+    let p = Ensemble::load(std::slice::from_ref(&a.model))?;
     let mut texts = xmc::texts::read_texts(&a.texts)?;
     anyhow::ensure!(!texts.is_empty(), "{}: no texts", a.texts.display());
     texts.truncate(a.queries.max(1));
     if a.batch_size == 1 {
         for t in texts.iter().take(10) {
-            p.predict_one(t, a.top_k)?; // warm-up
+            p.predict_one(t, a.top_k, a.score)?; // warm-up
         }
         let mut lat = Vec::with_capacity(texts.len());
         let t_all = Instant::now();
         for t in &texts {
             let t0 = Instant::now();
-            p.predict_one(t, a.top_k)?;
+            p.predict_one(t, a.top_k, a.score)?;
             lat.push(t0.elapsed().as_secs_f64());
         }
         let total = t_all.elapsed().as_secs_f64();
@@ -175,9 +260,9 @@ pub fn bench_predict(a: PredictBench) -> anyhow::Result<()> {
         );
     } else {
         let warm = texts.len().min(a.batch_size);
-        p.predict_texts(&texts[..warm], a.top_k, a.batch_size)?;
+        p.predict_texts(&texts[..warm], a.top_k, a.batch_size, a.score)?;
         let t0 = Instant::now();
-        let rows = p.predict_texts(&texts, a.top_k, a.batch_size)?;
+        let rows = p.predict_texts(&texts, a.top_k, a.batch_size, a.score)?;
         let total = t0.elapsed().as_secs_f64();
         println!(
             "bench predict: batch {}, {} queries, top-{}: {:.0} queries/s ({:.2} ms per batch), peak RSS {}",
