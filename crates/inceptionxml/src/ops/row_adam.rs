@@ -152,6 +152,16 @@ impl RowAdam {
         }
     }
 
+    /// Writes every page of the moment buffers so that they are resident (they start as
+    /// untouched zero pages): lets a benchmark count the tables' full size before the first step.
+    pub fn make_resident(&mut self) {
+        for buf in [&mut self.m, &mut self.v] {
+            for x in buf.iter_mut().step_by(1024) {
+                *x = 0.0;
+            }
+        }
+    }
+
     /// Global step count so far.
     pub fn steps(&self) -> u64 {
         self.step

@@ -140,6 +140,10 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
     model.set_embeddings(&table)?;
     drop(table);
     let mut opt = Optimizers::new(&model, AdamConsts::default())?;
+    opt.words.make_resident();
+    if let Some(l) = opt.labels.as_mut() {
+        l.make_resident();
+    }
     let rss_model = crate::cli::current_rss_mib();
     let n = data.train.texts.len();
     let mut times = Vec::with_capacity(a.steps);
@@ -210,7 +214,7 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
         let meta = 4 * p.n_clusters * (p.hidden_dim + 1) * 4;
         let mib = |b: usize| b as f64 / (1u64 << 20) as f64;
         println!(
-            "plus: C {}, K {}, hd {}: {:.0} candidates/row, {:.0} label rows updated/step; tables: words {:.0} MiB, labels {:.0} MiB ({} B/label), meta {:.0} MiB; RSS after building {}, peak {}",
+            "plus: C {}, K {}, hd {}: {:.0} candidates/row, {:.0} label rows updated/step; tables: words {:.0} MiB, labels {:.0} MiB ({} B/label), meta {:.0} MiB; RSS with model, tables and optimiser state resident {}, peak {}",
             p.n_clusters,
             p.top_k,
             p.hidden_dim,

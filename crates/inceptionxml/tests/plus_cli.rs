@@ -1,0 +1,260 @@
+//! End-to-end InceptionXML+ runs of the `inceptionxml` binary on the bundled cooking data:
+//! `train --plus` (clusters computed or read from a file), resume, the shortlist metrics,
+//! `predict --score`, ensembles, and bad cluster files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_inceptionxml");
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/cooking")
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn one_line_error(args: &[&str], needle: &str) {
+    let o = run(args);
+    assert!(!o.status.success(), "{args:?} should fail");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one-line message expected, got:\n{err}");
+    assert!(lines[0].contains(needle), "{needle:?} not in {err}");
+}
+
+fn train(model: &Path, extra: &[&str]) -> String {
+    let data = data_dir();
+    let mut args = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--dim",
+        "64",
+        "--max-train",
+        "800",
+        "--batch-size",
+        "64",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    ok(&args)
+}
+
+fn metrics_lines(model: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(model.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn predict(model: &[&Path], out: &Path, extra: &[&str]) {
+    let tst = data_dir().join("tst_X.txt");
+    let mut args = vec!["predict"];
+    for m in model {
+        args.push("--model");
+        args.push(m.to_str().unwrap());
+    }
+    args.extend_from_slice(&[
+        "--texts",
+        tst.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--top-k",
+        "5",
+    ]);
+    args.extend_from_slice(extra);
+    ok(&args);
+}
+
+fn p_at_1(pred: &Path) -> f64 {
+    let p = xmc::SparseMatrix::read(pred).unwrap();
+    let truth = xmc::SparseMatrix::read(data_dir().join("tst_X_Y.txt")).unwrap();
+    let m = xmc::metrics::evaluate(&truth, &p, None, 5).unwrap();
+    m.p[0] * 100.0
+}
+
+#[test]
+fn plus_trains_resumes_predicts_and_ensembles() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("plus");
+    train(
+        &model,
+        &[
+            "--plus",
+            "--clusters",
+            "16",
+            "--top-k",
+            "4",
+            "--epochs",
+            "2",
+            "--stop-after",
+            "1",
+        ],
+    );
+    let clusters = std::fs::read_to_string(model.join("clusters.txt")).unwrap();
+    assert!(clusters.starts_with("736 16\n"), "{}", &clusters[..20]);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["model"]["plus"]["n_clusters"], 16);
+    assert_eq!(cfg["model"]["plus"]["top_k"], 4);
+    assert_eq!(cfg["train"]["batch_size"], 64);
+
+    // 2 epochs × 0.25 detached → the first epoch trains the encoder on the meta task only.
+    train(&model, &["--resume"]);
+    let lines = metrics_lines(&model);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["detached"], true);
+    assert_eq!(lines[1]["detached"], false);
+    for l in &lines {
+        let r = l["shortlist_recall"].as_f64().unwrap();
+        let m = l["meta_p1"].as_f64().unwrap();
+        assert!(r > 0.0 && r <= 100.0, "{l}");
+        assert!((0.0..=100.0).contains(&m), "{l}");
+        // Each row scores 4 of 16 clusters: about a quarter of the 736 labels, never all.
+        let c = l["candidates_per_row"].as_f64().unwrap();
+        assert!(c > 46.0 && c < 736.0, "{l}");
+    }
+    // Both rankings were scored after the last epoch; predict reproduces each.
+    let by = &lines[1]["p1_by_score"];
+    for mode in ["extreme", "combined"] {
+        let out = dir.path().join(format!("pred_{mode}.txt"));
+        predict(&[&model], &out, &["--score", mode]);
+        let want = by[mode].as_f64().unwrap();
+        assert!(
+            (p_at_1(&out) - want).abs() < 0.011,
+            "{mode}: {} vs {want}",
+            p_at_1(&out)
+        );
+    }
+    // The saved default is the better of the two.
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap())
+            .unwrap();
+    let best = if by["combined"].as_f64() > by["extreme"].as_f64() {
+        "combined"
+    } else {
+        "extreme"
+    };
+    assert_eq!(cfg["model"]["plus"]["score"], best);
+
+    // An ensemble of a model with itself ranks exactly like the model.
+    let single = dir.path().join("single.txt");
+    let twice = dir.path().join("twice.txt");
+    predict(&[&model], &single, &[]);
+    predict(&[&model, &model], &twice, &[]);
+    let a = std::fs::read_to_string(&single).unwrap();
+    let b = std::fs::read_to_string(&twice).unwrap();
+    let labels = |s: &str| -> Vec<Vec<String>> {
+        s.lines()
+            .skip(1)
+            .map(|l| {
+                l.split_whitespace()
+                    .map(|e| e.split_once(':').unwrap().0.to_string())
+                    .collect()
+            })
+            .collect()
+    };
+    assert_eq!(labels(&a), labels(&b));
+
+    // A plain model and the InceptionXML+ model average into one ranking.
+    let plain = dir.path().join("plain");
+    train(&plain, &["--epochs", "1"]);
+    let mixed = dir.path().join("mixed.txt");
+    predict(&[&model, &plain], &mixed, &[]);
+    let text = std::fs::read_to_string(&mixed).unwrap();
+    assert!(text.starts_with("3000 736\n"));
+
+    // A clusters.txt that does not fit the model is named.
+    std::fs::write(model.join("clusters.txt"), "736 8\n".to_string() + &"0\n".repeat(736))
+        .unwrap();
+    let tst = data_dir().join("tst_X.txt");
+    one_line_error(
+        &[
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--texts",
+            tst.to_str().unwrap(),
+        ],
+        "clusters.txt",
+    );
+}
+
+#[test]
+fn plus_reads_a_cluster_file_and_rejects_a_wrong_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir();
+    let cfile = dir.path().join("c.txt");
+    ok(&[
+        "cluster",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        cfile.to_str().unwrap(),
+        "--clusters",
+        "32",
+    ]);
+    let model = dir.path().join("m");
+    let out = train(
+        &model,
+        &[
+            "--plus",
+            "--clusters",
+            cfile.to_str().unwrap(),
+            "--epochs",
+            "1",
+        ],
+    );
+    assert!(out.contains("shortlist recall@16"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(model.join("clusters.txt")).unwrap(),
+        std::fs::read_to_string(&cfile).unwrap()
+    );
+
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, "10 2\n0\n1\n0\n1\n0\n1\n0\n1\n0\n1\n").unwrap();
+    one_line_error(
+        &[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--model",
+            dir.path().join("m2").to_str().unwrap(),
+            "--plus",
+            "--clusters",
+            bad.to_str().unwrap(),
+            "--quiet",
+        ],
+        "bad.txt",
+    );
+    // --top-k without --plus is a usage error.
+    let o = run(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        dir.path().join("m3").to_str().unwrap(),
+        "--top-k",
+        "4",
+    ]);
+    assert!(!o.status.success());
+}
