@@ -21,6 +21,7 @@ use xmc::shortlist;
 use xmc::vocab::Vocab;
 
 use crate::error::{Error, Result};
+use crate::model::meta_index::MetaIndex;
 use crate::model::{InceptionXml, ScoreMode};
 use crate::ops::{candidate_logits, stable_sigmoid, CandidatePlan};
 use crate::train::checkpoint::{self, ModelDirConfig};
@@ -33,12 +34,18 @@ pub struct PlusBatch {
     pub clusters: Vec<Vec<u32>>,
 }
 
-/// Top-k rows of an InceptionXML+ model for ids `[B, S]`, evaluation mode.
+/// Batches up to this size pick clusters with the [`MetaIndex`] (when given); larger ones
+/// with one f32 GEMM, which reuses each weight across rows.
+pub const META_INDEX_MAX_BATCH: usize = 8;
+
+/// Top-k rows of an InceptionXML+ model for ids `[B, S]`, evaluation mode. With `fast` and at
+/// most [`META_INDEX_MAX_BATCH`] rows, the clusters are chosen with the int8 meta index.
 pub fn predict_plus_batch(
     model: &InceptionXml,
     ids: &Tensor,
     k: usize,
     score: ScoreMode,
+    fast: Option<&MetaIndex>,
 ) -> Result<PlusBatch> {
     let (plus, index) = match (model.plus(), model.clusters()) {
         (Some(p), Some(ix)) => (p, ix),
@@ -54,15 +61,45 @@ pub fn predict_plus_batch(
         }
     };
     let h = model.encode(&model.embed(ids)?, false)?;
-    let meta = plus.meta_logits(&h, false)?;
-    let meta: Vec<f32> = meta.flatten_all()?.to_vec1()?;
-    // σ is monotone: ranking clusters by logit is ranking them by score.
-    let sl = shortlist::build(&meta, index, plus.config().top_k, None)?;
+    let top_k = plus.config().top_k;
+    // Per row: the chosen clusters, best first, and their meta logits.
+    let (sl, meta_of) = match fast {
+        Some(mi) if h.dims()[0] <= META_INDEX_MAX_BATCH => {
+            let x: Vec<f32> = plus.meta_features(&h, false)?.flatten_all()?.to_vec1()?;
+            let hd = plus.config().hidden_dim;
+            let best: Vec<Vec<(u32, f32)>> = x
+                .chunks(hd)
+                .map(|row| mi.top_clusters(row, top_k))
+                .collect();
+            let clusters = best
+                .iter()
+                .map(|r| r.iter().map(|e| e.0).collect())
+                .collect();
+            let meta_of: Vec<Vec<f32>> = best
+                .into_iter()
+                .map(|r| r.into_iter().map(|e| e.1).collect())
+                .collect();
+            (shortlist::from_clusters(clusters, index, None)?, meta_of)
+        }
+        _ => {
+            let meta = plus.meta_logits(&h, false)?;
+            let meta: Vec<f32> = meta.flatten_all()?.to_vec1()?;
+            // σ is monotone: ranking clusters by logit is ranking them by score.
+            let sl = shortlist::build(&meta, index, top_k, None)?;
+            let c = index.n_clusters();
+            let meta_of = sl
+                .clusters
+                .iter()
+                .enumerate()
+                .map(|(r, cs)| cs.iter().map(|&cl| meta[r * c + cl as usize]).collect())
+                .collect();
+            (sl, meta_of)
+        }
+    };
     let plan = Arc::new(CandidatePlan::new(&sl, index)?);
     let g = plus.extreme_features(&h, false)?;
     let (logits, _) = candidate_logits(&g, plus.table.as_tensor(), plan)?;
     let logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-    let c = index.n_clusters();
     let order = index.order();
     let w = sl.width;
     let rows = (0..sl.rows)
@@ -70,11 +107,11 @@ pub fn predict_plus_batch(
         .map(|r| {
             let mut cand = Vec::with_capacity(w);
             let mut slot = 0;
-            for &cl in &sl.clusters[r] {
+            for (&cl, &ml) in sl.clusters[r].iter().zip(&meta_of[r]) {
                 let (a, b) = (index.offset(cl as usize), index.offset(cl as usize + 1));
                 let ms = match score {
                     ScoreMode::Extreme => 1.0,
-                    ScoreMode::Combined => stable_sigmoid(meta[r * c + cl as usize]),
+                    ScoreMode::Combined => stable_sigmoid(ml),
                 };
                 for &l in &order[a..b] {
                     cand.push((l, stable_sigmoid(logits[r * w + slot]) * ms));
@@ -98,6 +135,7 @@ pub fn predict_plus_ids(
     k: usize,
     batch_size: usize,
     score: ScoreMode,
+    fast: Option<&MetaIndex>,
 ) -> Result<PlusBatch> {
     let s = check_ids(model, ids)?;
     let device = model.embedding_table().device().clone();
@@ -107,7 +145,7 @@ pub fn predict_plus_ids(
     };
     for chunk in ids.chunks(batch_size.max(1) * s) {
         let t = Tensor::from_slice(chunk, (chunk.len() / s, s), &device)?;
-        let b = predict_plus_batch(model, &t, k, score)?;
+        let b = predict_plus_batch(model, &t, k, score, fast)?;
         out.rows.extend(b.rows);
         out.clusters.extend(b.clusters);
     }
@@ -137,7 +175,7 @@ pub fn predict_ids(
 ) -> Result<Vec<Vec<(u32, f32)>>> {
     if let Some(p) = &model.config().plus {
         let mode = score.unwrap_or(p.score);
-        return Ok(predict_plus_ids(model, ids, k, batch_size, mode)?.rows);
+        return Ok(predict_plus_ids(model, ids, k, batch_size, mode, None)?.rows);
     }
     let s = check_ids(model, ids)?;
     let n = ids.len() / s;
@@ -176,6 +214,8 @@ pub struct Predictor {
     pub config: ModelDirConfig,
     pub vocab: Vocab,
     pub model: InceptionXml,
+    /// InceptionXML+: the int8 meta index for small batches.
+    pub meta_index: Option<MetaIndex>,
     // Owns the model's variables.
     _varmap: VarMap,
 }
@@ -207,14 +247,17 @@ impl Predictor {
         let varmap = VarMap::new();
         let mut model = InceptionXml::new(&config.model, &varmap, &Device::Cpu, config.train.seed)?;
         checkpoint::load_weights(&dir, &model, &varmap)?;
+        let mut meta_index = None;
         if config.model.plus.is_some() {
             model.set_clusters(checkpoint::read_clusters(&dir, &config.model)?)?;
+            meta_index = model.plus().map(|p| p.meta_index()).transpose()?;
         }
         Ok(Predictor {
             dir,
             config,
             vocab,
             model,
+            meta_index,
             _varmap: varmap,
         })
     }
@@ -234,6 +277,11 @@ impl Predictor {
         score: Option<ScoreMode>,
     ) -> Result<Vec<Vec<(u32, f32)>>> {
         let ids = self.vocab.encode_all(texts, self.config.model.seq_len);
+        if let Some(p) = &self.config.model.plus {
+            let mode = score.unwrap_or(p.score);
+            let fast = self.meta_index.as_ref();
+            return Ok(predict_plus_ids(&self.model, &ids, k, batch_size, mode, fast)?.rows);
+        }
         predict_ids(&self.model, &ids, k, batch_size, score)
     }
 
@@ -248,7 +296,8 @@ impl Predictor {
         let ids = self.vocab.encode(text, s);
         let t = Tensor::from_slice(&ids, (1, s), &Device::Cpu)?;
         if let Some(p) = &self.config.model.plus {
-            let b = predict_plus_batch(&self.model, &t, k, score.unwrap_or(p.score))?;
+            let mode = score.unwrap_or(p.score);
+            let b = predict_plus_batch(&self.model, &t, k, mode, self.meta_index.as_ref())?;
             return Ok(b.rows.into_iter().next().unwrap_or_default());
         }
         let logits = self.model.forward(&t, false)?;

@@ -112,8 +112,7 @@ fn plus_trains_resumes_predicts_and_ensembles() {
     let clusters = std::fs::read_to_string(model.join("clusters.txt")).unwrap();
     assert!(clusters.starts_with("736 16\n"), "{}", &clusters[..20]);
     let cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["model"]["plus"]["n_clusters"], 16);
     assert_eq!(cfg["model"]["plus"]["top_k"], 4);
     assert_eq!(cfg["train"]["batch_size"], 64);
@@ -147,8 +146,7 @@ fn plus_trains_resumes_predicts_and_ensembles() {
     }
     // The saved default is the better of the two.
     let cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
     let best = if by["combined"].as_f64() > by["extreme"].as_f64() {
         "combined"
     } else {
@@ -184,8 +182,11 @@ fn plus_trains_resumes_predicts_and_ensembles() {
     assert!(text.starts_with("3000 736\n"));
 
     // A clusters.txt that does not fit the model is named.
-    std::fs::write(model.join("clusters.txt"), "736 8\n".to_string() + &"0\n".repeat(736))
-        .unwrap();
+    std::fs::write(
+        model.join("clusters.txt"),
+        "736 8\n".to_string() + &"0\n".repeat(736),
+    )
+    .unwrap();
     let tst = data_dir().join("tst_X.txt");
     one_line_error(
         &[

@@ -231,6 +231,27 @@ pub fn build(
             top_k_sparse(cand, k).into_iter().map(|e| e.0).collect()
         })
         .collect();
+    from_clusters(clusters, index, positives)
+}
+
+/// Lays out the candidates of already chosen clusters (`clusters[r]`: row r's clusters, best
+/// first) exactly like [`build`]; with `positives`, marks the targets.
+pub fn from_clusters(
+    clusters: Vec<Vec<u32>>,
+    index: &ClusterIndex,
+    positives: Option<&[&[u32]]>,
+) -> Result<Shortlist> {
+    let rows = clusters.len();
+    if let Some(&bad) = clusters
+        .iter()
+        .flatten()
+        .find(|&&c| c as usize >= index.n_clusters())
+    {
+        return Err(Error::Shape(format!(
+            "cluster {bad} >= {} clusters",
+            index.n_clusters()
+        )));
+    }
     let counts: Vec<usize> = clusters
         .iter()
         .map(|cs| cs.iter().map(|&cl| index.members(cl as usize).len()).sum())

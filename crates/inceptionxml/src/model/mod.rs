@@ -13,6 +13,7 @@
 //! | [`inception`] | the k = 4/8/16 circular branches, merge, final conv (im2col GEMMs) |
 //! | [`head`] | residual hidden layer and the L-way classifier |
 //! | [`plus`] | InceptionXML+'s meta and extreme heads (SPEC §5) |
+//! | [`meta_index`] | int8 + exact rescoring top-K cluster search for small-batch prediction |
 //! | [`gelu_bn`], [`im2col`], [`dropout`] | fused CPU kernels (with backward) and seeded dropout |
 //! | [`bench`] | `bench_forward_backward()` timing helper |
 //!
@@ -58,6 +59,7 @@ pub mod head;
 pub mod im2col;
 pub mod inception;
 pub mod init;
+pub mod meta_index;
 pub mod plus;
 pub mod projection;
 pub mod spectral_norm;

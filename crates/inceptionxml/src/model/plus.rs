@@ -162,14 +162,31 @@ impl PlusHeads {
         })
     }
 
+    /// h_f `[B, D]` -> the meta classifier's input `h_m + r(h_f)` `[B, hd]` (before its
+    /// dropout).
+    pub fn meta_features(&self, h: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.dropout.apply(h, self.dropout_hidden, train)?;
+        Ok((self.meta_hidden.forward(&x, train)? + self.residual(h)?)?)
+    }
+
     /// h_f `[B, D]` -> meta logits `[B, C]`.
     pub fn meta_logits(&self, h: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.dropout.apply(h, self.dropout_hidden, train)?;
-        let hm = (self.meta_hidden.forward(&x, train)? + self.residual(h)?)?;
+        let hm = self.meta_features(h, train)?;
         let hm = self.dropout.apply(&hm, self.cfg.dropout_meta, train)?;
         Ok(hm
             .matmul(self.meta_weight.as_tensor())?
             .broadcast_add(self.meta_bias.as_tensor())?)
+    }
+
+    /// The int8 / cluster-major index of the meta classifier for small-batch prediction.
+    pub fn meta_index(&self) -> Result<super::meta_index::MetaIndex> {
+        let w: Vec<f32> = self.meta_weight.as_tensor().flatten_all()?.to_vec1()?;
+        let b: Vec<f32> = self.meta_bias.as_tensor().to_vec1()?;
+        Ok(super::meta_index::MetaIndex::new(
+            &w,
+            &b,
+            self.cfg.hidden_dim,
+        ))
     }
 
     /// h_f `[B, D]` -> the extreme head's features g `[B, hd]`.

@@ -34,6 +34,13 @@ macro_rules! kernels {
     };
 }
 
+/// `Σ a[i]·b[i]` of int8 weights and int16 activations, exact in i32 (|a·b| ≤ 127·32767 and
+/// rows of up to 512 values cannot overflow). The compiler turns it into `pmaddwd`.
+#[inline(always)]
+fn dot_i8_body(a: &[i8], b: &[i16]) -> i32 {
+    a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
+}
+
 #[inline(always)]
 fn mul_add_plain(a: f32, b: f32, c: f32) -> f32 {
     a * b + c
@@ -53,6 +60,11 @@ mod wide {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
         dot_fma(a, b)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_i8(a: &[i8], b: &[i16]) -> i32 {
+        super::dot_i8_body(a, b)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -77,6 +89,17 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         return unsafe { wide::dot(a, b) };
     }
     dot_plain(a, b)
+}
+
+/// Exact integer dot product of int8 and int16 rows (over the common length).
+#[inline]
+pub fn dot_i8(a: &[i8], b: &[i16]) -> i32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked above).
+        return unsafe { wide::dot_i8(a, b) };
+    }
+    dot_i8_body(a, b)
 }
 
 /// `y[i] += a·x[i]` over the common length.
@@ -106,6 +129,12 @@ mod tests {
             for i in 0..n {
                 assert!((y[i] - (b[i] + 0.5 * a[i])).abs() < 1e-6);
             }
+            let qa: Vec<i8> = (0..n).map(|i| ((i * 37) % 255) as i32 as i8).collect();
+            let qb: Vec<i16> = (0..n)
+                .map(|i| ((i as i32 * 97) % 32000 - 16000) as i16)
+                .collect();
+            let want: i64 = qa.iter().zip(&qb).map(|(x, y)| *x as i64 * *y as i64).sum();
+            assert_eq!(dot_i8(&qa, &qb) as i64, want);
         }
     }
 }

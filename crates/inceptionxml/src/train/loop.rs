@@ -221,7 +221,7 @@ pub fn evaluate_plus_ids(
         .clusters()
         .ok_or_else(|| Error::InvalidParam("InceptionXML+ model without clusters".into()))?;
     let top_k = model.config().plus.as_ref().map_or(0, |p| p.top_k);
-    let out = predict_plus_ids(model, ids, k, batch_size, score)?;
+    let out = predict_plus_ids(model, ids, k, batch_size, score, None)?;
     let (mut meta_hits, mut hits, mut total) = (0usize, 0usize, 0usize);
     for (r, cs) in out.clusters.iter().enumerate() {
         let pos = labels.row_indices(r);
