@@ -21,7 +21,7 @@ use xmc::shortlist;
 use xmc::vocab::Vocab;
 
 use crate::error::{Error, Result};
-use crate::model::meta_index::MetaIndex;
+use crate::model::meta_index::{quantize_query, rescore_len, FastIndex};
 use crate::model::{InceptionXml, ScoreMode};
 use crate::ops::{candidate_logits, stable_sigmoid, CandidatePlan};
 use crate::train::checkpoint::{self, ModelDirConfig};
@@ -34,18 +34,21 @@ pub struct PlusBatch {
     pub clusters: Vec<Vec<u32>>,
 }
 
-/// Batches up to this size pick clusters with the [`MetaIndex`] (when given); larger ones
-/// with one f32 GEMM, which reuses each weight across rows.
+/// Batches up to this size use the int8 indexes ([`FastIndex`], when given); larger ones score
+/// the meta head with one f32 GEMM (which reuses each weight across rows) and every candidate
+/// exactly.
 pub const META_INDEX_MAX_BATCH: usize = 8;
 
 /// Top-k rows of an InceptionXML+ model for ids `[B, S]`, evaluation mode. With `fast` and at
-/// most [`META_INDEX_MAX_BATCH`] rows, the clusters are chosen with the int8 meta index.
+/// most [`META_INDEX_MAX_BATCH`] rows, the clusters are chosen with the int8 meta index and
+/// the candidates pre-ranked with the int8 label table, the best `rescore_len(k)` rescored
+/// exactly.
 pub fn predict_plus_batch(
     model: &InceptionXml,
     ids: &Tensor,
     k: usize,
     score: ScoreMode,
-    fast: Option<&MetaIndex>,
+    fast: Option<&FastIndex>,
 ) -> Result<PlusBatch> {
     let (plus, index) = match (model.plus(), model.clusters()) {
         (Some(p), Some(ix)) => (p, ix),
@@ -63,13 +66,14 @@ pub fn predict_plus_batch(
     let h = model.encode(&model.embed(ids)?, false)?;
     let top_k = plus.config().top_k;
     // Per row: the chosen clusters, best first, and their meta logits.
+    let small = h.dims()[0] <= META_INDEX_MAX_BATCH;
     let (sl, meta_of) = match fast {
-        Some(mi) if h.dims()[0] <= META_INDEX_MAX_BATCH => {
+        Some(fi) if small => {
             let x: Vec<f32> = plus.meta_features(&h, false)?.flatten_all()?.to_vec1()?;
             let hd = plus.config().hidden_dim;
             let best: Vec<Vec<(u32, f32)>> = x
                 .chunks(hd)
-                .map(|row| mi.top_clusters(row, top_k))
+                .map(|row| fi.meta.top_clusters(row, top_k))
                 .collect();
             let clusters = best
                 .iter()
@@ -96,31 +100,92 @@ pub fn predict_plus_batch(
             (sl, meta_of)
         }
     };
-    let plan = Arc::new(CandidatePlan::new(&sl, index)?);
     let g = plus.extreme_features(&h, false)?;
-    let (logits, _) = candidate_logits(&g, plus.table.as_tensor(), plan)?;
-    let logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+    let meta_score = |ml: f32| match score {
+        ScoreMode::Extreme => 1.0,
+        ScoreMode::Combined => stable_sigmoid(ml),
+    };
     let order = index.order();
-    let w = sl.width;
-    let rows = (0..sl.rows)
-        .into_par_iter()
-        .map(|r| {
-            let mut cand = Vec::with_capacity(w);
-            let mut slot = 0;
-            for (&cl, &ml) in sl.clusters[r].iter().zip(&meta_of[r]) {
-                let (a, b) = (index.offset(cl as usize), index.offset(cl as usize + 1));
-                let ms = match score {
-                    ScoreMode::Extreme => 1.0,
-                    ScoreMode::Combined => stable_sigmoid(ml),
-                };
-                for &l in &order[a..b] {
-                    cand.push((l, stable_sigmoid(logits[r * w + slot]) * ms));
-                    slot += 1;
-                }
-            }
-            top_k_sparse(cand, k)
-        })
-        .collect();
+    let rows = match fast {
+        Some(fi) if small => {
+            // Approximate scores of every candidate from the int8 table, exact scores of the
+            // best rescore_len(k) of them.
+            let hd = plus.config().hidden_dim;
+            let gv: Vec<f32> = g.flatten_all()?.to_vec1()?;
+            let pre = rescore_len(k);
+            let picks: Vec<Vec<(u32, f32)>> = (0..sl.rows)
+                .map(|r| {
+                    let (qg, sg) = quantize_query(&gv[r * hd..(r + 1) * hd]);
+                    let cand: Vec<(u32, f32)> = sl.clusters[r]
+                        .par_iter()
+                        .zip(meta_of[r].par_iter())
+                        .flat_map_iter(|(&cl, &ml)| {
+                            let ms = meta_score(ml);
+                            let (a, b) = (index.offset(cl as usize), index.offset(cl as usize + 1));
+                            let (qg, rows) = (&qg, &fi.extreme.rows);
+                            (a..b).map(move |p| {
+                                (p as u32, stable_sigmoid(rows.approx(p, qg, sg)) * ms)
+                            })
+                        })
+                        .collect();
+                    top_k_sparse(cand, pre)
+                })
+                .collect();
+            let positions: Vec<Vec<u32>> = picks
+                .iter()
+                .map(|r| r.iter().map(|e| e.0).collect())
+                .collect();
+            let plan = Arc::new(CandidatePlan::from_positions(&positions));
+            let (logits, _) = candidate_logits(&g, plus.table.as_tensor(), plan.clone())?;
+            let logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+            let w = plan.width();
+            (0..sl.rows)
+                .map(|r| {
+                    let mut by_cluster: Vec<(u32, f32)> = sl.clusters[r]
+                        .iter()
+                        .copied()
+                        .zip(meta_of[r].iter().copied())
+                        .collect();
+                    by_cluster.sort_unstable_by_key(|e| e.0);
+                    let cand = positions[r]
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &p)| {
+                            let l = order[p as usize];
+                            let cl = index.assign[l as usize];
+                            let ml = by_cluster
+                                .binary_search_by_key(&cl, |e| e.0)
+                                .map_or(0.0, |i| by_cluster[i].1);
+                            (l, stable_sigmoid(logits[r * w + j]) * meta_score(ml))
+                        })
+                        .collect();
+                    top_k_sparse(cand, k)
+                })
+                .collect()
+        }
+        _ => {
+            let plan = Arc::new(CandidatePlan::new(&sl, index)?);
+            let (logits, _) = candidate_logits(&g, plus.table.as_tensor(), plan)?;
+            let logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+            let w = sl.width;
+            (0..sl.rows)
+                .into_par_iter()
+                .map(|r| {
+                    let mut cand = Vec::with_capacity(w);
+                    let mut slot = 0;
+                    for (&cl, &ml) in sl.clusters[r].iter().zip(&meta_of[r]) {
+                        let (a, b) = (index.offset(cl as usize), index.offset(cl as usize + 1));
+                        let ms = meta_score(ml);
+                        for &l in &order[a..b] {
+                            cand.push((l, stable_sigmoid(logits[r * w + slot]) * ms));
+                            slot += 1;
+                        }
+                    }
+                    top_k_sparse(cand, k)
+                })
+                .collect()
+        }
+    };
     Ok(PlusBatch {
         rows,
         clusters: sl.clusters,
@@ -135,7 +200,7 @@ pub fn predict_plus_ids(
     k: usize,
     batch_size: usize,
     score: ScoreMode,
-    fast: Option<&MetaIndex>,
+    fast: Option<&FastIndex>,
 ) -> Result<PlusBatch> {
     let s = check_ids(model, ids)?;
     let device = model.embedding_table().device().clone();
@@ -214,8 +279,8 @@ pub struct Predictor {
     pub config: ModelDirConfig,
     pub vocab: Vocab,
     pub model: InceptionXml,
-    /// InceptionXML+: the int8 meta index for small batches.
-    pub meta_index: Option<MetaIndex>,
+    /// InceptionXML+: the int8 meta and label-table indexes for small batches.
+    pub fast: Option<FastIndex>,
     // Owns the model's variables.
     _varmap: VarMap,
 }
@@ -247,17 +312,22 @@ impl Predictor {
         let varmap = VarMap::new();
         let mut model = InceptionXml::new(&config.model, &varmap, &Device::Cpu, config.train.seed)?;
         checkpoint::load_weights(&dir, &model, &varmap)?;
-        let mut meta_index = None;
+        let mut fast = None;
         if config.model.plus.is_some() {
             model.set_clusters(checkpoint::read_clusters(&dir, &config.model)?)?;
-            meta_index = model.plus().map(|p| p.meta_index()).transpose()?;
+            if let Some(p) = model.plus() {
+                fast = Some(FastIndex {
+                    meta: p.meta_index()?,
+                    extreme: p.extreme_index()?,
+                });
+            }
         }
         Ok(Predictor {
             dir,
             config,
             vocab,
             model,
-            meta_index,
+            fast,
             _varmap: varmap,
         })
     }
@@ -279,7 +349,7 @@ impl Predictor {
         let ids = self.vocab.encode_all(texts, self.config.model.seq_len);
         if let Some(p) = &self.config.model.plus {
             let mode = score.unwrap_or(p.score);
-            let fast = self.meta_index.as_ref();
+            let fast = self.fast.as_ref();
             return Ok(predict_plus_ids(&self.model, &ids, k, batch_size, mode, fast)?.rows);
         }
         predict_ids(&self.model, &ids, k, batch_size, score)
@@ -297,7 +367,7 @@ impl Predictor {
         let t = Tensor::from_slice(&ids, (1, s), &Device::Cpu)?;
         if let Some(p) = &self.config.model.plus {
             let mode = score.unwrap_or(p.score);
-            let b = predict_plus_batch(&self.model, &t, k, mode, self.meta_index.as_ref())?;
+            let b = predict_plus_batch(&self.model, &t, k, mode, self.fast.as_ref())?;
             return Ok(b.rows.into_iter().next().unwrap_or_default());
         }
         let logits = self.model.forward(&t, false)?;

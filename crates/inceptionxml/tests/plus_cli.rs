@@ -173,6 +173,15 @@ fn plus_trains_resumes_predicts_and_ensembles() {
     };
     assert_eq!(labels(&a), labels(&b));
 
+    // Batch-1 prediction (int8 meta index and label table, exact rescoring) ranks like the
+    // exact batched path on (nearly) every row.
+    let one = dir.path().join("one.txt");
+    predict(&[&model], &one, &["--batch-size", "1"]);
+    let c = std::fs::read_to_string(&one).unwrap();
+    let (la, lc) = (labels(&a), labels(&c));
+    let same = la.iter().zip(&lc).filter(|(x, y)| x == y).count();
+    assert!(same * 100 >= la.len() * 99, "{same} of {} rows agree", la.len());
+
     // A plain model and the InceptionXML+ model average into one ranking.
     let plain = dir.path().join("plain");
     train(&plain, &["--epochs", "1"]);

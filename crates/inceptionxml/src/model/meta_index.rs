@@ -1,4 +1,11 @@
-//! Fast top-K cluster selection for small-batch InceptionXML+ prediction on the CPU.
+//! Fast small-batch InceptionXML+ prediction on the CPU: int8 copies of the two big reads of a
+//! query, each followed by exact f32 rescoring of a short list.
+//!
+//! [`RowsI8`] quantises rows of a table to int8 with one scale per row; a query vector is
+//! quantised to int16 ([`quantize_query`]) and approximate dot products are exact integer sums
+//! (`pmaddwd`). [`MetaIndex`] uses it for the meta classifier, [`ExtremeIndex`] for the label
+//! table (the exact rescoring of the latter reads the model's own f32 table through
+//! [`crate::ops::candidate_logits`]).
 //!
 //! The meta classifier is the largest read of a query: C × hd weights (126 MB in f32 for
 //! C = 65,536, hd = 480). [`MetaIndex`] keeps an int8 copy (one scale per cluster, 4× fewer
@@ -15,13 +22,81 @@ use crate::ops::simd::{dot, dot_i8};
 /// Clusters per parallel task.
 const CHUNK: usize = 2048;
 
+/// Shortlist length kept from approximate scores for exact rescoring, for `k` results.
+pub fn rescore_len(k: usize) -> usize {
+    2 * k + 32
+}
+
+/// `x` as int16 with one scale: `x ≈ q · scale`.
+pub fn quantize_query(x: &[f32]) -> (Vec<i16>, f32) {
+    let m = x.iter().fold(0f32, |a, &v| a.max(v.abs()));
+    let sx = if m > 0.0 { m / 32767.0 } else { 1.0 };
+    let q = x
+        .iter()
+        .map(|&v| (v / sx).round().clamp(-32767.0, 32767.0) as i16)
+        .collect();
+    (q, sx)
+}
+
+/// Rows of a table in int8, one scale per row.
+#[derive(Debug, Clone)]
+pub struct RowsI8 {
+    dim: usize,
+    q: Vec<i8>,
+    scale: Vec<f32>,
+}
+
+impl RowsI8 {
+    /// Quantises the row-major `data` (`rows × dim`).
+    pub fn new(data: &[f32], dim: usize) -> Self {
+        let dim = dim.max(1);
+        let rows = data.len() / dim;
+        let mut q = vec![0i8; rows * dim];
+        let mut scale = vec![0f32; rows];
+        q.par_chunks_mut(dim)
+            .zip(scale.par_iter_mut())
+            .zip(data.par_chunks(dim))
+            .for_each(|((qr, s), er)| {
+                let m = er.iter().fold(0f32, |a, &x| a.max(x.abs()));
+                *s = if m > 0.0 { m / 127.0 } else { 1.0 };
+                for (o, &x) in qr.iter_mut().zip(er) {
+                    *o = (x / *s).round().clamp(-127.0, 127.0) as i8;
+                }
+            });
+        RowsI8 { dim, q, scale }
+    }
+
+    /// ≈ `row(r) · x` for the quantised query `(qx, sx)`.
+    #[inline]
+    pub fn approx(&self, r: usize, qx: &[i16], sx: f32) -> f32 {
+        dot_i8(&self.q[r * self.dim..(r + 1) * self.dim], qx) as f32 * sx * self.scale[r]
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.q.len() + 4 * self.scale.len()
+    }
+}
+
+/// Both int8 indexes of an InceptionXML+ model.
+#[derive(Debug, Clone)]
+pub struct FastIndex {
+    pub meta: MetaIndex,
+    pub extreme: ExtremeIndex,
+}
+
+/// The int8 label table of an InceptionXML+ model (rows in cluster order).
+#[derive(Debug, Clone)]
+pub struct ExtremeIndex {
+    pub rows: RowsI8,
+}
+
 /// The int8 and cluster-major f32 copies of the meta classifier.
 #[derive(Debug, Clone)]
 pub struct MetaIndex {
     n_clusters: usize,
     dim: usize,
-    q: Vec<i8>,
-    scale: Vec<f32>,
+    quant: RowsI8,
     exact: Vec<f32>,
     bias: Vec<f32>,
 }
@@ -39,23 +114,10 @@ impl MetaIndex {
                     *x = weight[i * c + j];
                 }
             });
-        let mut q = vec![0i8; c * dim];
-        let mut scale = vec![0f32; c];
-        q.par_chunks_mut(dim.max(1))
-            .zip(scale.par_iter_mut())
-            .zip(exact.par_chunks(dim.max(1)))
-            .for_each(|((qr, s), er)| {
-                let m = er.iter().fold(0f32, |a, &x| a.max(x.abs()));
-                *s = if m > 0.0 { m / 127.0 } else { 1.0 };
-                for (o, &x) in qr.iter_mut().zip(er) {
-                    *o = (x / *s).round().clamp(-127.0, 127.0) as i8;
-                }
-            });
         MetaIndex {
             n_clusters: c,
             dim,
-            q,
-            scale,
+            quant: RowsI8::new(&exact, dim),
             exact,
             bias: bias.to_vec(),
         }
@@ -72,13 +134,7 @@ impl MetaIndex {
 
     /// The `k` best clusters for features `x` (`dim` values) with their exact logits, best first.
     pub fn top_clusters(&self, x: &[f32], k: usize) -> Vec<(u32, f32)> {
-        let d = self.dim;
-        let m = x.iter().fold(0f32, |a, &v| a.max(v.abs()));
-        let sx = if m > 0.0 { m / 32767.0 } else { 1.0 };
-        let qx: Vec<i16> = x
-            .iter()
-            .map(|&v| (v / sx).round().clamp(-32767.0, 32767.0) as i16)
-            .collect();
+        let (qx, sx) = quantize_query(x);
         let mut approx = vec![0f32; self.n_clusters];
         approx
             .par_chunks_mut(CHUNK)
@@ -87,11 +143,10 @@ impl MetaIndex {
                 let c0 = t * CHUNK;
                 for (j, o) in out.iter_mut().enumerate() {
                     let c = c0 + j;
-                    let s = dot_i8(&self.q[c * d..(c + 1) * d], &qx) as f32;
-                    *o = s * sx * self.scale[c] + self.bias[c];
+                    *o = self.quant.approx(c, &qx, sx) + self.bias[c];
                 }
             });
-        let pre = (2 * k + 32).min(self.n_clusters);
+        let pre = rescore_len(k).min(self.n_clusters);
         let mut best: Vec<(u32, f32)> = xmc::predictions::top_k(&approx, pre)
             .into_iter()
             .map(|(c, _)| (c, self.logit(x, c as usize)))

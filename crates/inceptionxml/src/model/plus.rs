@@ -178,6 +178,14 @@ impl PlusHeads {
             .broadcast_add(self.meta_bias.as_tensor())?)
     }
 
+    /// The int8 label table for small-batch prediction.
+    pub fn extreme_index(&self) -> Result<super::meta_index::ExtremeIndex> {
+        let t: Vec<f32> = self.table.as_tensor().flatten_all()?.to_vec1()?;
+        Ok(super::meta_index::ExtremeIndex {
+            rows: super::meta_index::RowsI8::new(&t, self.cfg.hidden_dim),
+        })
+    }
+
     /// The int8 / cluster-major index of the meta classifier for small-batch prediction.
     pub fn meta_index(&self) -> Result<super::meta_index::MetaIndex> {
         let w: Vec<f32> = self.meta_weight.as_tensor().flatten_all()?.to_vec1()?;

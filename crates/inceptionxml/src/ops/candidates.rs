@@ -52,13 +52,9 @@ pub struct CandidatePlan {
 impl CandidatePlan {
     /// The plan of a shortlist built with `index` (the same clusters in the same order).
     pub fn new(shortlist: &Shortlist, index: &ClusterIndex) -> Result<Self> {
-        let rows = shortlist.rows;
-        let mut row_blocks = Vec::with_capacity(rows);
-        let mut all: Vec<(u32, u32, u32, u32)> = Vec::new(); // (start, len, row, slot)
-        let mut width = 1;
-        for (r, cs) in shortlist.clusters.iter().enumerate() {
-            let mut slot = 0u32;
-            let mut blocks = Vec::with_capacity(cs.len());
+        let mut blocks = Vec::with_capacity(shortlist.rows);
+        for cs in &shortlist.clusters {
+            let mut row = Vec::with_capacity(cs.len());
             for &c in cs {
                 let c = c as usize;
                 if c >= index.n_clusters() {
@@ -68,19 +64,47 @@ impl CandidatePlan {
                     )));
                 }
                 let start = index.offset(c) as u32;
-                let len = (index.offset(c + 1) - index.offset(c)) as u32;
+                row.push((start, (index.offset(c + 1) - index.offset(c)) as u32));
+            }
+            blocks.push(row);
+        }
+        let plan = Self::from_blocks(&blocks);
+        if plan.width != shortlist.width {
+            return Err(Error::InvalidParam(format!(
+                "candidate plan: width {} but the shortlist has {}",
+                plan.width, shortlist.width
+            )));
+        }
+        Ok(plan)
+    }
+
+    /// A plan scoring single table rows: row `r` of the batch scores positions `rows[r]`
+    /// (distinct within a row), in that order.
+    pub fn from_positions(rows: &[Vec<u32>]) -> Self {
+        let blocks: Vec<Vec<(u32, u32)>> = rows
+            .iter()
+            .map(|r| r.iter().map(|&p| (p, 1)).collect())
+            .collect();
+        Self::from_blocks(&blocks)
+    }
+
+    /// Per batch row, its blocks `(start, len)` of table rows in slot order. Blocks of different
+    /// batch rows are either identical or disjoint (cluster blocks, or single rows).
+    fn from_blocks(blocks_of: &[Vec<(u32, u32)>]) -> Self {
+        let rows = blocks_of.len();
+        let mut row_blocks = Vec::with_capacity(rows);
+        let mut all: Vec<(u32, u32, u32, u32)> = Vec::new(); // (start, len, row, slot)
+        let mut width = 1;
+        for (r, bs) in blocks_of.iter().enumerate() {
+            let mut slot = 0u32;
+            let mut blocks = Vec::with_capacity(bs.len());
+            for &(start, len) in bs {
                 blocks.push(Block { start, len, slot });
                 all.push((start, len, r as u32, slot));
                 slot += len;
             }
             width = width.max(slot as usize);
             row_blocks.push(blocks);
-        }
-        if width != shortlist.width {
-            return Err(Error::InvalidParam(format!(
-                "candidate plan: width {width} but the shortlist has {}",
-                shortlist.width
-            )));
         }
         all.sort_unstable();
         let mut uniq = Vec::new();
@@ -99,14 +123,14 @@ impl CandidatePlan {
         if uniq.is_empty() {
             users_off = vec![0];
         }
-        Ok(CandidatePlan {
+        CandidatePlan {
             rows,
             width,
             row_blocks,
             uniq,
             users_off,
             users,
-        })
+        }
     }
 
     pub fn rows(&self) -> usize {
