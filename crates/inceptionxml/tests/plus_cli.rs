@@ -180,7 +180,11 @@ fn plus_trains_resumes_predicts_and_ensembles() {
     let c = std::fs::read_to_string(&one).unwrap();
     let (la, lc) = (labels(&a), labels(&c));
     let same = la.iter().zip(&lc).filter(|(x, y)| x == y).count();
-    assert!(same * 100 >= la.len() * 99, "{same} of {} rows agree", la.len());
+    assert!(
+        same * 100 >= la.len() * 99,
+        "{same} of {} rows agree",
+        la.len()
+    );
 
     // A plain model and the InceptionXML+ model average into one ranking.
     let plain = dir.path().join("plain");

@@ -203,7 +203,7 @@ impl CandidatePlan {
 
     /// `(positions, rows)`: the gradient of every touched table row (positions strictly
     /// increasing, rows `positions.len() × dim`).
-    pub fn grad_table(&self, dlog: &[f32], g: &[f32], dim: usize) -> (Vec<u32>, Vec<f32>) {
+    pub fn grad_table(&self, dlog: &[f32], g: &[f32], dim: usize) -> SparseRows {
         let total: usize = self.uniq.iter().map(|u| u.1 as usize).sum();
         let mut out = vec![0f32; total * dim];
         let mut parts: Vec<(&mut [f32], usize)> = Vec::with_capacity(self.uniq.len());
@@ -229,13 +229,16 @@ impl CandidatePlan {
     }
 }
 
+/// Sparse rows of a table: `(positions, rows)`, positions strictly increasing.
+pub type SparseRows = (Vec<u32>, Vec<f32>);
+
 /// The table gradient left by a backward pass through [`candidate_logits`].
 #[derive(Debug, Clone, Default)]
-pub struct TableGrad(Arc<Mutex<Option<(Vec<u32>, Vec<f32>)>>>);
+pub struct TableGrad(Arc<Mutex<Option<SparseRows>>>);
 
 impl TableGrad {
     /// The `(positions, rows)` of the last backward pass, if one ran.
-    pub fn take(&self) -> Option<(Vec<u32>, Vec<f32>)> {
+    pub fn take(&self) -> Option<SparseRows> {
         self.0.lock().ok().and_then(|mut g| g.take())
     }
 }
