@@ -2,68 +2,14 @@
 //! run, prediction (file and interactive), resume, and bad input.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_inceptionxml");
-
-fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/cooking")
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn fails_with_one_line(args: &[&str], needle: &str) {
-    let o = run(args);
-    assert!(!o.status.success(), "{args:?} should fail");
-    let err = String::from_utf8_lossy(&o.stderr);
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one-line message expected, got:\n{err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    assert!(lines[0].contains(needle), "{needle:?} not in {err}");
-}
+mod common;
+use common::*;
 
 fn tiny_train(model: &Path, extra: &[&str]) -> String {
-    let data = data_dir();
-    let mut args = vec![
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-        "--dim",
-        "64",
-        "--max-train",
-        "600",
-        "--batch-size",
-        "64",
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    ok(&args)
-}
-
-fn metrics_lines(model: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(model.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    train_tiny(model, "600", extra)
 }
 
 #[test]

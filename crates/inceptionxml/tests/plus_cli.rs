@@ -2,67 +2,13 @@
 //! `train --plus` (clusters computed or read from a file), resume, the shortlist metrics,
 //! `predict --score`, ensembles, and bad cluster files.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-const BIN: &str = env!("CARGO_BIN_EXE_inceptionxml");
-
-fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/cooking")
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn one_line_error(args: &[&str], needle: &str) {
-    let o = run(args);
-    assert!(!o.status.success(), "{args:?} should fail");
-    let err = String::from_utf8_lossy(&o.stderr);
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one-line message expected, got:\n{err}");
-    assert!(lines[0].contains(needle), "{needle:?} not in {err}");
-}
+mod common;
+use common::*;
 
 fn train(model: &Path, extra: &[&str]) -> String {
-    let data = data_dir();
-    let mut args = vec![
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-        "--dim",
-        "64",
-        "--max-train",
-        "800",
-        "--batch-size",
-        "64",
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    ok(&args)
-}
-
-fn metrics_lines(model: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(model.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    train_tiny(model, "800", extra)
 }
 
 fn predict(model: &[&Path], out: &Path, extra: &[&str]) {
@@ -201,7 +147,7 @@ fn plus_trains_resumes_predicts_and_ensembles() {
     )
     .unwrap();
     let tst = data_dir().join("tst_X.txt");
-    one_line_error(
+    fails_with_one_line(
         &[
             "predict",
             "--model",
@@ -246,7 +192,7 @@ fn plus_reads_a_cluster_file_and_rejects_a_wrong_one() {
 
     let bad = dir.path().join("bad.txt");
     std::fs::write(&bad, "10 2\n0\n1\n0\n1\n0\n1\n0\n1\n0\n1\n").unwrap();
-    one_line_error(
+    fails_with_one_line(
         &[
             "train",
             "--data",

@@ -105,13 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let d = TrainConfig::default();
     let plus = args.plus.then(|| PlusOptions {
-        clusters: match &args.clusters {
-            None => ClusterSource::Default,
-            Some(s) => match s.parse::<usize>() {
-                Ok(n) => ClusterSource::Count(n),
-                Err(_) => ClusterSource::File(PathBuf::from(s)),
-            },
-        },
+        clusters: ClusterSource::from_arg(args.clusters.as_deref()),
         top_k: args.top_k,
         hidden_dim: args.hidden_dim,
         dropout_meta: args.dropout_meta,

@@ -67,6 +67,19 @@ pub enum ClusterSource {
     File(std::path::PathBuf),
 }
 
+impl ClusterSource {
+    /// A number of clusters, or else a file path; None is the default count.
+    pub fn from_arg(arg: Option<&str>) -> Self {
+        match arg {
+            None => ClusterSource::Default,
+            Some(s) => match s.parse::<usize>() {
+                Ok(n) => ClusterSource::Count(n),
+                Err(_) => ClusterSource::File(s.into()),
+            },
+        }
+    }
+}
+
 /// InceptionXML+ choices (None: SPEC §5 defaults).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlusOptions {

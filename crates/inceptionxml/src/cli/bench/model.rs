@@ -99,13 +99,7 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
     let mut mcfg = ModelConfig::new(vocab.len(), data.n_labels);
     mcfg.embed_dim = a.dim;
     let index = if a.plus {
-        let source = match &a.clusters {
-            None => ClusterSource::Default,
-            Some(s) => match s.parse::<usize>() {
-                Ok(n) => ClusterSource::Count(n),
-                Err(_) => ClusterSource::File(PathBuf::from(s)),
-            },
-        };
+        let source = ClusterSource::from_arg(a.clusters.as_deref());
         let t = Instant::now();
         let c = label_clusters(&source, &tokens, &data.train.labels, 0, false)?;
         println!(
