@@ -135,20 +135,20 @@ impl MetaIndex {
     /// The `k` best clusters for features `x` (`dim` values) with their exact logits, best first.
     pub fn top_clusters(&self, x: &[f32], k: usize) -> Vec<(u32, f32)> {
         let (qx, sx) = quantize_query(x);
-        let mut approx = vec![0f32; self.n_clusters];
-        approx
-            .par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(t, out)| {
-                let c0 = t * CHUNK;
-                for (j, o) in out.iter_mut().enumerate() {
-                    let c = c0 + j;
-                    *o = self.quant.approx(c, &qx, sx) + self.bias[c];
-                }
-            });
         let pre = rescore_len(k).min(self.n_clusters);
-        let mut best: Vec<(u32, f32)> = xmc::predictions::top_k(&approx, pre)
-            .into_iter()
+        // Each task scores a chunk and keeps its own best `pre`; the union holds the global best.
+        let cand: Vec<(u32, f32)> = (0..self.n_clusters.div_ceil(CHUNK))
+            .into_par_iter()
+            .flat_map_iter(|t| {
+                let (c0, c1) = (t * CHUNK, ((t + 1) * CHUNK).min(self.n_clusters));
+                let local: Vec<(u32, f32)> = (c0..c1)
+                    .map(|c| (c as u32, self.quant.approx(c, &qx, sx) + self.bias[c]))
+                    .collect();
+                xmc::predictions::top_k_sparse(local, pre)
+            })
+            .collect();
+        let mut best: Vec<(u32, f32)> = xmc::predictions::top_k_sparse(cand, pre)
+            .into_par_iter()
             .map(|(c, _)| (c, self.logit(x, c as usize)))
             .collect();
         best.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
