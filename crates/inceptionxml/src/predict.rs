@@ -21,7 +21,7 @@ use xmc::shortlist;
 use xmc::vocab::Vocab;
 
 use crate::error::{Error, Result};
-use crate::model::meta_index::{quantize_query, rescore_len, FastIndex};
+use crate::model::meta_index::{above_rank, quantize_query, rescore_len, FastIndex};
 use crate::model::{InceptionXml, ScoreMode};
 use crate::ops::{candidate_logits, stable_sigmoid, CandidatePlan};
 use crate::train::checkpoint::{self, ModelDirConfig};
@@ -113,27 +113,50 @@ pub fn predict_plus_batch(
             let hd = plus.config().hidden_dim;
             let gv: Vec<f32> = g.flatten_all()?.to_vec1()?;
             let pre = rescore_len(k);
-            let picks: Vec<Vec<(u32, f32)>> = (0..sl.rows)
+            let positions: Vec<Vec<u32>> = (0..sl.rows)
                 .map(|r| {
                     let (qg, sg) = quantize_query(&gv[r * hd..(r + 1) * hd]);
-                    let cand: Vec<(u32, f32)> = sl.clusters[r]
-                        .par_iter()
-                        .zip(meta_of[r].par_iter())
-                        .flat_map_iter(|(&cl, &ml)| {
-                            let ms = meta_score(ml);
-                            let (a, b) = (index.offset(cl as usize), index.offset(cl as usize + 1));
-                            let (qg, rows) = (&qg, &fi.extreme.rows);
-                            (a..b).map(move |p| {
-                                (p as u32, stable_sigmoid(rows.approx(p, qg, sg)) * ms)
-                            })
-                        })
-                        .collect();
-                    top_k_sparse(cand, pre)
+                    // Slot ranges of the row's clusters, then every slot's approximate score
+                    // (σ(ext)·σ(meta) in combined mode; the raw logit orders like σ otherwise).
+                    let mut starts = Vec::with_capacity(sl.clusters[r].len() + 1);
+                    starts.push(0usize);
+                    for &cl in &sl.clusters[r] {
+                        let n = index.offset(cl as usize + 1) - index.offset(cl as usize);
+                        starts.push(starts[starts.len() - 1] + n);
+                    }
+                    let mut approx = vec![0f32; starts[starts.len() - 1]];
+                    let mut parts = Vec::with_capacity(sl.clusters[r].len());
+                    let mut rest = approx.as_mut_slice();
+                    for w in starts.windows(2) {
+                        let (head, tail) = std::mem::take(&mut rest).split_at_mut(w[1] - w[0]);
+                        parts.push(head);
+                        rest = tail;
+                    }
+                    let rows = &fi.extreme.rows;
+                    parts
+                        .into_par_iter()
+                        .zip(sl.clusters[r].par_iter().zip(meta_of[r].par_iter()))
+                        .with_min_len(16)
+                        .for_each(|(out, (&cl, &ml))| {
+                            let a = index.offset(cl as usize);
+                            for (i, o) in out.iter_mut().enumerate() {
+                                let z = rows.approx(a + i, &qg, sg);
+                                *o = match score {
+                                    ScoreMode::Extreme => z,
+                                    ScoreMode::Combined => stable_sigmoid(z) * stable_sigmoid(ml),
+                                };
+                            }
+                        });
+                    // Slot -> table position.
+                    let slot_pos = |j: usize| {
+                        let c = starts.partition_point(|&s| s <= j) - 1;
+                        (index.offset(sl.clusters[r][c] as usize) + j - starts[c]) as u32
+                    };
+                    above_rank(&approx, pre)
+                        .into_iter()
+                        .map(|j| slot_pos(j as usize))
+                        .collect()
                 })
-                .collect();
-            let positions: Vec<Vec<u32>> = picks
-                .iter()
-                .map(|r| r.iter().map(|e| e.0).collect())
                 .collect();
             let plan = Arc::new(CandidatePlan::from_positions(&positions));
             let (logits, _) = candidate_logits(&g, plus.table.as_tensor(), plan.clone())?;

@@ -135,21 +135,21 @@ impl MetaIndex {
     /// The `k` best clusters for features `x` (`dim` values) with their exact logits, best first.
     pub fn top_clusters(&self, x: &[f32], k: usize) -> Vec<(u32, f32)> {
         let (qx, sx) = quantize_query(x);
+        let mut approx = vec![0f32; self.n_clusters];
+        approx
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(t, out)| {
+                let c0 = t * CHUNK;
+                for (j, o) in out.iter_mut().enumerate() {
+                    let c = c0 + j;
+                    *o = self.quant.approx(c, &qx, sx) + self.bias[c];
+                }
+            });
         let pre = rescore_len(k).min(self.n_clusters);
-        // Each task scores a chunk and keeps its own best `pre`; the union holds the global best.
-        let cand: Vec<(u32, f32)> = (0..self.n_clusters.div_ceil(CHUNK))
+        let mut best: Vec<(u32, f32)> = above_rank(&approx, pre)
             .into_par_iter()
-            .flat_map_iter(|t| {
-                let (c0, c1) = (t * CHUNK, ((t + 1) * CHUNK).min(self.n_clusters));
-                let local: Vec<(u32, f32)> = (c0..c1)
-                    .map(|c| (c as u32, self.quant.approx(c, &qx, sx) + self.bias[c]))
-                    .collect();
-                xmc::predictions::top_k_sparse(local, pre)
-            })
-            .collect();
-        let mut best: Vec<(u32, f32)> = xmc::predictions::top_k_sparse(cand, pre)
-            .into_par_iter()
-            .map(|(c, _)| (c, self.logit(x, c as usize)))
+            .map(|c| (c, self.logit(x, c as usize)))
             .collect();
         best.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         best.truncate(k);
@@ -157,9 +157,40 @@ impl MetaIndex {
     }
 }
 
+/// The indices of (at least) the `n` largest values of `v` (all values ≥ the n-th largest; NaN
+/// never selected), in increasing index order: one selection on the bare values, one scan.
+pub fn above_rank(v: &[f32], n: usize) -> Vec<u32> {
+    if n == 0 {
+        return Vec::new();
+    }
+    if n >= v.len() {
+        return (0..v.len() as u32).collect();
+    }
+    let mut tmp: Vec<f32> = v
+        .iter()
+        .map(|&x| if x.is_nan() { f32::NEG_INFINITY } else { x })
+        .collect();
+    let (_, t, _) = tmp.select_nth_unstable_by(n - 1, |a, b| b.total_cmp(a));
+    let t = *t;
+    v.iter()
+        .enumerate()
+        .filter(|(_, &x)| x >= t)
+        .map(|(i, _)| i as u32)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn above_rank_keeps_the_best_and_ties() {
+        let v = [0.5, 3.0, f32::NAN, 2.0, 3.0, -1.0];
+        assert_eq!(above_rank(&v, 2), vec![1, 4]);
+        assert_eq!(above_rank(&v, 3), vec![1, 3, 4]);
+        assert_eq!(above_rank(&v, 10).len(), 6);
+        assert!(above_rank(&v, 0).is_empty());
+    }
 
     #[test]
     fn finds_the_exact_top_clusters() {
