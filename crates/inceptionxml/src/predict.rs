@@ -360,6 +360,12 @@ impl Predictor {
         self.config.model.n_labels
     }
 
+    /// Drops the int8 indexes: small batches are then scored exactly like large ones.
+    pub fn exact(mut self) -> Self {
+        self.fast = None;
+        self
+    }
+
     /// Top-k rows for `texts`, in batches of `batch_size` (`score`: InceptionXML+ ranking,
     /// None for the model's default).
     pub fn predict_texts(
@@ -410,11 +416,12 @@ pub struct Ensemble {
 }
 
 impl Ensemble {
-    /// Loads every directory; all must score the same number of labels.
-    pub fn load(dirs: &[PathBuf]) -> Result<Self> {
+    /// Loads every directory; all must score the same number of labels. `exact`: no int8
+    /// indexes for InceptionXML+ members ([`Predictor::exact`]).
+    pub fn load(dirs: &[PathBuf], exact: bool) -> Result<Self> {
         let members = dirs
             .iter()
-            .map(Predictor::load)
+            .map(|d| Predictor::load(d).map(|p| if exact { p.exact() } else { p }))
             .collect::<Result<Vec<_>>>()?;
         if let Some(first) = members.first() {
             for m in &members[1..] {

@@ -19,6 +19,10 @@ pub struct Args {
     /// end of training, saved in config.json].
     #[arg(long, value_enum)]
     pub score: Option<ScoreMode>,
+    /// InceptionXML+: score small batches exactly in f32 instead of with the int8 meta index and
+    /// label table (which pre-rank, then rescore the best exactly).
+    #[arg(long)]
+    pub exact: bool,
     /// Texts, one per line; `-` reads standard input and answers line by line (interactive).
     #[arg(long)]
     pub texts: PathBuf,
@@ -41,7 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     super::set_threads(args.threads)?;
     anyhow::ensure!(args.top_k > 0, "--top-k must be > 0");
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be > 0");
-    let p = Ensemble::load(&args.model)?;
+    let p = Ensemble::load(&args.model, args.exact)?;
     if args.texts.as_os_str() == "-" {
         return interactive(&p, &args);
     }

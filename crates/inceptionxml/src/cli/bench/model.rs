@@ -73,6 +73,10 @@ pub struct PredictBench {
     /// InceptionXML+ ranking [default: the model's].
     #[arg(long, value_enum)]
     pub score: Option<ScoreMode>,
+    /// InceptionXML+: score small batches exactly in f32 instead of with the int8 meta index and
+    /// label table (which pre-rank, then rescore the best exactly).
+    #[arg(long)]
+    pub exact: bool,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -229,7 +233,7 @@ pub fn bench_predict(a: PredictBench) -> anyhow::Result<()> {
     crate::cli::set_threads(a.threads)?;
     anyhow::ensure!(a.batch_size > 0, "--batch-size must be > 0");
     anyhow::ensure!(a.top_k > 0, "--top-k must be > 0");
-    let p = Ensemble::load(std::slice::from_ref(&a.model))?;
+    let p = Ensemble::load(std::slice::from_ref(&a.model), a.exact)?;
     let mut texts = xmc::texts::read_texts(&a.texts)?;
     anyhow::ensure!(!texts.is_empty(), "{}: no texts", a.texts.display());
     texts.truncate(a.queries.max(1));
