@@ -789,3 +789,68 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary> {
         coverage,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::batches::make_batch;
+    use std::sync::Arc;
+
+    /// One InceptionXML+ step moves exactly the label-table rows of the shortlisted clusters.
+    #[test]
+    fn a_plus_step_updates_only_candidate_rows() {
+        let mut cfg = ModelConfig::new(40, 12);
+        cfg.embed_dim = 64;
+        cfg.plus = Some(PlusConfig {
+            n_clusters: 4,
+            hidden_dim: cfg.feature_dim(),
+            top_k: 1,
+            dropout_meta: 0.3,
+            score: ScoreMode::Extreme,
+        });
+        let varmap = VarMap::new();
+        let mut model = InceptionXml::new(&cfg, &varmap, &Device::Cpu, 3).unwrap();
+        // Labels l -> cluster l % 4; in cluster order the table rows of cluster c are 3c..3c+3.
+        let assign: Vec<u32> = (0..12).map(|l| l % 4).collect();
+        let index = Arc::new(ClusterIndex::new(assign, 4).unwrap());
+        model.set_clusters(index.clone()).unwrap();
+        let mut opt = Optimizers::new(&model, AdamConsts::default()).unwrap();
+        // Two rows, positives in clusters 1 and 2: with K = 1 the forced clusters are exactly those.
+        let labels = SparseMatrix::from_index_rows(12, &[vec![5], vec![6]]).unwrap();
+        let ids: Vec<u32> = (0..64).map(|i| 1 + i % 38).collect();
+        let batch = make_batch(&ids, 32, &labels, &[0, 1], Some(&index), &Device::Cpu).unwrap();
+        let before: Vec<f32> = model
+            .plus()
+            .unwrap()
+            .table
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let (loss, st) = train_step_plus(&model, &mut opt, &batch, 1e-2, 0.9, false).unwrap();
+        assert!(loss.is_finite());
+        assert_eq!(st.candidates, 6);
+        assert_eq!(st.touched_rows, 6);
+        let after: Vec<f32> = model
+            .plus()
+            .unwrap()
+            .table
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let hd = cfg.feature_dim();
+        for row in 0..12 {
+            let (a, b) = (
+                &before[row * hd..(row + 1) * hd],
+                &after[row * hd..(row + 1) * hd],
+            );
+            let cluster = row / 3;
+            if cluster == 1 || cluster == 2 {
+                assert_ne!(a, b, "candidate row {row} did not move");
+            } else {
+                assert_eq!(a, b, "row {row} of an unlisted cluster moved");
+            }
+        }
+    }
+}
