@@ -100,16 +100,7 @@ fn train_predict_evaluate_round_trip() {
 
     // A corrupt weights file is named.
     std::fs::write(model.join("weights.safetensors"), b"not a safetensors file").unwrap();
-    fails_with_one_line(
-        &[
-            "predict",
-            "--model",
-            model.to_str().unwrap(),
-            "--texts",
-            tst.to_str().unwrap(),
-        ],
-        "weights.safetensors",
-    );
+    predict_fails(&model, "weights.safetensors");
 }
 
 #[test]

@@ -146,17 +146,7 @@ fn plus_trains_resumes_predicts_and_ensembles() {
         "736 8\n".to_string() + &"0\n".repeat(736),
     )
     .unwrap();
-    let tst = data_dir().join("tst_X.txt");
-    fails_with_one_line(
-        &[
-            "predict",
-            "--model",
-            model.to_str().unwrap(),
-            "--texts",
-            tst.to_str().unwrap(),
-        ],
-        "clusters.txt",
-    );
+    predict_fails(&model, "clusters.txt");
 }
 
 #[test]

@@ -68,3 +68,18 @@ pub fn metrics_lines(model: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// `predict` on the cooking test texts with `model` fails with one line naming `needle`.
+pub fn predict_fails(model: &Path, needle: &str) {
+    let tst = data_dir().join("tst_X.txt");
+    fails_with_one_line(
+        &[
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--texts",
+            tst.to_str().unwrap(),
+        ],
+        needle,
+    );
+}
