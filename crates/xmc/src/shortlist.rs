@@ -166,19 +166,24 @@ impl Shortlist {
     /// Share of the given positives that fall inside the shortlist (shortlist recall), as
     /// `(hits, positives)`.
     pub fn recall(&self, positives: &[&[u32]], index: &ClusterIndex) -> (usize, usize) {
-        let mut hits = 0;
-        let mut total = 0;
-        for (r, pos) in positives.iter().enumerate() {
-            let chosen = &self.clusters[r];
-            for &l in pos.iter() {
-                total += 1;
-                if chosen.contains(&index.assign[l as usize]) {
-                    hits += 1;
-                }
+        recall(&self.clusters, positives, index)
+    }
+}
+
+/// Shortlist recall of chosen clusters (`clusters[r]`: row r's clusters): how many of the rows'
+/// positive labels lie in a chosen cluster, as `(hits, positives)`.
+pub fn recall(clusters: &[Vec<u32>], positives: &[&[u32]], index: &ClusterIndex) -> (usize, usize) {
+    let mut hits = 0;
+    let mut total = 0;
+    for (chosen, pos) in clusters.iter().zip(positives) {
+        for &l in pos.iter() {
+            total += 1;
+            if chosen.contains(&index.assign[l as usize]) {
+                hits += 1;
             }
         }
-        (hits, total)
     }
+    (hits, total)
 }
 
 /// Picks the top-`k` clusters of each row of `scores` (`rows × C`, row-major) and expands them.

@@ -89,6 +89,24 @@ pub struct PlusOptions {
     pub dropout_meta: Option<f32>,
 }
 
+impl PlusOptions {
+    /// The heads' configuration for `n_clusters` clusters of `n_labels` labels and encoder
+    /// features of width `feature_dim`: these choices over SPEC §5's defaults, K capped at C.
+    pub fn config(&self, n_clusters: usize, n_labels: usize, feature_dim: usize) -> PlusConfig {
+        let defaults = PlusConfig::for_labels(n_labels, feature_dim);
+        PlusConfig {
+            n_clusters,
+            hidden_dim: self.hidden_dim.unwrap_or(defaults.hidden_dim),
+            top_k: self
+                .top_k
+                .unwrap_or_else(|| shortlist::default_top_k(n_clusters))
+                .min(n_clusters),
+            dropout_meta: self.dropout_meta.unwrap_or(defaults.dropout_meta),
+            score: ScoreMode::Extreme,
+        }
+    }
+}
+
 impl Default for PlusOptions {
     fn default() -> Self {
         PlusOptions {
@@ -235,21 +253,17 @@ pub fn evaluate_plus_ids(
         .ok_or_else(|| Error::InvalidParam("InceptionXML+ model without clusters".into()))?;
     let top_k = model.config().plus.as_ref().map_or(0, |p| p.top_k);
     let out = predict_plus_ids(model, ids, k, batch_size, score, None)?;
-    let (mut meta_hits, mut hits, mut total) = (0usize, 0usize, 0usize);
-    for (r, cs) in out.clusters.iter().enumerate() {
-        let pos = labels.row_indices(r);
-        if let Some(&best) = cs.first() {
-            if pos.iter().any(|&l| index.assign[l as usize] == best) {
-                meta_hits += 1;
-            }
-        }
-        for &l in pos {
-            total += 1;
-            if cs.contains(&index.assign[l as usize]) {
-                hits += 1;
-            }
-        }
-    }
+    let positives: Vec<&[u32]> = (0..labels.n_rows).map(|r| labels.row_indices(r)).collect();
+    let meta_hits = out
+        .clusters
+        .iter()
+        .zip(&positives)
+        .filter(|(cs, pos)| {
+            cs.first()
+                .is_some_and(|&best| pos.iter().any(|&l| index.assign[l as usize] == best))
+        })
+        .count();
+    let (hits, total) = shortlist::recall(&out.clusters, &positives, index);
     let pred = SparseMatrix::from_rows(labels.n_cols, out.rows)?;
     let m = xmc::metrics::evaluate(labels, &pred, Some(inv_prop), k)?;
     let extra = PlusEval {
@@ -497,19 +511,11 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary> {
                     data.train.labels.select_rows(&(0..n).collect::<Vec<_>>())
                 };
                 let c = label_clusters(&po.clusters, &tokens, &labels, cfg.seed, job.progress)?;
-                let nc = c.n_clusters;
-                let defaults = PlusConfig::for_labels(data.n_labels, mcfg.feature_dim());
-                mcfg.plus = Some(PlusConfig {
-                    n_clusters: nc,
-                    hidden_dim: po.hidden_dim.unwrap_or(defaults.hidden_dim),
-                    top_k: po
-                        .top_k
-                        .unwrap_or_else(|| shortlist::default_top_k(nc))
-                        .min(nc),
-                    dropout_meta: po.dropout_meta.unwrap_or(defaults.dropout_meta),
-                    score: ScoreMode::Extreme,
-                });
-                Some(std::sync::Arc::new(ClusterIndex::new(c.assign, nc)?))
+                mcfg.plus = Some(po.config(c.n_clusters, data.n_labels, mcfg.feature_dim()));
+                Some(std::sync::Arc::new(ClusterIndex::new(
+                    c.assign,
+                    c.n_clusters,
+                )?))
             }
             None => None,
         };

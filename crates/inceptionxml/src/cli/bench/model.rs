@@ -8,12 +8,12 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::Device;
 use candle_nn::VarMap;
-use inceptionxml::model::{InceptionXml, ModelConfig, PlusConfig, ScoreMode};
+use inceptionxml::model::{InceptionXml, ModelConfig, ScoreMode};
 use inceptionxml::ops::AdamConsts;
 use inceptionxml::predict::Ensemble;
 use inceptionxml::train::batches::{epoch_order, Batches};
 use inceptionxml::train::epoch_loop::{label_clusters, train_step, train_step_plus, Optimizers};
-use inceptionxml::train::{ClusterSource, TrainConfig};
+use inceptionxml::train::{ClusterSource, PlusOptions, TrainConfig};
 use xmc::dataset::XcDataset;
 use xmc::shortlist::ClusterIndex;
 use xmc::vocab::Vocab;
@@ -103,24 +103,20 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
     let mut mcfg = ModelConfig::new(vocab.len(), data.n_labels);
     mcfg.embed_dim = a.dim;
     let index = if a.plus {
-        let source = ClusterSource::from_arg(a.clusters.as_deref());
+        let opts = PlusOptions {
+            clusters: ClusterSource::from_arg(a.clusters.as_deref()),
+            top_k: a.top_k,
+            hidden_dim: a.hidden_dim,
+            dropout_meta: None,
+        };
         let t = Instant::now();
-        let c = label_clusters(&source, &tokens, &data.train.labels, 0, false)?;
+        let c = label_clusters(&opts.clusters, &tokens, &data.train.labels, 0, false)?;
         println!(
             "clusters: {} in {:.1}s",
             c.n_clusters,
             t.elapsed().as_secs_f64()
         );
-        let mut p = PlusConfig::for_labels(data.n_labels, mcfg.feature_dim());
-        p.n_clusters = c.n_clusters;
-        p.top_k = a
-            .top_k
-            .unwrap_or_else(|| xmc::shortlist::default_top_k(c.n_clusters))
-            .min(c.n_clusters);
-        if let Some(hd) = a.hidden_dim {
-            p.hidden_dim = hd;
-        }
-        mcfg.plus = Some(p);
+        mcfg.plus = Some(opts.config(c.n_clusters, data.n_labels, mcfg.feature_dim()));
         Some(Arc::new(ClusterIndex::new(c.assign, c.n_clusters)?))
     } else {
         None
