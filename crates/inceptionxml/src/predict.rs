@@ -310,8 +310,9 @@ pub struct Predictor {
 
 impl Predictor {
     /// Loads `config.json`, `vocab.txt` and `weights.safetensors` of `dir`, checking that they
-    /// agree (vocabulary size, tensor names and shapes); errors name the offending file.
-    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+    /// agree (vocabulary size, tensor names and shapes); errors name the offending file. The
+    /// weights go to `device`; the int8 indexes of InceptionXML+ are built on the CPU only.
+    pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         if !dir.is_dir() {
             return Err(Error::Model {
@@ -333,12 +334,12 @@ impl Predictor {
             });
         }
         let varmap = VarMap::new();
-        let mut model = InceptionXml::new(&config.model, &varmap, &Device::Cpu, config.train.seed)?;
+        let mut model = InceptionXml::new(&config.model, &varmap, device, config.train.seed)?;
         checkpoint::load_weights(&dir, &model, &varmap)?;
         let mut fast = None;
         if config.model.plus.is_some() {
             model.set_clusters(checkpoint::read_clusters(&dir, &config.model)?)?;
-            if let Some(p) = model.plus() {
+            if let (Some(p), true) = (model.plus(), device.is_cpu()) {
                 fast = Some(FastIndex {
                     meta: p.meta_index()?,
                     extreme: p.extreme_index()?,
@@ -393,7 +394,7 @@ impl Predictor {
     ) -> Result<Vec<(u32, f32)>> {
         let s = self.config.model.seq_len;
         let ids = self.vocab.encode(text, s);
-        let t = Tensor::from_slice(&ids, (1, s), &Device::Cpu)?;
+        let t = Tensor::from_slice(&ids, (1, s), self.model.embedding_table().device())?;
         if let Some(p) = &self.config.model.plus {
             let mode = score.unwrap_or(p.score);
             let b = predict_plus_batch(&self.model, &t, k, mode, self.fast.as_ref())?;
@@ -417,11 +418,11 @@ pub struct Ensemble {
 
 impl Ensemble {
     /// Loads every directory; all must score the same number of labels. `exact`: no int8
-    /// indexes for InceptionXML+ members ([`Predictor::exact`]).
-    pub fn load(dirs: &[PathBuf], exact: bool) -> Result<Self> {
+    /// indexes for InceptionXML+ members ([`Predictor::exact`]). Every member goes to `device`.
+    pub fn load(dirs: &[PathBuf], exact: bool, device: &Device) -> Result<Self> {
         let members = dirs
             .iter()
-            .map(|d| Predictor::load(d).map(|p| if exact { p.exact() } else { p }))
+            .map(|d| Predictor::load(d, device).map(|p| if exact { p.exact() } else { p }))
             .collect::<Result<Vec<_>>>()?;
         if let Some(first) = members.first() {
             for m in &members[1..] {

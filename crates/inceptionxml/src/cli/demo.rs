@@ -28,6 +28,9 @@ pub struct Args {
     /// Seed of shuffles and initialisation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Device: `cpu`, or `cuda` / `cuda:N` (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: inceptionxml::DeviceSpec,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -61,6 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         resume: false,
         stop_after: None,
         progress: !args.quiet,
+        device: args.device.open()?,
     })?;
     super::train::print_summary(&summary, &args.model);
     println!("wall time {:.1}s", t0.elapsed().as_secs_f64());

@@ -36,6 +36,9 @@ pub struct Args {
     /// Texts per forward pass.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
+    /// Device: `cpu`, or `cuda` / `cuda:N` (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: inceptionxml::DeviceSpec,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -45,7 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     super::set_threads(args.threads)?;
     anyhow::ensure!(args.top_k > 0, "--top-k must be > 0");
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be > 0");
-    let p = Ensemble::load(&args.model, args.exact)?;
+    let p = Ensemble::load(&args.model, args.exact, &args.device.open()?)?;
     if args.texts.as_os_str() == "-" {
         return interactive(&p, &args);
     }

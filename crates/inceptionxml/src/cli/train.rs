@@ -75,6 +75,9 @@ pub struct Args {
     /// Stop after N epochs of this session as if interrupted (continue with --resume).
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
+    /// Device: `cpu`, or `cuda` / `cuda:N` (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: inceptionxml::DeviceSpec,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -141,6 +144,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         resume: args.resume,
         stop_after: args.stop_after,
         progress: !args.quiet,
+        device: args.device.open()?,
     })?;
     print_summary(&summary, &args.model);
     Ok(())

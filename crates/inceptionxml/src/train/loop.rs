@@ -133,6 +133,8 @@ pub struct TrainJob<'a> {
     pub stop_after: Option<usize>,
     /// Show a progress bar and a line per epoch on standard error.
     pub progress: bool,
+    /// Where the model trains (`Device::Cpu`, or a CUDA device with the `cuda` feature).
+    pub device: Device,
 }
 
 /// One evaluation of the test split.
@@ -546,7 +548,7 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary> {
         .map(|t| (vocab.encode_all(&t.texts, seq_len), &t.labels));
 
     // Model and optimisers.
-    let device = Device::Cpu;
+    let device = job.device.clone();
     let varmap = VarMap::new();
     let mut model = InceptionXml::new(&mcfg, &varmap, &device, cfg.seed)?;
     if let Some(ix) = &index {

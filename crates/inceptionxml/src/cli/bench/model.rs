@@ -33,6 +33,9 @@ pub struct TrainBench {
     pub batch_size: usize,
     #[arg(long, default_value_t = 300)]
     pub dim: usize,
+    /// Device: `cpu`, or `cuda` / `cuda:N` (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: inceptionxml::DeviceSpec,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -67,6 +70,9 @@ pub struct PredictBench {
     pub queries: usize,
     #[arg(long, default_value_t = 100)]
     pub top_k: usize,
+    /// Device: `cpu`, or `cuda` / `cuda:N` (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: inceptionxml::DeviceSpec,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -85,6 +91,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let i = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[i]
+}
+
+/// `, GPU memory in use …` on a CUDA device (the whole device, as the driver reports it).
+fn gpu_mem(device: &Device) -> String {
+    match inceptionxml::device::gpu_memory_used(device) {
+        Some(b) => format!(", GPU memory in use {:.0} MiB", b as f64 / (1u64 << 20) as f64),
+        None => String::new(),
+    }
 }
 
 fn rss() -> String {
@@ -126,7 +140,8 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
     let ids = Arc::new(vocab.encode_all(&data.train.texts, mcfg.seq_len));
     let labels = Arc::new(data.train.labels.clone());
     let varmap = VarMap::new();
-    let mut model = InceptionXml::new(&mcfg, &varmap, &Device::Cpu, 0)?;
+    let device = a.device.open()?;
+    let mut model = InceptionXml::new(&mcfg, &varmap, &device, 0)?;
     if let Some(ix) = &index {
         model.set_clusters(ix.clone())?;
     }
@@ -152,7 +167,7 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
             epoch_order(n, 0, epoch),
             a.batch_size,
             index.clone(),
-            Device::Cpu,
+            device.clone(),
         );
         for batch in batches {
             let batch = batch?;
@@ -177,6 +192,7 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
                     cfg.beta1_max,
                 )?;
             }
+            inceptionxml::device::synchronize(&device)?;
             if done >= a.warmup {
                 times.push(t.elapsed().as_secs_f64());
             }
@@ -188,7 +204,8 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
     }
     let med = super::median(&mut times);
     println!(
-        "bench train: {} labels, d {}, batch {}, {} timed steps after {} warm-up: median step {:.1} ms, {:.0} samples/s (wall {:.1}s), peak RSS {}",
+        "bench train: {}, {} labels, d {}, batch {}, {} timed steps after {} warm-up: median step {:.1} ms, {:.0} samples/s (wall {:.1}s), peak RSS {}{}",
+        inceptionxml::device::describe(&device),
         mcfg.n_labels,
         a.dim,
         a.batch_size,
@@ -197,7 +214,8 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
         med * 1e3,
         a.batch_size as f64 / med,
         t_all.elapsed().as_secs_f64(),
-        rss()
+        rss(),
+        gpu_mem(&device)
     );
     if let Some(p) = &mcfg.plus {
         let t = times.len().max(1) as f64;
@@ -229,7 +247,8 @@ pub fn bench_predict(a: PredictBench) -> anyhow::Result<()> {
     crate::cli::set_threads(a.threads)?;
     anyhow::ensure!(a.batch_size > 0, "--batch-size must be > 0");
     anyhow::ensure!(a.top_k > 0, "--top-k must be > 0");
-    let p = Ensemble::load(std::slice::from_ref(&a.model), a.exact)?;
+    let device = a.device.open()?;
+    let p = Ensemble::load(std::slice::from_ref(&a.model), a.exact, &device)?;
     let mut texts = xmc::texts::read_texts(&a.texts)?;
     anyhow::ensure!(!texts.is_empty(), "{}: no texts", a.texts.display());
     texts.truncate(a.queries.max(1));
@@ -247,14 +266,16 @@ pub fn bench_predict(a: PredictBench) -> anyhow::Result<()> {
         let total = t_all.elapsed().as_secs_f64();
         let med = super::median(&mut lat);
         println!(
-            "bench predict: batch 1, {} queries, top-{}: median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, {:.0} queries/s, peak RSS {}",
+            "bench predict: {}, batch 1, {} queries, top-{}: median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, {:.0} queries/s, peak RSS {}{}",
+            inceptionxml::device::describe(&device),
             lat.len(),
             a.top_k,
             med * 1e3,
             percentile(&lat, 0.9) * 1e3,
             percentile(&lat, 0.99) * 1e3,
             lat.len() as f64 / total,
-            rss()
+            rss(),
+            gpu_mem(&device)
         );
     } else {
         let warm = texts.len().min(a.batch_size);
@@ -263,13 +284,15 @@ pub fn bench_predict(a: PredictBench) -> anyhow::Result<()> {
         let rows = p.predict_texts(&texts, a.top_k, a.batch_size, a.score)?;
         let total = t0.elapsed().as_secs_f64();
         println!(
-            "bench predict: batch {}, {} queries, top-{}: {:.0} queries/s ({:.2} ms per batch), peak RSS {}",
+            "bench predict: {}, batch {}, {} queries, top-{}: {:.0} queries/s ({:.2} ms per batch), peak RSS {}{}",
+            inceptionxml::device::describe(&device),
             a.batch_size,
             rows.len(),
             a.top_k,
             rows.len() as f64 / total,
             total * 1e3 / rows.len().div_ceil(a.batch_size) as f64,
-            rss()
+            rss(),
+            gpu_mem(&device)
         );
     }
     Ok(())
