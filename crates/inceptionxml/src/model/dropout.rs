@@ -5,7 +5,9 @@
 //! single multiplication, so the backward pass is one multiplication too. Training runs are
 //! reproducible from the model seed (for a fixed sequence of calls). This is about 10× faster than
 //! `candle_nn::ops::dropout` on the CPU, which draws a float per value from a thread RNG and
-//! builds the mask in four passes.
+//! builds the mask in four passes. On a GPU the same stream is evaluated in the kernel
+//! (`dropout_f32`: value i's draw is a pure function of seed and i), so the mask is never built
+//! on the host nor copied, and CPU and GPU runs drop the same values.
 
 use std::sync::{Arc, Mutex};
 
@@ -49,17 +51,82 @@ impl Dropout {
             .lock()
             .map_err(|_| Error::InvalidParam("dropout RNG lock poisoned".into()))?
             .gen();
+        if !x.device().is_cpu() {
+            return Ok(x.contiguous()?.apply_op1(DropoutOp { p, seed })?);
+        }
         let mask = mask(x.elem_count(), p, seed);
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         Ok(x.mul(&mask)?)
     }
 }
 
+/// `x · mask(p, seed)` as one op whose backward applies the same mask to the gradient.
+#[derive(Debug, Clone, Copy)]
+struct DropoutOp {
+    p: f32,
+    seed: u64,
+}
+
+impl candle_core::CustomOp1 for DropoutOp {
+    fn name(&self) -> &'static str {
+        "dropout"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let x = crate::ops::storage::f32_slice(s, l, "dropout input")?;
+        let m = mask(x.len(), self.p, self.seed);
+        let out = x.iter().zip(&m).map(|(a, b)| a * b).collect();
+        Ok((candle_core::CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        use crate::ops::cuda::{grid, launch, storage, view, zeros, Kernel, PushKernelArg};
+        let dev = s.device.clone();
+        let x = view(s, l, "dropout input")?;
+        let n = x.len();
+        let out = zeros(&dev, n)?;
+        let (threshold, keep) = threshold_keep(self.p);
+        let k = Kernel::new(&dev, "dropout_f32")?;
+        let mut b = k.args();
+        b.arg(&x);
+        b.arg(&out);
+        b.arg(&n);
+        b.arg(&self.seed);
+        b.arg(&threshold);
+        b.arg(&keep);
+        b.arg(&CHUNK);
+        launch(b, grid(n))?;
+        Ok((storage(out, &dev), l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(self)?))
+    }
+}
+
+/// The 32-bit draw threshold below which a value is dropped, and the scale of the kept ones.
+fn threshold_keep(p: f32) -> (u64, f32) {
+    ((p as f64 * 4_294_967_296.0) as u64, 1.0 / (1.0 - p))
+}
+
 /// `n` values, each `1 / (1 − p)` with probability `1 − p` and `0` otherwise.
 pub fn mask(n: usize, p: f32, seed: u64) -> Vec<f32> {
-    let keep = 1.0 / (1.0 - p);
     // Keep when the 32-bit draw is >= p·2³².
-    let threshold = (p as f64 * 4_294_967_296.0) as u64;
+    let (threshold, keep) = threshold_keep(p);
     let mut out = vec![0f32; n];
     out.par_chunks_mut(CHUNK)
         .enumerate()
@@ -98,6 +165,29 @@ mod tests {
         assert!(m.iter().all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6));
         assert_eq!(m, mask(200_001, 0.25, 42));
         assert_ne!(m, mask(200_001, 0.25, 43));
+    }
+
+    #[test]
+    fn the_op_applies_the_host_mask_and_its_backward_the_same_mask() {
+        let x = candle_core::Var::from_vec(
+            (0..5000)
+                .map(|i| i as f32 * 0.01 - 7.0)
+                .collect::<Vec<f32>>(),
+            (50, 100),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let op = DropoutOp { p: 0.3, seed: 9 };
+        let y = x.as_tensor().apply_op1(op).unwrap();
+        let m = mask(5000, 0.3, 9);
+        let xv: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let yv: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+        for i in 0..5000 {
+            assert_eq!(yv[i], xv[i] * m[i]);
+        }
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let gv: Vec<f32> = g.get(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(gv, m);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Tensor, Var};
+use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Shape, Tensor, Var};
 use rayon::prelude::*;
 
 use super::storage::{f32_slice, f32_slice_mut};
@@ -43,13 +43,13 @@ impl Default for AdamConsts {
 /// The per-step scalars of one Adam update, precomputed in f64.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AdamCoef {
-    beta1: f32,
-    beta2: f32,
+    pub(crate) beta1: f32,
+    pub(crate) beta2: f32,
     /// lr / (1 − β1ᵗ)
-    step_size: f32,
+    pub(crate) step_size: f32,
     /// 1 / √(1 − β2ᵗ)
-    inv_sqrt_bc2: f32,
-    eps: f32,
+    pub(crate) inv_sqrt_bc2: f32,
+    pub(crate) eps: f32,
 }
 
 impl AdamCoef {
@@ -118,11 +118,150 @@ impl InplaceOp2 for AdamKernel<'_> {
     }
 }
 
+/// The in-place kernel on a GPU: dst = the parameter, src = its gradient, moments on the device.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct AdamKernelDev<'a> {
+    coef: AdamCoef,
+    m: &'a Tensor,
+    v: &'a Tensor,
+}
+
+impl InplaceOp2 for AdamKernelDev<'_> {
+    fn name(&self) -> &'static str {
+        "adam-cuda"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &mut CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<()> {
+        candle_core::bail!("adam: the moments are on a GPU but the parameter is not")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &mut candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        use super::cuda::{grid, launch, view, view_mut, with_cuda, Kernel, PushKernelArg};
+        let dev = s1.device.clone();
+        let k = Kernel::new(&dev, "adam_f32")?;
+        let g = view(s2, l2, "adam gradient")?;
+        let n = g.len();
+        let c = self.coef;
+        with_cuda(self.m, "adam m", |ms, ml| {
+            with_cuda(self.v, "adam v", |vs, vl| {
+                let m = view(ms, ml, "adam m")?;
+                let v = view(vs, vl, "adam v")?;
+                let mut p = view_mut(s1, l1, "adam parameter")?;
+                if p.len() != n || m.len() != n || v.len() != n {
+                    candle_core::bail!(
+                        "adam: parameter has {} elements, gradient {n}, state {}",
+                        p.len(),
+                        m.len()
+                    );
+                }
+                let mut b = k.args();
+                b.arg(&mut p);
+                b.arg(&g);
+                b.arg(&m);
+                b.arg(&v);
+                b.arg(&n);
+                b.arg(&c.beta1);
+                b.arg(&c.beta2);
+                b.arg(&c.step_size);
+                b.arg(&c.inv_sqrt_bc2);
+                b.arg(&c.eps);
+                launch(b, grid(n))
+            })
+        })
+    }
+}
+
+/// First and second moments of a parameter: host vectors for a CPU parameter, tensors on the
+/// parameter's device otherwise.
+#[derive(Debug)]
+pub(crate) enum Moments {
+    Host { m: Vec<f32>, v: Vec<f32> },
+    Device { m: Tensor, v: Tensor },
+}
+
+impl Moments {
+    /// Zero moments for a parameter of `shape` on `device`.
+    pub(crate) fn zeros(shape: &Shape, device: &Device) -> Result<Self> {
+        if device.is_cpu() {
+            let n = shape.elem_count();
+            Ok(Moments::Host {
+                m: vec![0.0; n],
+                v: vec![0.0; n],
+            })
+        } else {
+            Ok(Moments::Device {
+                m: Tensor::zeros(shape, DType::F32, device)?,
+                v: Tensor::zeros(shape, DType::F32, device)?,
+            })
+        }
+    }
+
+    /// The moments as CPU tensors of `shape` (for saving).
+    pub(crate) fn to_tensors(&self, shape: &Shape) -> Result<(Tensor, Tensor)> {
+        let cpu = Device::Cpu;
+        Ok(match self {
+            Moments::Host { m, v } => (
+                Tensor::from_slice(m, shape, &cpu)?,
+                Tensor::from_slice(v, shape, &cpu)?,
+            ),
+            Moments::Device { m, v } => (m.to_device(&cpu)?, v.to_device(&cpu)?),
+        })
+    }
+
+    /// Replaces the moments by `m` and `v` (same shape, checked by the caller).
+    pub(crate) fn set(&mut self, m: &Tensor, v: &Tensor) -> Result<()> {
+        match self {
+            Moments::Host { m: hm, v: hv } => {
+                *hm = m.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+                *hv = v.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+            }
+            Moments::Device { m: dm, v: dv } => {
+                let dev = dm.device().clone();
+                *dm = m.to_dtype(DType::F32)?.to_device(&dev)?.contiguous()?;
+                *dv = v.to_dtype(DType::F32)?.to_device(&dev)?.contiguous()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The first moment as host values (tests).
+    #[cfg(test)]
+    pub(crate) fn m_host(&self) -> Vec<f32> {
+        match self {
+            Moments::Host { m, .. } => m.clone(),
+            Moments::Device { m, .. } => m.flatten_all().unwrap().to_vec1().unwrap(),
+        }
+    }
+
+    /// Writes every page of host moments (they start as untouched zero pages).
+    pub(crate) fn make_resident(&mut self) {
+        if let Moments::Host { m, v } = self {
+            for buf in [m, v] {
+                for x in buf.iter_mut().step_by(1024) {
+                    *x = 0.0;
+                }
+            }
+        }
+    }
+}
+
 struct Slot {
     name: String,
     var: Var,
-    m: Vec<f32>,
-    v: Vec<f32>,
+    moments: Moments,
     step: u64,
 }
 
@@ -133,7 +272,7 @@ pub struct Adam {
 }
 
 impl Adam {
-    /// Zero moments for each variable (f32, on the CPU).
+    /// Zero moments for each variable (f32), on the variable's device.
     pub fn new(vars: Vec<(String, Var)>, consts: AdamConsts) -> Result<Self> {
         let mut slots = Vec::with_capacity(vars.len());
         for (name, var) in vars {
@@ -143,12 +282,11 @@ impl Adam {
                     var.dtype()
                 )));
             }
-            let n = var.elem_count();
+            let moments = Moments::zeros(var.shape(), var.device())?;
             slots.push(Slot {
                 name,
                 var,
-                m: vec![0.0; n],
-                v: vec![0.0; n],
+                moments,
                 step: 0,
             });
         }
@@ -163,12 +301,21 @@ impl Adam {
             };
             let g = g.contiguous()?;
             slot.step += 1;
-            let kernel = AdamKernel {
-                coef: AdamCoef::new(lr, beta1, self.consts, slot.step),
-                m: RefCell::new(&mut slot.m),
-                v: RefCell::new(&mut slot.v),
-            };
-            slot.var.as_tensor().inplace_op2(&g, &kernel)?;
+            let coef = AdamCoef::new(lr, beta1, self.consts, slot.step);
+            match &mut slot.moments {
+                Moments::Host { m, v } => {
+                    let kernel = AdamKernel {
+                        coef,
+                        m: RefCell::new(m),
+                        v: RefCell::new(v),
+                    };
+                    slot.var.as_tensor().inplace_op2(&g, &kernel)?;
+                }
+                Moments::Device { m, v } => {
+                    let kernel = AdamKernelDev { coef, m, v };
+                    slot.var.as_tensor().inplace_op2(&g, &kernel)?;
+                }
+            }
         }
         Ok(())
     }
@@ -184,15 +331,9 @@ impl Adam {
         let dev = Device::Cpu;
         let mut out = HashMap::new();
         for s in &self.slots {
-            let shape = s.var.shape().clone();
-            out.insert(
-                format!("adam.m.{}", s.name),
-                Tensor::from_slice(&s.m, shape.clone(), &dev)?,
-            );
-            out.insert(
-                format!("adam.v.{}", s.name),
-                Tensor::from_slice(&s.v, shape, &dev)?,
-            );
+            let (m, v) = s.moments.to_tensors(s.var.shape())?;
+            out.insert(format!("adam.m.{}", s.name), m);
+            out.insert(format!("adam.v.{}", s.name), v);
             out.insert(
                 format!("adam.step.{}", s.name),
                 Tensor::from_slice(&[s.step as u32, (s.step >> 32) as u32], 2, &dev)?,
@@ -225,8 +366,7 @@ impl Adam {
                     });
                 }
             }
-            s.m = m.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-            s.v = v.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+            s.moments.set(m, v)?;
             let st: Vec<u32> = get(format!("adam.step.{}", s.name))?
                 .flatten_all()?
                 .to_dtype(DType::U32)?
@@ -308,7 +448,10 @@ mod tests {
         let mut other = Adam::new(vec![("w".into(), var.clone())], AdamConsts::default()).unwrap();
         other.load_state(&st, "opt.safetensors").unwrap();
         assert_eq!(other.steps(), 1);
-        assert_eq!(other.slots[0].m, opt.slots[0].m);
+        assert_eq!(
+            other.slots[0].moments.m_host(),
+            opt.slots[0].moments.m_host()
+        );
         let mut bad = st.clone();
         bad.insert(
             "adam.m.w".into(),

@@ -4,7 +4,9 @@
 //! |x| up to f32's range) and equals `−y·ln σ(x) − (1 − y)·ln(1 − σ(x))`. The loss is the mean
 //! over all entries (or over the entries whose mask is non-zero). The gradient with respect to the
 //! logits is `(σ(x) − y) / N`, computed in one fused pass; targets (and the mask) get no gradient.
-//! CPU only for now (f32, any layout: inputs are made contiguous first).
+//! f32, any layout (inputs are made contiguous first); CPU kernels here, CUDA kernels in
+//! `kernels/ops.cu` (`bce_sum_f32`, `bce_finish`, `bce_grad_f32`). On a GPU the backward pass
+//! keeps the incoming gradient and the mask count on the device (no host round-trip).
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -96,6 +98,102 @@ fn mean_loss(x: &[f32], y: &[f32], m: Option<&[f32]>) -> (CpuStorage, Shape) {
     (CpuStorage::F32(vec![loss]), Shape::from(()))
 }
 
+/// The mean loss on the GPU: one reduction kernel into an f64 (sum, count) pair, one kernel
+/// dividing.
+#[cfg(feature = "cuda")]
+fn mean_loss_cuda(
+    x: (&candle_core::CudaStorage, &Layout),
+    y: (&candle_core::CudaStorage, &Layout),
+    m: Option<(&candle_core::CudaStorage, &Layout)>,
+) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+    use super::cuda::{grid, launch, storage, view, zeros, CapBlocks, Kernel, PushKernelArg};
+    let dev = x.0.device.clone();
+    let xs = view(x.0, x.1, "bce logits")?;
+    let ys = view(y.0, y.1, "bce targets")?;
+    let (ms, has_mask) = match m {
+        Some((s, l)) => (view(s, l, "bce mask")?, 1i32),
+        None => (view(x.0, x.1, "bce logits")?, 0i32),
+    };
+    let n = xs.len();
+    let acc = dev.alloc_zeros::<f64>(2)?;
+    let out = zeros(&dev, 1)?;
+    let k = Kernel::new(&dev, "bce_sum_f32")?;
+    let mut b = k.args();
+    b.arg(&xs);
+    b.arg(&ys);
+    b.arg(&ms);
+    b.arg(&has_mask);
+    b.arg(&n);
+    b.arg(&acc);
+    launch(b, grid(n).cap_blocks(1024))?;
+    let k = Kernel::new(&dev, "bce_finish")?;
+    let mut b = k.args();
+    b.arg(&acc);
+    b.arg(&out);
+    launch(b, grid(1))?;
+    Ok((storage(out, &dev), Shape::from(())))
+}
+
+/// `(σ(x) − y)·m·scale` on the GPU, with `scale` (and the mask) device tensors.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct BceGradDev {
+    scale: Tensor,
+    mask: Option<Tensor>,
+}
+
+impl CustomOp2 for BceGradDev {
+    fn name(&self) -> &'static str {
+        "bce-with-logits-grad-cuda"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("bce: the device gradient op got CPU tensors")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda::{grid, launch, storage, view, with_cuda, zeros, Kernel, PushKernelArg};
+        let dev = s1.device.clone();
+        let xs = view(s1, l1, "bce logits")?;
+        let ys = view(s2, l2, "bce targets")?;
+        let n = xs.len();
+        let out = zeros(&dev, n)?;
+        let k = Kernel::new(&dev, "bce_grad_f32")?;
+        let run = |ms: &candle_core::cuda_backend::cudarc::driver::CudaView<'_, f32>,
+                   has_mask: i32| {
+            with_cuda(&self.scale, "bce gradient scale", |ss, sl| {
+                let sc = view(ss, sl, "bce gradient scale")?;
+                let mut b = k.args();
+                b.arg(&xs);
+                b.arg(&ys);
+                b.arg(ms);
+                b.arg(&has_mask);
+                b.arg(&sc);
+                b.arg(&n);
+                b.arg(&out);
+                launch(b, grid(n))
+            })
+        };
+        match &self.mask {
+            Some(m) => with_cuda(m, "bce mask", |ms, ml| run(&view(ms, ml, "bce mask")?, 1))?,
+            None => run(&view(s1, l1, "bce logits")?, 0)?,
+        }
+        Ok((storage(out, &dev), l1.shape().clone()))
+    }
+}
+
 /// The forward op: (logits, targets) -> scalar mean loss.
 struct Bce;
 
@@ -117,6 +215,18 @@ impl CustomOp2 for Bce {
         Ok(mean_loss(x, y, None))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        check_same(l1, l2, "targets")?;
+        mean_loss_cuda((s1, l1), (s2, l2), None)
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -124,9 +234,19 @@ impl CustomOp2 for Bce {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let n = x.elem_count().max(1) as f64;
+        if !x.device().is_cpu() {
+            let scale = (grad.to_dtype(DType::F32)?.reshape(1)? / n)?;
+            let op = BceGradDev { scale, mask: None };
+            return Ok((Some(x.apply_op2_no_bwd(y, &op)?), None));
+        }
         let g = grad.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-        let n = x.elem_count().max(1) as f32;
-        let gx = x.apply_op2_no_bwd(y, &BceGrad { scale: g / n })?;
+        let gx = x.apply_op2_no_bwd(
+            y,
+            &BceGrad {
+                scale: g / n as f32,
+            },
+        )?;
         Ok((Some(gx), None))
     }
 }
@@ -156,6 +276,21 @@ impl CustomOp3 for BceMasked {
         Ok(mean_loss(x, y, Some(m)))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        check_same(l1, l2, "targets")?;
+        check_same(l1, l3, "mask")?;
+        mean_loss_cuda((s1, l1), (s2, l2), Some((s3, l3)))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -164,6 +299,20 @@ impl CustomOp3 for BceMasked {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        if !x.device().is_cpu() {
+            // scale = grad / max(Σm, 1) on the device (Σm = 0 means every entry is masked).
+            let count = m
+                .to_dtype(DType::F32)?
+                .sum_all()?
+                .maximum(1f64)?
+                .reshape(1)?;
+            let scale = grad.to_dtype(DType::F32)?.reshape(1)?.div(&count)?;
+            let op = BceGradDev {
+                scale,
+                mask: Some(m.contiguous()?),
+            };
+            return Ok((Some(x.apply_op2_no_bwd(y, &op)?), None, None));
+        }
         let g = grad.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         let n = m.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         let scale = if n > 0.0 { g / n } else { 0.0 };

@@ -229,16 +229,69 @@ impl CandidatePlan {
     }
 }
 
+impl CandidatePlan {
+    /// Per `(row, slot)` (row-major, `rows × width`), the table row it scores, −1 for padding:
+    /// what the GPU kernels read instead of the block lists.
+    pub fn slot_positions(&self) -> Vec<i32> {
+        let mut out = vec![-1i32; self.rows * self.width];
+        for (r, blocks) in self.row_blocks.iter().enumerate() {
+            for b in blocks {
+                let at = r * self.width + b.slot as usize;
+                for (i, o) in out[at..at + b.len as usize].iter_mut().enumerate() {
+                    *o = (b.start as usize + i) as i32;
+                }
+            }
+        }
+        out
+    }
+
+    /// The users of each touched table row, flattened for the GPU: touched row `t` (in
+    /// [`CandidatePlan::touched`] order) is row `t_off[t]` of distinct block `t_block[t]`, whose
+    /// users are `(users_r[q], users_slot[q])` for `q` in `users_off[u]..users_off[u+1]`.
+    pub fn touched_users(&self) -> TouchedUsers {
+        let mut t_block = Vec::new();
+        let mut t_off = Vec::new();
+        for (u, &(_, len)) in self.uniq.iter().enumerate() {
+            for i in 0..len {
+                t_block.push(u as u32);
+                t_off.push(i);
+            }
+        }
+        TouchedUsers {
+            t_block,
+            t_off,
+            users_off: self.users_off.iter().map(|&o| o as u32).collect(),
+            users_r: self.users.iter().map(|u| u.0).collect(),
+            users_slot: self.users.iter().map(|u| u.1).collect(),
+        }
+    }
+}
+
+/// See [`CandidatePlan::touched_users`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TouchedUsers {
+    pub t_block: Vec<u32>,
+    pub t_off: Vec<u32>,
+    pub users_off: Vec<u32>,
+    pub users_r: Vec<u32>,
+    pub users_slot: Vec<u32>,
+}
+
 /// Sparse rows of a table: `(positions, rows)`, positions strictly increasing.
 pub type SparseRows = (Vec<u32>, Vec<f32>);
 
-/// The table gradient left by a backward pass through [`candidate_logits`].
+/// The table gradient left by a backward pass through [`candidate_logits`]: the touched
+/// positions (strictly increasing) and their gradient rows as a `[positions, hd]` tensor on the
+/// table's device.
 #[derive(Debug, Clone, Default)]
-pub struct TableGrad(Arc<Mutex<Option<SparseRows>>>);
+pub struct TableGrad(Arc<Mutex<Option<TableRows>>>);
+
+/// Touched positions (strictly increasing) and their rows as a `[positions, hd]` tensor.
+pub type TableRows = (Vec<u32>, Tensor);
 
 impl TableGrad {
     /// The `(positions, rows)` of the last backward pass, if one ran.
-    pub fn take(&self) -> Option<SparseRows> {
+    pub fn take(&self) -> Option<TableRows> {
         self.0.lock().ok().and_then(|mut g| g.take())
     }
 }
@@ -281,6 +334,51 @@ impl CustomOp2 for Scores {
         Ok((CpuStorage::F32(out), Shape::from((rows, self.plan.width))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda::{launch, storage, upload, view, zeros, Kernel, PushKernelArg, THREADS};
+        use candle_core::cuda_backend::cudarc::driver::LaunchConfig;
+        let (rows, dim) = dims2(l1, "candidate features")?;
+        let (_, tdim) = dims2(l2, "label table")?;
+        if rows != self.plan.rows || dim != tdim {
+            candle_core::bail!(
+                "candidate scores: features {rows}×{dim}, table width {tdim}, plan for {} rows",
+                self.plan.rows
+            );
+        }
+        let dev = s1.device.clone();
+        let g = view(s1, l1, "candidate features")?;
+        let t = view(s2, l2, "label table")?;
+        let width = self.plan.width;
+        let slots = upload(&dev, &self.plan.slot_positions())?;
+        let out = zeros(&dev, rows * width)?;
+        let k = Kernel::new(&dev, "cand_scores_f32")?;
+        let mut b = k.args();
+        b.arg(&g);
+        b.arg(&t);
+        b.arg(&slots);
+        b.arg(&rows);
+        b.arg(&width);
+        b.arg(&dim);
+        b.arg(&out);
+        // One warp per slot.
+        let warps_per_block = (THREADS / 32) as usize;
+        let blocks = (rows * width).div_ceil(warps_per_block).clamp(1, 65_535) as u32;
+        let cfg = LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch(b, cfg)?;
+        Ok((storage(out, &dev), Shape::from((rows, width))))
+    }
+
     fn bwd(
         &self,
         g: &Tensor,
@@ -290,14 +388,12 @@ impl CustomOp2 for Scores {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let dlog = dlog.contiguous()?;
         let gx = dlog.apply_op2_no_bwd(table, &GradInput(self.plan.clone()))?;
-        // Computes the table's rows into the side channel; the returned scalar is unused.
-        g.apply_op2_no_bwd(
-            &dlog,
-            &GradTable {
-                plan: self.plan.clone(),
-                sink: self.sink.clone(),
-            },
-        )?;
+        // The table's rows go to the side channel (the table is not an autograd input).
+        let rows = g.apply_op2_no_bwd(&dlog, &GradTable(self.plan.clone()))?;
+        match self.sink.0.lock() {
+            Ok(mut s) => *s = Some((self.plan.touched(), rows)),
+            Err(_) => candle_core::bail!("candidate scores: gradient sink poisoned"),
+        }
         Ok((Some(gx), None))
     }
 }
@@ -322,12 +418,38 @@ impl CustomOp2 for GradInput {
         let out = self.0.grad_input(d, t, dim);
         Ok((CpuStorage::F32(out), Shape::from((self.0.rows, dim))))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda::{grid, launch, storage, upload, view, zeros, Kernel, PushKernelArg};
+        let (_, dim) = dims2(l2, "label table")?;
+        let dev = s1.device.clone();
+        let d = view(s1, l1, "candidate logit gradient")?;
+        let t = view(s2, l2, "label table")?;
+        let (rows, width) = (self.0.rows, self.0.width);
+        let slots = upload(&dev, &self.0.slot_positions())?;
+        let out = zeros(&dev, rows * dim)?;
+        let k = Kernel::new(&dev, "cand_grad_input_f32")?;
+        let mut b = k.args();
+        b.arg(&d);
+        b.arg(&t);
+        b.arg(&slots);
+        b.arg(&rows);
+        b.arg(&width);
+        b.arg(&dim);
+        b.arg(&out);
+        launch(b, grid(rows * dim))?;
+        Ok((storage(out, &dev), Shape::from((rows, dim))))
+    }
 }
 
-struct GradTable {
-    plan: Arc<CandidatePlan>,
-    sink: TableGrad,
-}
+struct GradTable(Arc<CandidatePlan>);
 
 impl CustomOp2 for GradTable {
     fn name(&self) -> &'static str {
@@ -344,12 +466,49 @@ impl CustomOp2 for GradTable {
         let (_, dim) = dims2(l1, "candidate features")?;
         let g = f32_slice(s1, l1, "candidate features")?;
         let d = f32_slice(s2, l2, "candidate logit gradient")?;
-        let grad = self.plan.grad_table(d, g, dim);
-        match self.sink.0.lock() {
-            Ok(mut s) => *s = Some(grad),
-            Err(_) => candle_core::bail!("candidate scores: gradient sink poisoned"),
+        let (pos, rows) = self.0.grad_table(d, g, dim);
+        Ok((CpuStorage::F32(rows), Shape::from((pos.len(), dim))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda::{grid, launch, storage, upload, view, zeros, Kernel, PushKernelArg};
+        let (_, dim) = dims2(l1, "candidate features")?;
+        let dev = s1.device.clone();
+        let g = view(s1, l1, "candidate features")?;
+        let d = view(s2, l2, "candidate logit gradient")?;
+        let tu = self.0.touched_users();
+        let n = tu.t_block.len();
+        let width = self.0.width;
+        let out = zeros(&dev, n * dim)?;
+        if n > 0 {
+            let t_block = upload(&dev, &tu.t_block)?;
+            let t_off = upload(&dev, &tu.t_off)?;
+            let users_off = upload(&dev, &tu.users_off)?;
+            let users_r = upload(&dev, &tu.users_r)?;
+            let users_slot = upload(&dev, &tu.users_slot)?;
+            let k = Kernel::new(&dev, "cand_grad_table_f32")?;
+            let mut b = k.args();
+            b.arg(&d);
+            b.arg(&g);
+            b.arg(&t_block);
+            b.arg(&t_off);
+            b.arg(&users_off);
+            b.arg(&users_r);
+            b.arg(&users_slot);
+            b.arg(&n);
+            b.arg(&width);
+            b.arg(&dim);
+            b.arg(&out);
+            launch(b, grid(n * dim))?;
         }
-        Ok((CpuStorage::F32(vec![0.0]), Shape::from(())))
+        Ok((storage(out, &dev), Shape::from((n, dim))))
     }
 }
 
@@ -415,6 +574,7 @@ mod tests {
             .to_vec1()
             .unwrap();
         let (tpos, tgrad) = sink.take().unwrap();
+        let tgrad: Vec<f32> = tgrad.flatten_all().unwrap().to_vec1().unwrap();
 
         // Oracle: explicit loops over (row, slot) in label space.
         let order = ix.order();
@@ -460,6 +620,87 @@ mod tests {
         }
     }
 
+    /// The loops of the GPU kernels (kernels/ops.cu `cand_*`) over the flat arrays, on the host.
+    fn flat_kernels(
+        plan: &CandidatePlan,
+        g: &[f32],
+        table: &[f32],
+        dlog: &[f32],
+        dim: usize,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (rows, width) = (plan.rows(), plan.width());
+        let sp = plan.slot_positions();
+        let mut scores = vec![0f32; rows * width];
+        for (w, o) in scores.iter_mut().enumerate() {
+            if sp[w] >= 0 {
+                let p = sp[w] as usize;
+                *o = (0..dim)
+                    .map(|j| table[p * dim + j] * g[(w / width) * dim + j])
+                    .sum();
+            }
+        }
+        let mut dg = vec![0f32; rows * dim];
+        for (k, o) in dg.iter_mut().enumerate() {
+            let (r, j) = (k / dim, k % dim);
+            for s in 0..width {
+                let (p, d) = (sp[r * width + s], dlog[r * width + s]);
+                if p >= 0 && d != 0.0 {
+                    *o += d * table[p as usize * dim + j];
+                }
+            }
+        }
+        let tu = plan.touched_users();
+        let mut dw = vec![0f32; tu.t_block.len() * dim];
+        for (k, o) in dw.iter_mut().enumerate() {
+            let (t, j) = (k / dim, k % dim);
+            let (u, i) = (tu.t_block[t] as usize, tu.t_off[t] as usize);
+            for q in tu.users_off[u] as usize..tu.users_off[u + 1] as usize {
+                let r = tu.users_r[q] as usize;
+                let d = dlog[r * width + tu.users_slot[q] as usize + i];
+                if d != 0.0 {
+                    *o += d * g[r * dim + j];
+                }
+            }
+        }
+        (scores, dg, dw)
+    }
+
+    #[test]
+    fn the_gpu_kernels_flat_arrays_give_the_block_results() {
+        let ix = index();
+        let (rows, dim) = (4, 6);
+        let table = values(7 * dim, 3);
+        let g = values(rows * dim, 4);
+        let meta = [0.9, 0.1, 0.5, 0.2, 0.8, 0.3, 0.1, 0.2, 0.9, 0.4, 0.6, 0.5];
+        let pos: Vec<&[u32]> = vec![&[1], &[], &[6, 2], &[0]];
+        let sl = build(&meta, &ix, 2, Some(&pos)).unwrap();
+        let plan = CandidatePlan::new(&sl, &ix).unwrap();
+        let dlog: Vec<f32> = values(rows * plan.width(), 5)
+            .iter()
+            .zip(&sl.mask)
+            .map(|(d, m)| d * m)
+            .collect();
+        let (scores, dg, dw) = flat_kernels(&plan, &g, &table, &dlog, dim);
+        let close = |a: &[f32], b: &[f32]| {
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+            }
+        };
+        close(&scores, &plan.scores(&g, &table, dim));
+        close(&dg, &plan.grad_input(&dlog, &table, dim));
+        let (tpos, want) = plan.grad_table(&dlog, &g, dim);
+        assert_eq!(tpos.len() * dim, dw.len());
+        close(&dw, &want);
+        // Padding slots are -1 exactly where the shortlist masks them out.
+        let sp = plan.slot_positions();
+        for (p, m) in sp.iter().zip(&sl.mask) {
+            assert_eq!(*p < 0, *m == 0.0);
+        }
+        let from_positions = CandidatePlan::from_positions(&[vec![4, 1], vec![6]]);
+        assert_eq!(from_positions.slot_positions(), vec![4, 1, 6, -1]);
+    }
+
     #[test]
     fn the_table_gradient_is_finite_differences() {
         // d loss / d table[p][k] by central differences on a tiny case.
@@ -491,6 +732,7 @@ mod tests {
             .backward()
             .unwrap();
         let (tpos, tgrad) = sink.take().unwrap();
+        let tgrad: Vec<f32> = tgrad.flatten_all().unwrap().to_vec1().unwrap();
         let h = 1e-2f32;
         for (j, &p) in tpos.iter().enumerate() {
             for k in 0..dim {

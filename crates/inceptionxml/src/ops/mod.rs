@@ -4,6 +4,8 @@
 pub mod adam;
 pub mod bce;
 pub mod candidates;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 pub mod row_adam;
 pub mod simd;
 pub(crate) mod storage;
@@ -11,4 +13,4 @@ pub(crate) mod storage;
 pub use adam::{Adam, AdamConsts};
 pub use bce::{bce_with_logits, bce_with_logits_masked, stable_sigmoid};
 pub use candidates::{candidate_logits, CandidatePlan, TableGrad};
-pub use row_adam::{scatter_rows, RowAdam, PAD_ROW};
+pub use row_adam::{scatter_rows, RowAdam, RowGroups, PAD_ROW};

@@ -13,15 +13,120 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Tensor, Var};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, InplaceOp2, Layout, Shape, Tensor, Var};
 use rayon::prelude::*;
 
-use super::adam::{AdamCoef, AdamConsts};
-use super::storage::f32_slice_mut;
+use super::adam::{AdamCoef, AdamConsts, Moments};
+use super::storage::{f32_slice, f32_slice_mut};
 use crate::error::{Error, Result};
 
 /// The padding row: never updated.
 pub const PAD_ROW: u32 = 0;
+
+/// How the looked-up rows of a batch group by table row: the unique row ids (ascending,
+/// `PAD_ROW` left out) and, per unique id `u`, the lookup positions
+/// `order[starts[u]..starts[u+1]]` that hold it. Built on the host from the batch's ids (the
+/// loader knows them), then applied to the gradient on the host or on the GPU.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowGroups {
+    pub ids: Vec<u32>,
+    pub order: Vec<u32>,
+    pub starts: Vec<u32>,
+}
+
+impl RowGroups {
+    pub fn new(ids: &[u32]) -> Self {
+        let mut order: Vec<u32> = (0..ids.len() as u32)
+            .filter(|&i| ids[i as usize] != PAD_ROW)
+            .collect();
+        order.sort_unstable_by_key(|&i| ids[i as usize]);
+        let mut starts = Vec::new();
+        let mut uniq = Vec::new();
+        for (k, &pos) in order.iter().enumerate() {
+            let id = ids[pos as usize];
+            if uniq.last() != Some(&id) {
+                uniq.push(id);
+                starts.push(k as u32);
+            }
+        }
+        starts.push(order.len() as u32);
+        RowGroups {
+            ids: uniq,
+            order,
+            starts,
+        }
+    }
+
+    /// Summed gradient rows (`ids.len() × dim`) from one gradient row per lookup position.
+    pub fn sum_host(&self, grads: &[f32], dim: usize) -> Vec<f32> {
+        let mut out = vec![0f32; self.ids.len() * dim];
+        out.par_chunks_mut(dim.max(1))
+            .enumerate()
+            .for_each(|(u, row)| {
+                let (a, b) = (self.starts[u] as usize, self.starts[u + 1] as usize);
+                for &pos in &self.order[a..b] {
+                    let g = &grads[pos as usize * dim..(pos as usize + 1) * dim];
+                    for (o, &x) in row.iter_mut().zip(g) {
+                        *o += x;
+                    }
+                }
+            });
+        out
+    }
+
+    /// The same on a `[positions, dim]` tensor (any device), without leaving the device.
+    pub fn sum(&self, grads: &Tensor) -> Result<Tensor> {
+        let dim = grads.dim(candle_core::D::Minus1)?;
+        let g = grads.reshape(((), dim))?.contiguous()?;
+        Ok(g.apply_op1_no_bwd(&SegmentSum { groups: self, dim })?)
+    }
+}
+
+/// [`RowGroups::sum`] as an op.
+struct SegmentSum<'a> {
+    groups: &'a RowGroups,
+    dim: usize,
+}
+
+impl CustomOp1 for SegmentSum<'_> {
+    fn name(&self) -> &'static str {
+        "segment-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = f32_slice(s, l, "row gradients")?;
+        let out = self.groups.sum_host(g, self.dim);
+        let n = self.groups.ids.len();
+        Ok((CpuStorage::F32(out), Shape::from((n, self.dim))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda::{grid, launch, storage, upload, view, zeros, Kernel, PushKernelArg};
+        let dev = s.device.clone();
+        let src = view(s, l, "row gradients")?;
+        let (n, dim) = (self.groups.ids.len(), self.dim);
+        let order = upload(&dev, &self.groups.order)?;
+        let starts = upload(&dev, &self.groups.starts)?;
+        let out = zeros(&dev, n * dim)?;
+        if n > 0 {
+            let k = Kernel::new(&dev, "segment_sum_f32")?;
+            let mut b = k.args();
+            b.arg(&src);
+            b.arg(&order);
+            b.arg(&starts);
+            b.arg(&n);
+            b.arg(&dim);
+            b.arg(&out);
+            launch(b, grid(n * dim))?;
+        }
+        Ok((storage(out, &dev), Shape::from((n, dim))))
+    }
+}
 
 /// Unique row ids (ascending, `PAD_ROW` left out) and their summed gradient rows
 /// (`ids.len() × dim`, row-major), from one id per looked-up row of `grads` (`ids.len() × dim`).
@@ -33,33 +138,9 @@ pub fn scatter_rows(ids: &[u32], grads: &[f32], dim: usize) -> Result<(Vec<u32>,
             grads.len()
         )));
     }
-    let mut order: Vec<u32> = (0..ids.len() as u32)
-        .filter(|&i| ids[i as usize] != PAD_ROW)
-        .collect();
-    order.sort_unstable_by_key(|&i| ids[i as usize]);
-    // Group boundaries.
-    let mut starts = Vec::new();
-    let mut uniq = Vec::new();
-    for (k, &pos) in order.iter().enumerate() {
-        let id = ids[pos as usize];
-        if uniq.last() != Some(&id) {
-            uniq.push(id);
-            starts.push(k);
-        }
-    }
-    starts.push(order.len());
-    let mut out = vec![0f32; uniq.len() * dim];
-    out.par_chunks_mut(dim.max(1))
-        .enumerate()
-        .for_each(|(u, row)| {
-            for &pos in &order[starts[u]..starts[u + 1]] {
-                let g = &grads[pos as usize * dim..(pos as usize + 1) * dim];
-                for (o, &x) in row.iter_mut().zip(g) {
-                    *o += x;
-                }
-            }
-        });
-    Ok((uniq, out))
+    let groups = RowGroups::new(ids);
+    let sums = groups.sum_host(grads, dim);
+    Ok((groups.ids, sums))
 }
 
 /// Disjoint mutable rows `ids` (strictly increasing) of a row-major `data` with `dim` columns.
@@ -77,26 +158,39 @@ fn rows_mut<'a>(mut data: &'a mut [f32], dim: usize, ids: &[u32]) -> Vec<&'a mut
     out
 }
 
+/// The in-place kernel on the CPU: dst = the table, src = the gradient rows of `ids`.
 struct RowKernel<'a> {
     coef: AdamCoef,
     dim: usize,
     ids: &'a [u32],
-    grads: &'a [f32],
     m: RefCell<&'a mut [f32]>,
     v: RefCell<&'a mut [f32]>,
 }
 
-impl InplaceOp1 for RowKernel<'_> {
+impl InplaceOp2 for RowKernel<'_> {
     fn name(&self) -> &'static str {
         "row-adam"
     }
 
-    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
+    fn cpu_fwd(
+        &self,
+        s: &mut CpuStorage,
+        l: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<()> {
         let p = f32_slice_mut(s, l, "row-adam table")?;
+        let grads = f32_slice(gs, gl, "row-adam gradient")?;
         let mut m = self.m.borrow_mut();
         let mut v = self.v.borrow_mut();
-        if p.len() != m.len() {
-            candle_core::bail!("row-adam: table has {} values, state {}", p.len(), m.len());
+        if p.len() != m.len() || grads.len() != self.ids.len() * self.dim {
+            candle_core::bail!(
+                "row-adam: table has {} values, state {}, gradient {} for {} rows",
+                p.len(),
+                m.len(),
+                grads.len(),
+                self.ids.len()
+            );
         }
         let dim = self.dim;
         let prow = rows_mut(p, dim, self.ids);
@@ -105,9 +199,79 @@ impl InplaceOp1 for RowKernel<'_> {
         let coef = self.coef;
         prow.into_par_iter()
             .zip(mrow.into_par_iter().zip(vrow.into_par_iter()))
-            .zip(self.grads.par_chunks(dim))
+            .zip(grads.par_chunks(dim))
             .for_each(|((p, (m, v)), g)| coef.apply(p, g, m, v));
         Ok(())
+    }
+}
+
+/// The in-place kernel on a GPU (moments on the device).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct RowKernelDev<'a> {
+    coef: AdamCoef,
+    dim: usize,
+    ids: &'a [u32],
+    m: &'a Tensor,
+    v: &'a Tensor,
+}
+
+impl InplaceOp2 for RowKernelDev<'_> {
+    fn name(&self) -> &'static str {
+        "row-adam-cuda"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &mut CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<()> {
+        candle_core::bail!("row-adam: the moments are on a GPU but the table is not")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &mut candle_core::CudaStorage,
+        l: &Layout,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<()> {
+        use super::cuda::{grid, launch, upload, view, view_mut, with_cuda, Kernel, PushKernelArg};
+        let dev = s.device.clone();
+        let k = Kernel::new(&dev, "row_adam_f32")?;
+        let g = view(gs, gl, "row-adam gradient")?;
+        let (n_ids, dim) = (self.ids.len(), self.dim);
+        if g.len() != n_ids * dim {
+            candle_core::bail!("row-adam: gradient {} for {n_ids} rows of {dim}", g.len());
+        }
+        let ids = upload(&dev, self.ids)?;
+        let c = self.coef;
+        with_cuda(self.m, "row-adam m", |ms, ml| {
+            with_cuda(self.v, "row-adam v", |vs, vl| {
+                let m = view(ms, ml, "row-adam m")?;
+                let v = view(vs, vl, "row-adam v")?;
+                let mut p = view_mut(s, l, "row-adam table")?;
+                if p.len() != m.len() || v.len() != m.len() {
+                    candle_core::bail!("row-adam: table has {} values, state {}", p.len(), m.len());
+                }
+                let mut b = k.args();
+                b.arg(&mut p);
+                b.arg(&g);
+                b.arg(&m);
+                b.arg(&v);
+                b.arg(&ids);
+                b.arg(&n_ids);
+                b.arg(&dim);
+                b.arg(&c.beta1);
+                b.arg(&c.beta2);
+                b.arg(&c.step_size);
+                b.arg(&c.inv_sqrt_bc2);
+                b.arg(&c.eps);
+                launch(b, grid(n_ids * dim))
+            })
+        })
     }
 }
 
@@ -119,8 +283,7 @@ pub struct RowAdam {
     pad: Option<u32>,
     rows: usize,
     dim: usize,
-    m: Vec<f32>,
-    v: Vec<f32>,
+    moments: Moments,
     step: u64,
     consts: AdamConsts,
 }
@@ -145,21 +308,27 @@ impl RowAdam {
             pad,
             rows,
             dim,
-            m: vec![0.0; rows * dim],
-            v: vec![0.0; rows * dim],
+            moments: Moments::Host {
+                m: vec![0.0; rows * dim],
+                v: vec![0.0; rows * dim],
+            },
             step: 0,
             consts,
         }
     }
 
+    /// The same state with its moments on `device` (the table's device); zero moments.
+    pub fn on(mut self, device: &Device) -> Result<Self> {
+        if !device.is_cpu() {
+            self.moments = Moments::zeros(&Shape::from((self.rows, self.dim)), device)?;
+        }
+        Ok(self)
+    }
+
     /// Writes every page of the moment buffers so that they are resident (they start as
     /// untouched zero pages): lets a benchmark count the tables' full size before the first step.
     pub fn make_resident(&mut self) {
-        for buf in [&mut self.m, &mut self.v] {
-            for x in buf.iter_mut().step_by(1024) {
-                *x = 0.0;
-            }
-        }
+        self.moments.make_resident();
     }
 
     /// Global step count so far.
@@ -168,13 +337,35 @@ impl RowAdam {
     }
 
     /// Updates rows `ids` (strictly increasing, `< rows`) of `table` with the summed gradient
-    /// rows `grads` (`ids.len() × dim`). The pad row (if any) is skipped if present. Counts one global step
-    /// even when no row is touched.
+    /// rows `grads` (`ids.len() × dim`, host values). The pad row (if any) is skipped if present.
+    /// Counts one global step even when no row is touched.
     pub fn step(
         &mut self,
         table: &Var,
         ids: &[u32],
         grads: &[f32],
+        lr: f64,
+        beta1: f64,
+    ) -> Result<()> {
+        if grads.len() != ids.len() * self.dim {
+            return Err(Error::InvalidParam(format!(
+                "row-adam: {} ids × {} != {} gradient values",
+                ids.len(),
+                self.dim,
+                grads.len()
+            )));
+        }
+        let g = Tensor::from_slice(grads, (ids.len(), self.dim), table.device())?;
+        self.step_rows(table, ids, &g, lr, beta1)
+    }
+
+    /// [`RowAdam::step`] with the gradient rows as a `[ids.len(), dim]` tensor on the table's
+    /// device (no copy to the host).
+    pub fn step_rows(
+        &mut self,
+        table: &Var,
+        ids: &[u32],
+        grads: &Tensor,
         lr: f64,
         beta1: f64,
     ) -> Result<()> {
@@ -186,12 +377,12 @@ impl RowAdam {
                 self.dim
             )));
         }
-        if grads.len() != ids.len() * self.dim {
+        if grads.dims() != [ids.len(), self.dim] {
             return Err(Error::InvalidParam(format!(
-                "row-adam: {} ids × {} != {} gradient values",
+                "row-adam: {} ids × {} but gradient rows {:?}",
                 ids.len(),
                 self.dim,
-                grads.len()
+                grads.dims()
             )));
         }
         for w in ids.windows(2) {
@@ -211,22 +402,38 @@ impl RowAdam {
         }
         self.step += 1;
         let (ids, grads) = if self.pad.is_some() && ids.first() == self.pad.as_ref() {
-            (&ids[1..], &grads[self.dim..])
+            (&ids[1..], grads.narrow(0, 1, ids.len() - 1)?)
         } else {
-            (ids, grads)
+            (ids, grads.clone())
         };
         if ids.is_empty() {
             return Ok(());
         }
-        let kernel = RowKernel {
-            coef: AdamCoef::new(lr, beta1, self.consts, self.step),
-            dim: self.dim,
-            ids,
-            grads,
-            m: RefCell::new(&mut self.m),
-            v: RefCell::new(&mut self.v),
-        };
-        table.as_tensor().inplace_op1(&kernel)?;
+        let grads = grads.contiguous()?;
+        let coef = AdamCoef::new(lr, beta1, self.consts, self.step);
+        let dim = self.dim;
+        match &mut self.moments {
+            Moments::Host { m, v } => {
+                let kernel = RowKernel {
+                    coef,
+                    dim,
+                    ids,
+                    m: RefCell::new(m),
+                    v: RefCell::new(v),
+                };
+                table.as_tensor().inplace_op2(&grads, &kernel)?;
+            }
+            Moments::Device { m, v } => {
+                let kernel = RowKernelDev {
+                    coef,
+                    dim,
+                    ids,
+                    m,
+                    v,
+                };
+                table.as_tensor().inplace_op2(&grads, &kernel)?;
+            }
+        }
         Ok(())
     }
 
@@ -235,14 +442,11 @@ impl RowAdam {
         let dev = Device::Cpu;
         let p = &self.prefix;
         let mut out = HashMap::new();
-        out.insert(
-            format!("{p}.m"),
-            Tensor::from_slice(&self.m, (self.rows, self.dim), &dev)?,
-        );
-        out.insert(
-            format!("{p}.v"),
-            Tensor::from_slice(&self.v, (self.rows, self.dim), &dev)?,
-        );
+        let (m, v) = self
+            .moments
+            .to_tensors(&Shape::from((self.rows, self.dim)))?;
+        out.insert(format!("{p}.m"), m);
+        out.insert(format!("{p}.v"), v);
         out.insert(
             format!("{p}.step"),
             Tensor::from_slice(&[self.step as u32, (self.step >> 32) as u32], 2, &dev)?,
@@ -274,8 +478,7 @@ impl RowAdam {
                 )));
             }
         }
-        self.m = m.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-        self.v = v.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        self.moments.set(m, v)?;
         let st: Vec<u32> = get(&ks)?.flatten_all()?.to_dtype(DType::U32)?.to_vec1()?;
         if st.len() != 2 {
             return Err(bad(format!("{ks} must hold 2 values")));
@@ -380,7 +583,7 @@ mod tests {
         let mut other = RowAdam::new(4, 3, AdamConsts::default());
         other.load_state(&st, "o").unwrap();
         assert_eq!(other.steps(), 1);
-        assert_eq!(other.m, opt.m);
+        assert_eq!(other.moments.m_host(), opt.moments.m_host());
         let mut wrong = RowAdam::new(5, 3, AdamConsts::default());
         assert!(wrong
             .load_state(&st, "o")

@@ -28,8 +28,8 @@ use super::TrainConfig;
 use crate::error::{Error, Result};
 use crate::model::{InceptionXml, ModelConfig, PlusConfig, ScoreMode};
 use crate::ops::{
-    bce_with_logits, bce_with_logits_masked, candidate_logits, scatter_rows, stable_sigmoid, Adam,
-    AdamConsts, CandidatePlan, RowAdam,
+    bce_with_logits, bce_with_logits_masked, candidate_logits, stable_sigmoid, Adam, AdamConsts,
+    CandidatePlan, RowAdam, RowGroups,
 };
 use crate::predict::{predict_ids, predict_plus_ids};
 use xmc::shortlist::{self, ClusterIndex};
@@ -308,13 +308,17 @@ pub struct Optimizers {
 impl Optimizers {
     pub fn new(model: &InceptionXml, consts: AdamConsts) -> Result<Self> {
         let c = model.config();
+        let dev = model.embedding_table().device();
+        let labels = match &c.plus {
+            Some(p) => {
+                Some(RowAdam::named("extreme", None, c.n_labels, p.hidden_dim, consts).on(dev)?)
+            }
+            None => None,
+        };
         Ok(Optimizers {
             adam: Adam::new(dense_vars(model), consts)?,
-            words: RowAdam::new(c.vocab_size, c.embed_dim, consts),
-            labels: c
-                .plus
-                .as_ref()
-                .map(|p| RowAdam::named("extreme", None, c.n_labels, p.hidden_dim, consts)),
+            words: RowAdam::new(c.vocab_size, c.embed_dim, consts).on(dev)?,
+            labels,
         })
     }
 
@@ -385,7 +389,7 @@ pub fn train_step_plus(
     opt.adam.step(&grads, lr, beta1)?;
     let touched = match table_grad.take() {
         Some((rows, g)) => {
-            table_opt.step(&plus.table, &rows, &g, lr, beta1)?;
+            table_opt.step_rows(&plus.table, &rows, &g, lr, beta1)?;
             rows.len()
         }
         None => {
@@ -424,9 +428,10 @@ fn step_word_rows(
     let table = model.embedding_table();
     match grads.get(x) {
         Some(gx) => {
-            let gx: Vec<f32> = gx.flatten_all()?.to_vec1()?;
-            let (ids, g) = scatter_rows(&batch.ids_host, &gx, model.config().embed_dim)?;
-            rows.step(table, &ids, &g, lr, beta1)
+            // Grouped on the host from the batch's ids, summed where the gradient lives.
+            let groups = RowGroups::new(&batch.ids_host);
+            let g = groups.sum(gx)?;
+            rows.step_rows(table, &groups.ids, &g, lr, beta1)
         }
         None => rows.step(table, &[], &[], lr, beta1),
     }

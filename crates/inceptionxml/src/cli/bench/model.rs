@@ -96,7 +96,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// `, GPU memory in use …` on a CUDA device (the whole device, as the driver reports it).
 fn gpu_mem(device: &Device) -> String {
     match inceptionxml::device::gpu_memory_used(device) {
-        Some(b) => format!(", GPU memory in use {:.0} MiB", b as f64 / (1u64 << 20) as f64),
+        Some(b) => format!(
+            ", GPU memory in use {:.0} MiB",
+            b as f64 / (1u64 << 20) as f64
+        ),
         None => String::new(),
     }
 }
