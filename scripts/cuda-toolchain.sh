@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs a CUDA 13.0 *build* toolchain from Python packages (PyPI) on a machine without one, so that
 # `cargo build --release --features cuda` works here. The binary then runs on a machine with an NVIDIA
-# driver >= 580 and the CUDA 13 runtime libraries (LD_LIBRARY_PATH=/usr/local/cuda/lib64). Note: the
-# training and prediction paths do not run on the GPU yet (the project's fused ops have CPU kernels only).
+# driver >= 580 and the CUDA 13 runtime libraries (LD_LIBRARY_PATH=/usr/local/cuda/lib64), with
+# `--device cuda`. The project's own kernels (crates/inceptionxml/kernels/ops.cu) are compiled to PTX
+# for sm_$CUDA_COMPUTE_CAP by nvcc at build time.
 #
 # Usage (from the repository root; it must be *sourced* so the exports reach your shell):
 #     cargo fetch                                 # the driver stub below needs cudarc's sources

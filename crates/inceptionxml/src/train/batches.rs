@@ -73,13 +73,17 @@ pub fn make_batch(
         }
         positives.push(labels.row_indices(r).to_vec());
     }
-    Ok(Batch {
+    let batch = Batch {
         ids: Tensor::from_slice(&ids_host, (b, seq_len), device)?,
         targets: Tensor::from_vec(targets, (b, l), device)?,
         positives,
         ids_host,
         len: b,
-    })
+    };
+    // On a GPU the copies were queued on this (loader) thread's stream: let them land before the
+    // batch is handed to the training thread, which computes on its own stream.
+    device.synchronize()?;
+    Ok(batch)
 }
 
 /// An epoch's batches, produced by a background thread one batch ahead.
