@@ -6,6 +6,8 @@ pub mod bce;
 pub mod candidates;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
+#[cfg(all(test, kernel_emulation))]
+mod emulation;
 pub mod row_adam;
 pub mod simd;
 pub(crate) mod storage;
