@@ -171,3 +171,24 @@ fn bad_input_gives_a_one_line_error() {
         "trn_X_Y.txt:3",
     );
 }
+
+/// `--device cuda` in a build without the `cuda` feature says how to get one, in one line.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_device_without_the_feature_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir();
+    fails_with_one_line(
+        &[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--model",
+            dir.path().join("m").to_str().unwrap(),
+            "--device",
+            "cuda:1",
+        ],
+        "--features cuda",
+    );
+    assert!(!dir.path().join("m").exists(), "nothing written");
+}
