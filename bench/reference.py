@@ -258,15 +258,18 @@ def make_optimizers(model, sparse_params, lr, total_steps, pct_start):
     return opts, scheds
 
 
-def step_plain(model, opts, ids, targets):
-    logits = model(ids)
-    loss = F.binary_cross_entropy_with_logits(logits, targets)
+def apply(opts, loss):
+    """One optimiser step of every group from `loss`; returns it."""
     for o in opts:
         o.zero_grad(set_to_none=True)
     loss.backward()
     for o in opts:
         o.step()
     return loss
+
+
+def step_plain(model, opts, ids, targets):
+    return apply(opts, F.binary_cross_entropy_with_logits(model(ids), targets))
 
 
 def step_plus(model, sl, opts, ids, cluster_targets, label_targets, k, detach):
@@ -281,13 +284,7 @@ def step_plus(model, sl, opts, ids, cluster_targets, label_targets, k, detach):
     m = mask.float()
     ext = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
     ext_loss = (ext * m).sum() / m.sum().clamp(min=1.0)
-    loss = meta_loss + ext_loss
-    for o in opts:
-        o.zero_grad(set_to_none=True)
-    loss.backward()
-    for o in opts:
-        o.step()
-    return loss
+    return apply(opts, meta_loss + ext_loss)
 
 
 @torch.no_grad()

@@ -149,37 +149,25 @@ impl InplaceOp2 for AdamKernelDev<'_> {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        use super::cuda::{grid, launch, view, view_mut, with_cuda, Kernel, PushKernelArg};
-        let dev = s1.device.clone();
-        let k = Kernel::new(&dev, "adam_f32")?;
+        use super::cuda::PushKernelArg;
+        use super::cuda::{grid, launch, push_coef, view, view_mut, with_moments, Kernel};
+        let k = Kernel::new(&s1.device.clone(), "adam_f32")?;
         let g = view(s2, l2, "adam gradient")?;
         let n = g.len();
         let c = self.coef;
-        with_cuda(self.m, "adam m", |ms, ml| {
-            with_cuda(self.v, "adam v", |vs, vl| {
-                let m = view(ms, ml, "adam m")?;
-                let v = view(vs, vl, "adam v")?;
-                let mut p = view_mut(s1, l1, "adam parameter")?;
-                if p.len() != n || m.len() != n || v.len() != n {
-                    candle_core::bail!(
-                        "adam: parameter has {} elements, gradient {n}, state {}",
-                        p.len(),
-                        m.len()
-                    );
-                }
-                let mut b = k.args();
-                b.arg(&mut p);
-                b.arg(&g);
-                b.arg(&m);
-                b.arg(&v);
-                b.arg(&n);
-                b.arg(&c.beta1);
-                b.arg(&c.beta2);
-                b.arg(&c.step_size);
-                b.arg(&c.inv_sqrt_bc2);
-                b.arg(&c.eps);
-                launch(b, grid(n))
-            })
+        let mut p = view_mut(s1, l1, "adam parameter")?;
+        if p.len() != n {
+            candle_core::bail!("adam: parameter has {} values, gradient {n}", p.len());
+        }
+        with_moments(self.m, self.v, n, |m, v| {
+            let mut b = k.args();
+            b.arg(&mut p);
+            b.arg(&g);
+            b.arg(m);
+            b.arg(v);
+            b.arg(&n);
+            push_coef(&mut b, &c);
+            launch(b, grid(n))
         })
     }
 }

@@ -102,6 +102,33 @@ pub(crate) fn with_cuda<R>(
     }
 }
 
+/// Runs `f` on the device views of Adam moments `m` and `v`, both checked to hold `n` values.
+pub(crate) fn with_moments<R>(
+    m: &Tensor,
+    v: &Tensor,
+    n: usize,
+    f: impl FnOnce(&CudaView<'_, f32>, &CudaView<'_, f32>) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    with_cuda(m, "adam m", |ms, ml| {
+        with_cuda(v, "adam v", |vs, vl| {
+            let (mv, vv) = (view(ms, ml, "adam m")?, view(vs, vl, "adam v")?);
+            if mv.len() != n || vv.len() != n {
+                candle_core::bail!("adam: parameter has {n} values, state {}", mv.len());
+            }
+            f(&mv, &vv)
+        })
+    })
+}
+
+/// Pushes Adam's per-step scalars (the last arguments of `adam_f32` and `row_adam_f32`).
+pub(crate) fn push_coef<'a>(b: &mut LaunchArgs<'a>, c: &'a crate::ops::adam::AdamCoef) {
+    b.arg(&c.beta1);
+    b.arg(&c.beta2);
+    b.arg(&c.step_size);
+    b.arg(&c.inv_sqrt_bc2);
+    b.arg(&c.eps);
+}
+
 /// Copies host values to a new device buffer (one zero element for an empty slice, so that a
 /// kernel always gets a valid pointer).
 pub(crate) fn upload<T: DeviceRepr + Default + Clone + 'static>(

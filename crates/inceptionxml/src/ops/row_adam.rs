@@ -238,7 +238,8 @@ impl InplaceOp2 for RowKernelDev<'_> {
         gs: &candle_core::CudaStorage,
         gl: &Layout,
     ) -> candle_core::Result<()> {
-        use super::cuda::{grid, launch, upload, view, view_mut, with_cuda, Kernel, PushKernelArg};
+        use super::cuda::PushKernelArg;
+        use super::cuda::{grid, launch, push_coef, upload, view, view_mut, with_moments, Kernel};
         let dev = s.device.clone();
         let k = Kernel::new(&dev, "row_adam_f32")?;
         let g = view(gs, gl, "row-adam gradient")?;
@@ -248,29 +249,19 @@ impl InplaceOp2 for RowKernelDev<'_> {
         }
         let ids = upload(&dev, self.ids)?;
         let c = self.coef;
-        with_cuda(self.m, "row-adam m", |ms, ml| {
-            with_cuda(self.v, "row-adam v", |vs, vl| {
-                let m = view(ms, ml, "row-adam m")?;
-                let v = view(vs, vl, "row-adam v")?;
-                let mut p = view_mut(s, l, "row-adam table")?;
-                if p.len() != m.len() || v.len() != m.len() {
-                    candle_core::bail!("row-adam: table has {} values, state {}", p.len(), m.len());
-                }
-                let mut b = k.args();
-                b.arg(&mut p);
-                b.arg(&g);
-                b.arg(&m);
-                b.arg(&v);
-                b.arg(&ids);
-                b.arg(&n_ids);
-                b.arg(&dim);
-                b.arg(&c.beta1);
-                b.arg(&c.beta2);
-                b.arg(&c.step_size);
-                b.arg(&c.inv_sqrt_bc2);
-                b.arg(&c.eps);
-                launch(b, grid(n_ids * dim))
-            })
+        let mut p = view_mut(s, l, "row-adam table")?;
+        let n = p.len();
+        with_moments(self.m, self.v, n, |m, v| {
+            let mut b = k.args();
+            b.arg(&mut p);
+            b.arg(&g);
+            b.arg(m);
+            b.arg(v);
+            b.arg(&ids);
+            b.arg(&n_ids);
+            b.arg(&dim);
+            push_coef(&mut b, &c);
+            launch(b, grid(n_ids * dim))
         })
     }
 }
