@@ -49,6 +49,7 @@ fn host_emulation(out_dir: &Path) {
     if archived {
         println!("cargo:rustc-link-search=native={}", out_dir.display());
         println!("cargo:rustc-link-lib=static=ops_host");
+        println!("cargo:rustc-link-lib=pthread");
         println!("cargo:rustc-cfg=kernel_emulation");
     } else {
         println!(

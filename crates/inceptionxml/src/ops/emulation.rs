@@ -1,7 +1,7 @@
 //! The CUDA kernels of `kernels/ops.cu`, compiled as plain C++ by `build.rs` and run on the host
 //! as one block of one thread, against the CPU kernels: their index arithmetic and formulas are
-//! checked on every machine, GPU or not. (Warp-level `cand_scores_f32` is covered by the host
-//! mirror of its flat arrays in `candidates.rs`.)
+//! checked on every machine, GPU or not. The warp-level `cand_scores_f32` runs as one warp of 32
+//! threads (see `kernels/host_emulation.cpp`).
 
 use std::sync::Arc;
 
@@ -74,6 +74,15 @@ extern "C" {
         keep: f32,
         chunk: usize,
     );
+    fn emu_cand_scores_warp(
+        g: *const f32,
+        table: *const f32,
+        slot_pos: *const i32,
+        rows: usize,
+        width: usize,
+        dim: usize,
+        out: *mut f32,
+    ) -> i32;
     fn cand_grad_input_f32(
         dlog: *const f32,
         table: *const f32,
@@ -286,8 +295,8 @@ fn dropout_kernel_draws_the_cpu_mask() {
 }
 
 #[test]
-fn candidate_gradient_kernels_match_the_block_code() {
-    let (labels, n_clusters, rows, dim) = (120usize, 12usize, 5usize, 9usize);
+fn candidate_kernels_match_the_block_code() {
+    let (labels, n_clusters, rows, dim) = (120usize, 12usize, 5usize, 70usize);
     let assign: Vec<u32> = (0..labels).map(|l| ((l * 5) % n_clusters) as u32).collect();
     let ix = ClusterIndex::new(assign, n_clusters).unwrap();
     let meta = values(rows * n_clusters, 9, 1.0);
@@ -304,6 +313,20 @@ fn candidate_gradient_kernels_match_the_block_code() {
         .map(|(d, m)| d * m)
         .collect();
     let slots = plan.slot_positions();
+    let mut scores = vec![f32::NAN; rows * w];
+    let rc = unsafe {
+        emu_cand_scores_warp(
+            g.as_ptr(),
+            table.as_ptr(),
+            slots.as_ptr(),
+            rows,
+            w,
+            dim,
+            scores.as_mut_ptr(),
+        )
+    };
+    assert_eq!(rc, 0, "emulated warp did not start");
+    close("scores", &scores, &plan.scores(&g, &table, dim), 1e-5);
     let mut dg = vec![0f32; rows * dim];
     unsafe {
         cand_grad_input_f32(
