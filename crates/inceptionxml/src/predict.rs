@@ -21,7 +21,7 @@ use xmc::shortlist;
 use xmc::vocab::Vocab;
 
 use crate::error::{Error, Result};
-use crate::model::meta_index::{above_rank, quantize_query, rescore_len, FastIndex};
+use crate::model::meta_index::{above_rank, quantize_query, rescore_len, FastIndex, MetaIndex};
 use crate::model::{InceptionXml, ScoreMode};
 use crate::ops::{candidate_logits, stable_sigmoid, CandidatePlan};
 use crate::train::checkpoint::{self, ModelDirConfig};
@@ -251,6 +251,34 @@ fn check_ids(model: &InceptionXml, ids: &[u32]) -> Result<usize> {
     Ok(s)
 }
 
+/// Top-k rows of a plain InceptionXML model for ids `[B, S]` through the int8 index of its
+/// output layer (`index`, from [`crate::model::head::Head::label_index`]): every label's logit
+/// approximated from int8 weights, the best `rescore_len(k)` rescored exactly in f32. Reads a
+/// quarter of the output layer's bytes per row: the batch-1 path.
+pub fn predict_plain_indexed(
+    model: &InceptionXml,
+    index: &MetaIndex,
+    ids: &Tensor,
+    k: usize,
+) -> Result<Vec<Vec<(u32, f32)>>> {
+    let head = model.layers().3.ok_or_else(|| {
+        Error::InvalidParam("an InceptionXML+ model has no full L-way head".into())
+    })?;
+    let h = model.encode(&model.embed(ids)?, false)?;
+    let x = head.features(&h, false)?;
+    let d = x.dims2()?.1;
+    let x: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    Ok(x.chunks(d.max(1))
+        .map(|row| {
+            index
+                .top_clusters(row, k)
+                .into_iter()
+                .map(|(l, z)| (l, stable_sigmoid(z)))
+                .collect()
+        })
+        .collect())
+}
+
 /// Top-k rows for N×S token ids (`ids.len()` a multiple of the model's sequence length), in
 /// batches of `batch_size`, evaluation mode (no dropout, batch-norm running statistics).
 /// InceptionXML+ models rank with `score` (None: the model's configured default).
@@ -304,6 +332,8 @@ pub struct Predictor {
     pub model: InceptionXml,
     /// InceptionXML+: the int8 meta and label-table indexes for small batches.
     pub fast: Option<FastIndex>,
+    /// InceptionXML: the int8 index of the output layer for small batches.
+    pub labels: Option<MetaIndex>,
     // Owns the model's variables.
     _varmap: VarMap,
 }
@@ -337,6 +367,10 @@ impl Predictor {
         let mut model = InceptionXml::new(&config.model, &varmap, device, config.train.seed)?;
         checkpoint::load_weights(&dir, &model, &varmap)?;
         let mut fast = None;
+        let mut labels = None;
+        if let (Some(head), true) = (model.layers().3, device.is_cpu()) {
+            labels = Some(head.label_index()?);
+        }
         if config.model.plus.is_some() {
             model.set_clusters(checkpoint::read_clusters(&dir, &config.model)?)?;
             if let (Some(p), true) = (model.plus(), device.is_cpu()) {
@@ -352,6 +386,7 @@ impl Predictor {
             vocab,
             model,
             fast,
+            labels,
             _varmap: varmap,
         })
     }
@@ -364,6 +399,7 @@ impl Predictor {
     /// Drops the int8 indexes: small batches are then scored exactly like large ones.
     pub fn exact(mut self) -> Self {
         self.fast = None;
+        self.labels = None;
         self
     }
 
@@ -382,7 +418,22 @@ impl Predictor {
             let fast = self.fast.as_ref();
             return Ok(predict_plus_ids(&self.model, &ids, k, batch_size, mode, fast)?.rows);
         }
-        predict_ids(&self.model, &ids, k, batch_size, score)
+        match &self.labels {
+            Some(index) if batch_size <= META_INDEX_MAX_BATCH => {
+                let s = self.config.model.seq_len;
+                let mut out = Vec::with_capacity(texts.len());
+                for chunk in ids.chunks(batch_size.max(1) * s) {
+                    let t = Tensor::from_slice(chunk, (chunk.len() / s, s), self.device())?;
+                    out.extend(predict_plain_indexed(&self.model, index, &t, k)?);
+                }
+                Ok(out)
+            }
+            _ => predict_ids(&self.model, &ids, k, batch_size, score),
+        }
+    }
+
+    fn device(&self) -> &Device {
+        self.model.embedding_table().device()
     }
 
     /// Top-k for one text: a batch of one, no thread hand-offs.
@@ -394,11 +445,15 @@ impl Predictor {
     ) -> Result<Vec<(u32, f32)>> {
         let s = self.config.model.seq_len;
         let ids = self.vocab.encode(text, s);
-        let t = Tensor::from_slice(&ids, (1, s), self.model.embedding_table().device())?;
+        let t = Tensor::from_slice(&ids, (1, s), self.device())?;
         if let Some(p) = &self.config.model.plus {
             let mode = score.unwrap_or(p.score);
             let b = predict_plus_batch(&self.model, &t, k, mode, self.fast.as_ref())?;
             return Ok(b.rows.into_iter().next().unwrap_or_default());
+        }
+        if let Some(index) = &self.labels {
+            let rows = predict_plain_indexed(&self.model, index, &t, k)?;
+            return Ok(rows.into_iter().next().unwrap_or_default());
         }
         let logits = self.model.forward(&t, false)?;
         let row: Vec<f32> = logits.flatten_all()?.to_vec1()?;

@@ -71,6 +71,51 @@ fn train_predict_evaluate_round_trip() {
         m.p[0] * 100.0
     );
 
+    // Batch size 1 ranks through the int8 index of the output layer with exact rescoring: the
+    // same top-5 as the exact batched pass on (nearly) every row, the same scores.
+    let pred1 = dir.path().join("pred1.txt");
+    ok(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--texts",
+        tst.to_str().unwrap(),
+        "--out",
+        pred1.to_str().unwrap(),
+        "--top-k",
+        "5",
+        "--batch-size",
+        "1",
+    ]);
+    let rows = |t: &str| -> Vec<Vec<(String, f32)>> {
+        t.lines()
+            .skip(1)
+            .map(|l| {
+                l.split_whitespace()
+                    .map(|e| {
+                        let (a, b) = e.split_once(':').unwrap();
+                        (a.to_string(), b.parse().unwrap())
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let (exact, one) = (rows(&text), rows(&std::fs::read_to_string(&pred1).unwrap()));
+    assert_eq!(exact.len(), one.len());
+    let same = exact
+        .iter()
+        .zip(&one)
+        .filter(|(a, b)| a.iter().map(|e| &e.0).eq(b.iter().map(|e| &e.0)))
+        .count();
+    assert!(
+        same * 100 >= exact.len() * 98,
+        "{same} of {} rows agree",
+        exact.len()
+    );
+    for (a, b) in exact.iter().zip(&one) {
+        assert!((a[0].1 - b[0].1).abs() < 1e-4, "{a:?} vs {b:?}");
+    }
+
     // Interactive: one answer per line, flushed before the next line is sent.
     let mut child = Command::new(BIN)
         .args([

@@ -79,8 +79,9 @@ pub struct PredictBench {
     /// InceptionXML+ ranking [default: the model's].
     #[arg(long, value_enum)]
     pub score: Option<ScoreMode>,
-    /// InceptionXML+: score small batches exactly in f32 instead of with the int8 meta index and
-    /// label table (which pre-rank, then rescore the best exactly).
+    /// Score small batches (at most 8 texts) exactly in f32 instead of with the int8 indexes
+    /// (output layer; InceptionXML+: meta classifier and label table), which pre-rank every label
+    /// and rescore the best exactly. CPU only.
     #[arg(long)]
     pub exact: bool,
 }
