@@ -326,8 +326,24 @@ mod latency {
             let gemv = time(&|| {
                 feats.matmul(hd.out_weight.as_tensor()).unwrap();
             });
+            let (att, proj, inc, _) = m.layers();
+            let mix = att.mixing(&x, false).unwrap();
+            let p = proj.forward(&x, Some(&mix), false).unwrap();
+            let br = inc.branches(&p, false).unwrap();
+            let t_mix = time(&|| {
+                att.mixing(&x, false).unwrap();
+            });
+            let t_proj = time(&|| {
+                proj.forward(&x, Some(&mix), false).unwrap();
+            });
+            let t_br = time(&|| {
+                inc.branches(&p, false).unwrap();
+            });
+            let t_fin = time(&|| {
+                inc.final_layer(&br, false).unwrap();
+            });
             eprintln!(
-                "L={l} B=1: encode {enc:.3} ms, head {head:.3} ms (classifier GEMV {gemv:.3} ms)"
+                "L={l} B=1: encode {enc:.3} ms (attention {t_mix:.3}, projection {t_proj:.3}, branches {t_br:.3}, final {t_fin:.3}), head {head:.3} ms (classifier GEMV {gemv:.3} ms)"
             );
         }
     }
