@@ -272,13 +272,23 @@ def step_plain(model, opts, ids, targets):
     return apply(opts, F.binary_cross_entropy_with_logits(model(ids), targets))
 
 
-def step_plus(model, sl, opts, ids, cluster_targets, label_targets, k, detach):
+def padded_positives(rows, device):
+    """[B, max positives] label ids, -1 padded (never B x L)."""
+    width = max(1, max(len(ls) for ls in rows))
+    p = torch.full((len(rows), width), -1, dtype=torch.long)
+    for i, ls in enumerate(rows):
+        p[i, : len(ls)] = torch.tensor(ls, dtype=torch.long)
+    return p.to(device)
+
+
+def step_plus(model, sl, opts, ids, cluster_targets, positives, k, detach):
     hf = model.enc(ids)
     meta = model.meta(hf)
     meta_loss = F.binary_cross_entropy_with_logits(meta, cluster_targets)
     with torch.no_grad():
         cand, mask, _ = sl.candidates(torch.sigmoid(meta) + cluster_targets, k)
-        y = label_targets.gather(1, cand) * mask
+        # candidate j of row b is a positive: compare with the row's (few) padded positives
+        y = ((cand.unsqueeze(2) == positives.unsqueeze(1)).any(2) & mask).float()
     g = model.extreme_features(hf.detach() if detach else hf)
     logits = model.extreme_logits(g, cand)
     m = mask.float()
@@ -424,12 +434,11 @@ def main():
         rows = [trn_rows[i] for i in rows_idx]
         ids = trn_ids[torch.as_tensor(rows_idx, device=dev)]
         if a.plus:
-            lt = dense_targets(rows, n_labels, dev)
+            pos = padded_positives(rows, dev)
             ct = torch.zeros(len(rows), sl.n_clusters, device=dev)
-            if lt.sum() > 0:
-                r, c = lt.nonzero(as_tuple=True)
-                ct[r, sl.assign[c]] = 1.0
-            return ids, ct, lt
+            r, j = (pos >= 0).nonzero(as_tuple=True)
+            ct[r, sl.assign[pos[r, j]]] = 1.0
+            return ids, ct, pos
         return ids, dense_targets(rows, n_labels, dev), None
 
     def run_step(ids, t1, t2, detach):
