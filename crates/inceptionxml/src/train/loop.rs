@@ -326,6 +326,14 @@ impl Optimizers {
     pub fn tables(&self) -> Vec<&RowAdam> {
         std::iter::once(&self.words).chain(&self.labels).collect()
     }
+
+    /// The same, mutable, with the dense Adam beside them (for loading a checkpoint).
+    pub fn parts_mut(&mut self) -> (&mut Adam, Vec<&mut RowAdam>) {
+        let tables = std::iter::once(&mut self.words)
+            .chain(self.labels.as_mut())
+            .collect();
+        (&mut self.adam, tables)
+    }
 }
 
 /// What one InceptionXML+ step did besides its loss.
@@ -568,10 +576,8 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary> {
     match &state {
         Some(st) => {
             checkpoint::load_weights(out, &model, &varmap)?;
-            let mut tables: Vec<&mut RowAdam> = std::iter::once(&mut opt.words)
-                .chain(opt.labels.as_mut())
-                .collect();
-            checkpoint::load_optimizer(out, &mut opt.adam, &mut tables, st.step)?;
+            let (adam, mut tables) = opt.parts_mut();
+            checkpoint::load_optimizer(out, adam, &mut tables, st.step)?;
         }
         None => {
             let vectors = match &cfg.embeddings {
