@@ -180,10 +180,11 @@ impl PlusHeads {
 
     /// The int8 label table for small-batch prediction.
     pub fn extreme_index(&self) -> Result<super::meta_index::ExtremeIndex> {
-        let t: Vec<f32> = self.table.as_tensor().flatten_all()?.to_vec1()?;
-        Ok(super::meta_index::ExtremeIndex {
-            rows: super::meta_index::RowsI8::new(&t, self.cfg.hidden_dim),
-        })
+        let hd = self.cfg.hidden_dim;
+        let rows = crate::ops::storage::with_host_f32(self.table.as_tensor(), |t| {
+            super::meta_index::RowsI8::new(t, hd)
+        })?;
+        Ok(super::meta_index::ExtremeIndex { rows })
     }
 
     /// The int8 / cluster-major index of the meta classifier for small-batch prediction.

@@ -25,3 +25,24 @@ pub(crate) fn f32_slice_mut<'a>(
         _ => candle_core::bail!("{what}: expects a contiguous f32 tensor"),
     }
 }
+
+/// Runs `f` on the values of `t` (row-major): in place for a contiguous f32 CPU tensor, from a
+/// host copy otherwise. Lets a big table be read (e.g. quantised) without a transient copy.
+pub(crate) fn with_host_f32<R>(
+    t: &candle_core::Tensor,
+    f: impl FnOnce(&[f32]) -> R,
+) -> candle_core::Result<R> {
+    {
+        let (st, l) = t.storage_and_layout();
+        if let candle_core::Storage::Cpu(cs) = &*st {
+            if let Ok(v) = f32_slice(cs, l, "table") {
+                return Ok(f(v));
+            }
+        }
+    }
+    let v: Vec<f32> = t
+        .flatten_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1()?;
+    Ok(f(&v))
+}
