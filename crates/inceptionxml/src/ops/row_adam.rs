@@ -346,7 +346,13 @@ impl RowAdam {
                 grads.len()
             )));
         }
-        let g = Tensor::from_slice(grads, (ids.len(), self.dim), table.device())?;
+        // No rows: a host tensor (nothing is copied to a GPU for an empty update).
+        let dev = if ids.is_empty() {
+            Device::Cpu
+        } else {
+            table.device().clone()
+        };
+        let g = Tensor::from_slice(grads, (ids.len(), self.dim), &dev)?;
         self.step_rows(table, ids, &g, lr, beta1)
     }
 
