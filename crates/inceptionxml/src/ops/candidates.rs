@@ -16,7 +16,7 @@
 //!   for [`crate::ops::RowAdam`]. Nothing of size `L × hd` is allocated; the table gets no dense
 //!   gradient in autograd.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -47,6 +47,9 @@ pub struct CandidatePlan {
     /// `users[users_off[u]..users_off[u+1]]`: the `(row, slot)` that scored block `u`.
     users_off: Vec<usize>,
     users: Vec<(u32, u32)>,
+    /// [`CandidatePlan::slot_positions`], built on first use (the GPU forward and backward both
+    /// read it).
+    slots: OnceLock<Vec<i32>>,
 }
 
 impl CandidatePlan {
@@ -130,6 +133,7 @@ impl CandidatePlan {
             uniq,
             users_off,
             users,
+            slots: OnceLock::new(),
         }
     }
 
@@ -201,11 +205,15 @@ impl CandidatePlan {
         out
     }
 
-    /// `(positions, rows)`: the gradient of every touched table row (positions strictly
-    /// increasing, rows `positions.len() × dim`).
-    pub fn grad_table(&self, dlog: &[f32], g: &[f32], dim: usize) -> SparseRows {
-        let total: usize = self.uniq.iter().map(|u| u.1 as usize).sum();
-        let mut out = vec![0f32; total * dim];
+    /// Number of table rows the batch touches (`touched().len()`).
+    pub fn n_touched(&self) -> usize {
+        self.uniq.iter().map(|u| u.1 as usize).sum()
+    }
+
+    /// The gradient of every touched table row, in [`CandidatePlan::touched`] order
+    /// (`n_touched() × dim`).
+    pub fn grad_table(&self, dlog: &[f32], g: &[f32], dim: usize) -> Vec<f32> {
+        let mut out = vec![0f32; self.n_touched() * dim];
         let mut parts: Vec<(&mut [f32], usize)> = Vec::with_capacity(self.uniq.len());
         let mut rest = out.as_mut_slice();
         for (u, &(_, len)) in self.uniq.iter().enumerate() {
@@ -225,24 +233,26 @@ impl CandidatePlan {
                 }
             }
         });
-        (self.touched(), out)
+        out
     }
 }
 
 impl CandidatePlan {
     /// Per `(row, slot)` (row-major, `rows × width`), the table row it scores, −1 for padding:
     /// what the GPU kernels read instead of the block lists.
-    pub fn slot_positions(&self) -> Vec<i32> {
-        let mut out = vec![-1i32; self.rows * self.width];
-        for (r, blocks) in self.row_blocks.iter().enumerate() {
-            for b in blocks {
-                let at = r * self.width + b.slot as usize;
-                for (i, o) in out[at..at + b.len as usize].iter_mut().enumerate() {
-                    *o = (b.start as usize + i) as i32;
+    pub fn slot_positions(&self) -> &[i32] {
+        self.slots.get_or_init(|| {
+            let mut out = vec![-1i32; self.rows * self.width];
+            for (r, blocks) in self.row_blocks.iter().enumerate() {
+                for b in blocks {
+                    let at = r * self.width + b.slot as usize;
+                    for (i, o) in out[at..at + b.len as usize].iter_mut().enumerate() {
+                        *o = (b.start as usize + i) as i32;
+                    }
                 }
             }
-        }
-        out
+            out
+        })
     }
 
     /// The users of each touched table row, flattened for the GPU: touched row `t` (in
@@ -277,9 +287,6 @@ pub struct TouchedUsers {
     pub users_slot: Vec<u32>,
 }
 
-/// Sparse rows of a table: `(positions, rows)`, positions strictly increasing.
-pub type SparseRows = (Vec<u32>, Vec<f32>);
-
 /// The table gradient left by a backward pass through [`candidate_logits`]: the touched
 /// positions (strictly increasing) and their gradient rows as a `[positions, hd]` tensor on the
 /// table's device.
@@ -308,6 +315,21 @@ fn dims2(l: &Layout, what: &str) -> candle_core::Result<(usize, usize)> {
     }
 }
 
+impl Scores {
+    /// `(rows, dim)` of the features, checked against the table and the plan.
+    fn check(&self, features: &Layout, table: &Layout) -> candle_core::Result<(usize, usize)> {
+        let (rows, dim) = dims2(features, "candidate features")?;
+        let (_, tdim) = dims2(table, "label table")?;
+        if rows != self.plan.rows || dim != tdim {
+            candle_core::bail!(
+                "candidate scores: features {rows}×{dim}, table width {tdim}, plan for {} rows",
+                self.plan.rows
+            );
+        }
+        Ok((rows, dim))
+    }
+}
+
 impl CustomOp2 for Scores {
     fn name(&self) -> &'static str {
         "candidate-scores"
@@ -320,14 +342,7 @@ impl CustomOp2 for Scores {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (rows, dim) = dims2(l1, "candidate features")?;
-        let (_, tdim) = dims2(l2, "label table")?;
-        if rows != self.plan.rows || dim != tdim {
-            candle_core::bail!(
-                "candidate scores: features {rows}×{dim}, table width {tdim}, plan for {} rows",
-                self.plan.rows
-            );
-        }
+        let (rows, dim) = self.check(l1, l2)?;
         let g = f32_slice(s1, l1, "candidate features")?;
         let t = f32_slice(s2, l2, "label table")?;
         let out = self.plan.scores(g, t, dim);
@@ -344,19 +359,12 @@ impl CustomOp2 for Scores {
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         use super::cuda::{launch, storage, upload, view, zeros, Kernel, PushKernelArg, THREADS};
         use candle_core::cuda_backend::cudarc::driver::LaunchConfig;
-        let (rows, dim) = dims2(l1, "candidate features")?;
-        let (_, tdim) = dims2(l2, "label table")?;
-        if rows != self.plan.rows || dim != tdim {
-            candle_core::bail!(
-                "candidate scores: features {rows}×{dim}, table width {tdim}, plan for {} rows",
-                self.plan.rows
-            );
-        }
+        let (rows, dim) = self.check(l1, l2)?;
         let dev = s1.device.clone();
         let g = view(s1, l1, "candidate features")?;
         let t = view(s2, l2, "label table")?;
         let width = self.plan.width;
-        let slots = upload(&dev, &self.plan.slot_positions())?;
+        let slots = upload(&dev, self.plan.slot_positions())?;
         let out = zeros(&dev, rows * width)?;
         let k = Kernel::new(&dev, "cand_scores_f32")?;
         let mut b = k.args();
@@ -433,7 +441,7 @@ impl CustomOp2 for GradInput {
         let d = view(s1, l1, "candidate logit gradient")?;
         let t = view(s2, l2, "label table")?;
         let (rows, width) = (self.0.rows, self.0.width);
-        let slots = upload(&dev, &self.0.slot_positions())?;
+        let slots = upload(&dev, self.0.slot_positions())?;
         let out = zeros(&dev, rows * dim)?;
         let k = Kernel::new(&dev, "cand_grad_input_f32")?;
         let mut b = k.args();
@@ -466,8 +474,11 @@ impl CustomOp2 for GradTable {
         let (_, dim) = dims2(l1, "candidate features")?;
         let g = f32_slice(s1, l1, "candidate features")?;
         let d = f32_slice(s2, l2, "candidate logit gradient")?;
-        let (pos, rows) = self.0.grad_table(d, g, dim);
-        Ok((CpuStorage::F32(rows), Shape::from((pos.len(), dim))))
+        let rows = self.0.grad_table(d, g, dim);
+        Ok((
+            CpuStorage::F32(rows),
+            Shape::from((self.0.n_touched(), dim)),
+        ))
     }
 
     #[cfg(feature = "cuda")]
@@ -689,8 +700,8 @@ mod tests {
         };
         close(&scores, &plan.scores(&g, &table, dim));
         close(&dg, &plan.grad_input(&dlog, &table, dim));
-        let (tpos, want) = plan.grad_table(&dlog, &g, dim);
-        assert_eq!(tpos.len() * dim, dw.len());
+        let want = plan.grad_table(&dlog, &g, dim);
+        assert_eq!(plan.touched().len() * dim, dw.len());
         close(&dw, &want);
         // Padding slots are -1 exactly where the shortlist masks them out.
         let sp = plan.slot_positions();

@@ -346,8 +346,9 @@ fn candidate_kernels_match_the_block_code() {
         1e-5,
     );
     let tu = plan.touched_users();
-    let (pos, want) = plan.grad_table(&dlog, &g, dim);
-    let mut dw = vec![0f32; pos.len() * dim];
+    let want = plan.grad_table(&dlog, &g, dim);
+    let n_touched = plan.touched().len();
+    let mut dw = vec![0f32; n_touched * dim];
     unsafe {
         cand_grad_table_f32(
             dlog.as_ptr(),
@@ -357,7 +358,7 @@ fn candidate_kernels_match_the_block_code() {
             tu.users_off.as_ptr(),
             tu.users_r.as_ptr(),
             tu.users_slot.as_ptr(),
-            pos.len(),
+            n_touched,
             w,
             dim,
             dw.as_mut_ptr(),
