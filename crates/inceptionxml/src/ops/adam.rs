@@ -184,16 +184,20 @@ impl Moments {
     /// Zero moments for a parameter of `shape` on `device`.
     pub(crate) fn zeros(shape: &Shape, device: &Device) -> Result<Self> {
         if device.is_cpu() {
-            let n = shape.elem_count();
-            Ok(Moments::Host {
-                m: vec![0.0; n],
-                v: vec![0.0; n],
-            })
+            Ok(Self::host_zeros(shape.elem_count()))
         } else {
             Ok(Moments::Device {
                 m: Tensor::zeros(shape, DType::F32, device)?,
                 v: Tensor::zeros(shape, DType::F32, device)?,
             })
+        }
+    }
+
+    /// `n` zero moments in host memory.
+    pub(crate) fn host_zeros(n: usize) -> Self {
+        Moments::Host {
+            m: vec![0.0; n],
+            v: vec![0.0; n],
         }
     }
 

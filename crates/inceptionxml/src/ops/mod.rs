@@ -15,4 +15,4 @@ pub(crate) mod storage;
 pub use adam::{Adam, AdamConsts};
 pub use bce::{bce_with_logits, bce_with_logits_masked, stable_sigmoid};
 pub use candidates::{candidate_logits, CandidatePlan, TableGrad};
-pub use row_adam::{scatter_rows, RowAdam, RowGroups, PAD_ROW};
+pub use row_adam::{RowAdam, RowGroups, PAD_ROW};

@@ -7,7 +7,7 @@
 //! [`RowAdam::step`]), as in `SparseAdam`; with every row touched at every step this is exactly
 //! dense Adam. Row 0 (the padding row) is never updated, whatever the gradient says.
 //!
-//! [`scatter_rows`] turns the gradient with respect to the looked-up vectors (one row per token
+//! [`RowGroups`] turns the gradient with respect to the looked-up vectors (one row per token
 //! position) into unique row ids and summed gradient rows.
 
 use std::cell::RefCell;
@@ -32,6 +32,8 @@ pub struct RowGroups {
     pub ids: Vec<u32>,
     pub order: Vec<u32>,
     pub starts: Vec<u32>,
+    /// Lookup positions (PAD included): the gradient has one row per position.
+    pub positions: usize,
 }
 
 impl RowGroups {
@@ -54,11 +56,25 @@ impl RowGroups {
             ids: uniq,
             order,
             starts,
+            positions: ids.len(),
         }
     }
 
-    /// Summed gradient rows (`ids.len() × dim`) from one gradient row per lookup position.
-    pub fn sum_host(&self, grads: &[f32], dim: usize) -> Vec<f32> {
+    /// Errors unless `values` is one `dim`-wide gradient row per lookup position.
+    fn check(&self, values: usize, dim: usize) -> Result<()> {
+        if values != self.positions * dim {
+            return Err(Error::InvalidParam(format!(
+                "row groups: {} ids × {dim} != {values} gradient values",
+                self.positions
+            )));
+        }
+        Ok(())
+    }
+
+    /// Summed gradient rows (`ids.len() × dim`) from one gradient row per lookup position
+    /// (`grads`: `positions × dim`).
+    pub fn sum_host(&self, grads: &[f32], dim: usize) -> Result<Vec<f32>> {
+        self.check(grads.len(), dim)?;
         let mut out = vec![0f32; self.ids.len() * dim];
         out.par_chunks_mut(dim.max(1))
             .enumerate()
@@ -71,13 +87,14 @@ impl RowGroups {
                     }
                 }
             });
-        out
+        Ok(out)
     }
 
     /// The same on a `[positions, dim]` tensor (any device), without leaving the device.
     pub fn sum(&self, grads: &Tensor) -> Result<Tensor> {
         let dim = grads.dim(candle_core::D::Minus1)?;
         let g = grads.reshape(((), dim))?.contiguous()?;
+        self.check(g.elem_count(), dim)?;
         Ok(g.apply_op1_no_bwd(&SegmentSum { groups: self, dim })?)
     }
 }
@@ -95,7 +112,10 @@ impl CustomOp1 for SegmentSum<'_> {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = f32_slice(s, l, "row gradients")?;
-        let out = self.groups.sum_host(g, self.dim);
+        let out = self
+            .groups
+            .sum_host(g, self.dim)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let n = self.groups.ids.len();
         Ok((CpuStorage::F32(out), Shape::from((n, self.dim))))
     }
@@ -126,21 +146,6 @@ impl CustomOp1 for SegmentSum<'_> {
         }
         Ok((storage(out, &dev), Shape::from((n, dim))))
     }
-}
-
-/// Unique row ids (ascending, `PAD_ROW` left out) and their summed gradient rows
-/// (`ids.len() × dim`, row-major), from one id per looked-up row of `grads` (`ids.len() × dim`).
-pub fn scatter_rows(ids: &[u32], grads: &[f32], dim: usize) -> Result<(Vec<u32>, Vec<f32>)> {
-    if grads.len() != ids.len() * dim {
-        return Err(Error::InvalidParam(format!(
-            "scatter_rows: {} ids × {dim} != {} gradient values",
-            ids.len(),
-            grads.len()
-        )));
-    }
-    let groups = RowGroups::new(ids);
-    let sums = groups.sum_host(grads, dim);
-    Ok((groups.ids, sums))
 }
 
 /// Disjoint mutable rows `ids` (strictly increasing) of a row-major `data` with `dim` columns.
@@ -299,10 +304,7 @@ impl RowAdam {
             pad,
             rows,
             dim,
-            moments: Moments::Host {
-                m: vec![0.0; rows * dim],
-                v: vec![0.0; rows * dim],
-            },
+            moments: Moments::host_zeros(rows * dim),
             step: 0,
             consts,
         }
@@ -497,13 +499,24 @@ mod tests {
     }
 
     #[test]
-    fn scatter_sums_repeated_ids_and_drops_pad() {
+    fn groups_sum_repeated_ids_and_drop_pad() {
         let ids = [3u32, 0, 1, 3, 0];
         let g: Vec<f32> = (0..10).map(|i| i as f32).collect(); // dim 2
-        let (u, s) = scatter_rows(&ids, &g, 2).unwrap();
-        assert_eq!(u, vec![1, 3]);
+        let groups = RowGroups::new(&ids);
+        let s = groups.sum_host(&g, 2).unwrap();
+        assert_eq!(groups.ids, vec![1, 3]);
         assert_eq!(s, vec![4.0, 5.0, 0.0 + 6.0, 1.0 + 7.0]);
-        assert!(scatter_rows(&ids, &g[..9], 2).is_err());
+        assert!(groups.sum_host(&g[..9], 2).is_err());
+        let t = Tensor::from_slice(&g, (5, 2), &Device::Cpu).unwrap();
+        let st: Vec<f32> = groups
+            .sum(&t)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(st, s);
+        assert!(groups.sum(&t.narrow(0, 0, 4).unwrap()).is_err());
     }
 
     #[test]
