@@ -99,12 +99,10 @@ impl Head {
     /// The int8 index of the output layer for small-batch prediction: its weight `[D, L]`
     /// (in × out) and bias as a [`super::meta_index::MetaIndex`] whose "clusters" are the labels.
     pub fn label_index(&self) -> Result<super::meta_index::MetaIndex> {
-        let b: Vec<f32> = self.out_bias.as_tensor().to_vec1()?;
-        let dim = self.hidden_weight.dims()[0];
-        Ok(crate::ops::storage::with_host_f32(
+        super::meta_index::MetaIndex::from_linear(
             self.out_weight.as_tensor(),
-            |w| super::meta_index::MetaIndex::new(w, &b, dim),
-        )?)
+            self.out_bias.as_tensor(),
+        )
     }
 
     /// `h_f` `[B, D]` -> logits `[B, L]`.

@@ -17,6 +17,7 @@
 
 use rayon::prelude::*;
 
+use crate::error::Result;
 use crate::ops::simd::{dot, dot_i8};
 
 /// Clusters per parallel task.
@@ -121,6 +122,16 @@ impl MetaIndex {
             exact,
             bias: bias.to_vec(),
         }
+    }
+
+    /// [`MetaIndex::new`] from a linear layer's `[dim, C]` weight and `[C]` bias tensors, read
+    /// in place when they are on the CPU.
+    pub fn from_linear(weight: &candle_core::Tensor, bias: &candle_core::Tensor) -> Result<Self> {
+        let dim = weight.dims2()?.0;
+        let b: Vec<f32> = bias.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+        Ok(crate::ops::storage::with_host_f32(weight, |w| {
+            Self::new(w, &b, dim)
+        })?)
     }
 
     pub fn n_clusters(&self) -> usize {

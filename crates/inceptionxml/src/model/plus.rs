@@ -189,13 +189,10 @@ impl PlusHeads {
 
     /// The int8 / cluster-major index of the meta classifier for small-batch prediction.
     pub fn meta_index(&self) -> Result<super::meta_index::MetaIndex> {
-        let w: Vec<f32> = self.meta_weight.as_tensor().flatten_all()?.to_vec1()?;
-        let b: Vec<f32> = self.meta_bias.as_tensor().to_vec1()?;
-        Ok(super::meta_index::MetaIndex::new(
-            &w,
-            &b,
-            self.cfg.hidden_dim,
-        ))
+        super::meta_index::MetaIndex::from_linear(
+            self.meta_weight.as_tensor(),
+            self.meta_bias.as_tensor(),
+        )
     }
 
     /// h_f `[B, D]` -> the extreme head's features g `[B, hd]`.
