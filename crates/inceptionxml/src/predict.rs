@@ -261,9 +261,7 @@ pub fn predict_plain_indexed(
     ids: &Tensor,
     k: usize,
 ) -> Result<Vec<Vec<(u32, f32)>>> {
-    let head = model.layers().3.ok_or_else(|| {
-        Error::InvalidParam("an InceptionXML+ model has no full L-way head".into())
-    })?;
+    let head = model.full_head()?;
     let h = model.encode(&model.embed(ids)?, false)?;
     let x = head.features(&h, false)?;
     let d = x.dims2()?.1;
@@ -341,8 +339,9 @@ pub struct Predictor {
 impl Predictor {
     /// Loads `config.json`, `vocab.txt` and `weights.safetensors` of `dir`, checking that they
     /// agree (vocabulary size, tensor names and shapes); errors name the offending file. The
-    /// weights go to `device`; the int8 indexes of InceptionXML+ are built on the CPU only.
-    pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+    /// weights go to `device`. With `indexes` (and on the CPU only) the int8 copies for small
+    /// batches are built; without, small batches are scored exactly like large ones.
+    pub fn load(dir: impl AsRef<Path>, device: &Device, indexes: bool) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         if !dir.is_dir() {
             return Err(Error::Model {
@@ -366,14 +365,15 @@ impl Predictor {
         let varmap = VarMap::new();
         let mut model = InceptionXml::new(&config.model, &varmap, device, config.train.seed)?;
         checkpoint::load_weights(&dir, &model, &varmap)?;
+        let indexes = indexes && device.is_cpu();
         let mut fast = None;
         let mut labels = None;
-        if let (Some(head), true) = (model.layers().3, device.is_cpu()) {
+        if let (Some(head), true) = (model.layers().3, indexes) {
             labels = Some(head.label_index()?);
         }
         if config.model.plus.is_some() {
             model.set_clusters(checkpoint::read_clusters(&dir, &config.model)?)?;
-            if let (Some(p), true) = (model.plus(), device.is_cpu()) {
+            if let (Some(p), true) = (model.plus(), indexes) {
                 fast = Some(FastIndex {
                     meta: p.meta_index()?,
                     extreme: p.extreme_index()?,
@@ -394,13 +394,6 @@ impl Predictor {
     /// Number of labels the model scores.
     pub fn n_labels(&self) -> usize {
         self.config.model.n_labels
-    }
-
-    /// Drops the int8 indexes: small batches are then scored exactly like large ones.
-    pub fn exact(mut self) -> Self {
-        self.fast = None;
-        self.labels = None;
-        self
     }
 
     /// Top-k rows for `texts`, in batches of `batch_size` (`score`: InceptionXML+ ranking,
@@ -473,11 +466,11 @@ pub struct Ensemble {
 
 impl Ensemble {
     /// Loads every directory; all must score the same number of labels. `exact`: no int8
-    /// indexes for InceptionXML+ members ([`Predictor::exact`]). Every member goes to `device`.
+    /// indexes ([`Predictor::load`]). Every member goes to `device`.
     pub fn load(dirs: &[PathBuf], exact: bool, device: &Device) -> Result<Self> {
         let members = dirs
             .iter()
-            .map(|d| Predictor::load(d, device).map(|p| if exact { p.exact() } else { p }))
+            .map(|d| Predictor::load(d, device, !exact))
             .collect::<Result<Vec<_>>>()?;
         if let Some(first) = members.first() {
             for m in &members[1..] {

@@ -259,12 +259,14 @@ impl InceptionXml {
     /// h_f `[B, D]` -> logits `[B, L]` (plain InceptionXML only; InceptionXML+ scores
     /// shortlists, see [`crate::predict`]).
     pub fn head(&self, h: &Tensor, train: bool) -> Result<Tensor> {
-        match &self.head {
-            Some(head) => head.forward(h, train),
-            None => Err(Error::InvalidParam(
-                "an InceptionXML+ model has no full L-way head".into(),
-            )),
-        }
+        self.full_head()?.forward(h, train)
+    }
+
+    /// The full L-way head (plain InceptionXML only).
+    pub fn full_head(&self) -> Result<&Head> {
+        self.head.as_ref().ok_or_else(|| {
+            Error::InvalidParam("an InceptionXML+ model has no full L-way head".into())
+        })
     }
 
     /// embed + encode + head.
