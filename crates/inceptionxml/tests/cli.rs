@@ -36,17 +36,22 @@ fn train_predict_evaluate_round_trip() {
     // Batch prediction to a file, read back and scored with the same metrics code.
     let pred = dir.path().join("pred.txt");
     let tst = data_dir().join("tst_X.txt");
-    ok(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--texts",
-        tst.to_str().unwrap(),
-        "--out",
-        pred.to_str().unwrap(),
-        "--top-k",
-        "5",
-    ]);
+    let predict_top5 = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--texts",
+            tst.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--top-k",
+            "5",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args);
+    };
+    predict_top5(&pred, &[]);
     let text = std::fs::read_to_string(&pred).unwrap();
     let mut it = text.lines();
     assert_eq!(it.next(), Some("3000 736"));
@@ -74,19 +79,7 @@ fn train_predict_evaluate_round_trip() {
     // Batch size 1 ranks through the int8 index of the output layer with exact rescoring: the
     // same top-5 as the exact batched pass on (nearly) every row, the same scores.
     let pred1 = dir.path().join("pred1.txt");
-    ok(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--texts",
-        tst.to_str().unwrap(),
-        "--out",
-        pred1.to_str().unwrap(),
-        "--top-k",
-        "5",
-        "--batch-size",
-        "1",
-    ]);
+    predict_top5(&pred1, &["--batch-size", "1"]);
     let rows = |t: &str| -> Vec<Vec<(String, f32)>> {
         t.lines()
             .skip(1)
