@@ -28,9 +28,8 @@ pub struct Args {
     /// Seed of shuffles and initialisation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Device: `cpu`, or `cuda` / `cuda:N` (needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    pub device: inceptionxml::DeviceSpec,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,

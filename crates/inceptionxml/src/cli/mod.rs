@@ -11,6 +11,21 @@ pub mod train;
 
 use xmc::metrics::Metrics;
 
+/// `--device`, shared by the commands that run the model.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct DeviceArg {
+    /// Device: `cpu`, or `cuda` / `cuda:N` (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: inceptionxml::DeviceSpec,
+}
+
+impl DeviceArg {
+    /// Opens the device (an error says why it cannot be used).
+    pub fn open(self) -> inceptionxml::Result<candle_core::Device> {
+        self.device.open()
+    }
+}
+
 /// Uses `n` threads for rayon and candle's CPU kernels (must run before any parallel work).
 pub fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
     if let Some(n) = n {

@@ -37,9 +37,8 @@ pub struct Args {
     /// Texts per forward pass.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
-    /// Device: `cpu`, or `cuda` / `cuda:N` (needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    pub device: inceptionxml::DeviceSpec,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,

@@ -75,9 +75,8 @@ pub struct Args {
     /// Stop after N epochs of this session as if interrupted (continue with --resume).
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
-    /// Device: `cpu`, or `cuda` / `cuda:N` (needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    pub device: inceptionxml::DeviceSpec,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,

@@ -33,9 +33,8 @@ pub struct TrainBench {
     pub batch_size: usize,
     #[arg(long, default_value_t = 300)]
     pub dim: usize,
-    /// Device: `cpu`, or `cuda` / `cuda:N` (needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    pub device: inceptionxml::DeviceSpec,
+    #[command(flatten)]
+    pub device: crate::cli::DeviceArg,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -70,9 +69,8 @@ pub struct PredictBench {
     pub queries: usize,
     #[arg(long, default_value_t = 100)]
     pub top_k: usize,
-    /// Device: `cpu`, or `cuda` / `cuda:N` (needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    pub device: inceptionxml::DeviceSpec,
+    #[command(flatten)]
+    pub device: crate::cli::DeviceArg,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
