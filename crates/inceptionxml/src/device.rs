@@ -78,11 +78,6 @@ pub fn describe(device: &Device) -> String {
     }
 }
 
-/// Waits until the device has finished the queued work (timing on a GPU); no-op on the CPU.
-pub fn synchronize(device: &Device) -> Result<()> {
-    Ok(device.synchronize()?)
-}
-
 /// Bytes of GPU memory in use on the whole device (driver's view, the CUDA context included);
 /// `None` on the CPU.
 pub fn gpu_memory_used(device: &Device) -> Option<u64> {

@@ -194,7 +194,7 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
                     cfg.beta1_max,
                 )?;
             }
-            inceptionxml::device::synchronize(&device)?;
+            device.synchronize()?; // GPU work is queued: time it to completion
             if done >= a.warmup {
                 times.push(t.elapsed().as_secs_f64());
             }
