@@ -21,8 +21,8 @@ impl FromStr for DeviceSpec {
 
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
-            Error::InvalidParam(format!(
-                "device {s:?}: expected cpu, cuda or cuda:N (N a GPU number, e.g. cuda:0)"
+            Error::Device(format!(
+                "{s:?}: expected cpu, cuda or cuda:N (N a GPU number, e.g. cuda:0)"
             ))
         };
         match s.trim().to_ascii_lowercase().as_str() {
@@ -57,14 +57,11 @@ impl DeviceSpec {
     pub fn open(self) -> Result<Device> {
         match self {
             DeviceSpec::Cpu => Ok(Device::Cpu),
-            DeviceSpec::Cuda(_) if !CUDA_BUILT => Err(Error::InvalidParam(format!(
-                "device {self}: this binary was built without CUDA support; rebuild it with \
-                 `cargo build --release --features cuda` (scripts/cuda-toolchain.sh installs \
-                 the toolkit)"
-            ))),
-            DeviceSpec::Cuda(n) => Device::new_cuda(n).map_err(|e| {
-                Error::InvalidParam(format!("device {self}: cannot open the GPU: {e}"))
+            DeviceSpec::Cuda(_) if !CUDA_BUILT => Err(Error::NotBuiltWithCuda {
+                device: self.to_string(),
             }),
+            DeviceSpec::Cuda(n) => Device::new_cuda(n)
+                .map_err(|e| Error::Device(format!("{self}: cannot open the GPU: {e}"))),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The crate's single error type.
+//! The crate's single error type: one variant per kind of failure, so callers can tell a bad
+//! parameter from a diverged run or a corrupt model directory.
 
 /// Every failure the `inceptionxml` library reports.
 #[derive(Debug, thiserror::Error)]
@@ -12,9 +13,33 @@ pub enum Error {
     /// A model directory whose files disagree with each other or with the data.
     #[error("model {path}: {msg}")]
     Model { path: String, msg: String },
-    /// A hyper-parameter out of range.
+    /// A hyper-parameter out of range (checked before anything is allocated).
     #[error("invalid parameter: {0}")]
-    InvalidParam(String),
+    Config(String),
+    /// An input of the wrong shape or length (ids, gradients, tables).
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// An operation that needs the other kind of model (InceptionXML vs InceptionXML+).
+    #[error("wrong model kind: {0}")]
+    WrongModelKind(String),
+    /// The training loss became non-finite.
+    #[error("loss diverged ({loss}) at step {step}; try a smaller --lr")]
+    Diverged { step: u64, loss: f32 },
+    /// No training rows to learn from.
+    #[error("no training rows")]
+    NoTrainingRows,
+    /// A CUDA device asked of a build without the `cuda` feature.
+    #[error(
+        "device {device}: this binary was built without CUDA support; rebuild it with \
+         `cargo build --release --features cuda` (scripts/cuda-toolchain.sh installs the toolkit)"
+    )]
+    NotBuiltWithCuda { device: String },
+    /// A device that cannot be named or opened.
+    #[error("device {0}")]
+    Device(String),
+    /// A lock held by a thread that panicked.
+    #[error("internal: {0} lock poisoned")]
+    Poisoned(&'static str),
 }
 
 /// `Result` with the crate's [`Error`].

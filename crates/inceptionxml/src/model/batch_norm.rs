@@ -8,8 +8,9 @@
 use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
 
-use super::{gelu_bn, init};
+use super::init;
 use crate::error::{Error, Result};
+use crate::ops::gelu_bn;
 
 /// PyTorch's default momentum for the running statistics.
 pub const MOMENTUM: f64 = 0.1;
@@ -66,7 +67,7 @@ impl BatchNorm {
         }
         let c = *z.dims().last().unwrap_or(&0);
         if c != self.channels {
-            return Err(Error::InvalidParam(format!(
+            return Err(Error::Shape(format!(
                 "BatchNorm over {} channels got input {:?}",
                 self.channels,
                 z.dims()
@@ -80,7 +81,7 @@ impl BatchNorm {
             return gelu_bn::eval(z, w, b, mean, var, EPS);
         }
         if n < 2 {
-            return Err(Error::InvalidParam(format!(
+            return Err(Error::Shape(format!(
                 "BatchNorm in training needs more than one value per channel, got input {:?}",
                 z.dims()
             )));
@@ -112,7 +113,7 @@ impl BatchNorm {
         let dims = x.dims().to_vec();
         let c = *dims.last().unwrap_or(&0);
         if c != self.channels {
-            return Err(Error::InvalidParam(format!(
+            return Err(Error::Shape(format!(
                 "BatchNorm over {} channels got input {:?}",
                 self.channels, dims
             )));
@@ -130,7 +131,7 @@ impl BatchNorm {
             return Ok(x.broadcast_mul(&scale)?.broadcast_add(&shift)?);
         }
         if n < 2 {
-            return Err(Error::InvalidParam(format!(
+            return Err(Error::Shape(format!(
                 "BatchNorm in training needs more than one value per channel, got input {dims:?}"
             )));
         }

@@ -23,7 +23,7 @@ pub struct BenchTimes {
     pub eval_forward_ms: f64,
 }
 
-/// Times a freshly initialised model on random ids (after [`super::alloc::tune_runtime`]):
+/// Times a freshly initialised model on random ids (after [`crate::runtime::tune_runtime`]):
 /// `iters` repetitions after one warm-up,
 /// gradient taken with respect to the trainable parameters and the embedded input (as the
 /// trainer does).
@@ -33,7 +33,7 @@ pub fn bench_forward_backward(
     iters: usize,
     device: &Device,
 ) -> Result<BenchTimes> {
-    super::alloc::tune_runtime();
+    crate::runtime::tune_runtime();
     let varmap = VarMap::new();
     let model = InceptionXml::new(cfg, &varmap, device, 0)?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -119,8 +119,8 @@ mod tests {
 #[cfg(test)]
 mod profile {
     use super::*;
-    use crate::model::dropout::Dropout;
-    use crate::model::im2col;
+    use crate::ops::dropout::Dropout;
+    use crate::ops::im2col;
 
     /// CPU time of all this process's threads, in ms (robust to other processes' load).
     fn cpu_ms() -> f64 {
@@ -153,7 +153,7 @@ mod profile {
     #[test]
     #[ignore = "per-stage timing"]
     fn profile_stages() {
-        crate::model::alloc::tune_runtime();
+        crate::runtime::tune_runtime();
         let cfg = ModelConfig::new(1000, 22_933);
         let vm = VarMap::new();
         let m = InceptionXml::new(&cfg, &vm, &Device::Cpu, 0).unwrap();
@@ -299,7 +299,7 @@ mod latency {
     #[test]
     #[ignore = "batch-1 timing"]
     fn batch1_stages() {
-        crate::model::alloc::tune_runtime();
+        crate::runtime::tune_runtime();
         for l in [736usize, 22_933] {
             let cfg = ModelConfig::new(1000, l);
             let vm = VarMap::new();

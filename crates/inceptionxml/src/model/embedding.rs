@@ -47,7 +47,7 @@ impl Embedding {
     /// Overwrites the whole table from a V×d row-major slice; the pad row is forced to zero.
     pub fn set(&self, table: &[f32]) -> Result<()> {
         if table.len() != self.vocab_size * self.dim {
-            return Err(Error::InvalidParam(format!(
+            return Err(Error::Shape(format!(
                 "embedding table has {} values, expected {}×{} = {}",
                 table.len(),
                 self.vocab_size,

@@ -9,9 +9,9 @@ use candle_nn::VarMap;
 use rand_chacha::ChaCha8Rng;
 
 use super::batch_norm::BatchNorm;
-use super::dropout::Dropout;
 use super::init;
 use crate::error::Result;
+use crate::ops::dropout::Dropout;
 
 /// Residual hidden layer plus the L-way classifier.
 #[derive(Debug, Clone)]
@@ -96,13 +96,9 @@ impl Head {
         Ok((h_o + h)?)
     }
 
-    /// The int8 index of the output layer for small-batch prediction: its weight `[D, L]`
-    /// (in × out) and bias as a [`super::meta_index::MetaIndex`] whose "clusters" are the labels.
-    pub fn label_index(&self) -> Result<super::meta_index::MetaIndex> {
-        super::meta_index::MetaIndex::from_linear(
-            self.out_weight.as_tensor(),
-            self.out_bias.as_tensor(),
-        )
+    /// The output layer's weight `[D, L]` (in × out) and bias `[L]`.
+    pub fn output_layer(&self) -> (&Tensor, &Tensor) {
+        (self.out_weight.as_tensor(), self.out_bias.as_tensor())
     }
 
     /// `h_f` `[B, D]` -> logits `[B, L]`.

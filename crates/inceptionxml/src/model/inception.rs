@@ -5,7 +5,7 @@
 //! of every branch reads a window centred on input position `4t + 2`: the k=16 window (in the
 //! input padded circularly by 6) starts at `4t`, the k=8 window at offset 4 inside it, the k=4
 //! window at offset 6. So one im2col matrix `[B·L1, 16·F]` (kernel-major, channel inner) serves
-//! all three branches: each is a GEMM on a column slice of it ([`super::im2col`]). Then concatenation (channels
+//! all three branches: each is a GEMM on a column slice of it ([`crate::ops::im2col`]). Then concatenation (channels
 //! 4|8|16), GELU, BatchNorm(3F) (the caller adds dropout), and Conv1d(3F->F, 16, stride 4, no
 //! padding) by the same im2col trick, GELU, BatchNorm(F). The output is flattened channel-major
 //! to `[B, F·L2]` as in PyTorch.
@@ -18,9 +18,9 @@ use candle_nn::VarMap;
 use rand_chacha::ChaCha8Rng;
 
 use super::batch_norm::BatchNorm;
-use super::im2col::{im2col, Windows};
 use super::init;
 use crate::error::{Error, Result};
+use crate::ops::im2col::{im2col, Windows};
 
 /// Kernel sizes of the three branches; each has circular padding `2·(k/4 − 1)` and stride 4.
 pub const KERNELS: [usize; 3] = [4, 8, 16];
@@ -123,7 +123,7 @@ impl Inception {
     pub fn branches(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (b, d, f) = x.dims3()?;
         if d < 2 * MAX_PAD || f != self.filters {
-            return Err(Error::InvalidParam(format!(
+            return Err(Error::Shape(format!(
                 "inception input {:?}: need length >= 12 and {} channels",
                 x.dims(),
                 self.filters
@@ -151,7 +151,7 @@ impl Inception {
     pub fn final_layer(&self, h: &Tensor, train: bool) -> Result<Tensor> {
         let (b, l1, _c) = h.dims3()?;
         if l1 < FINAL_KERNEL {
-            return Err(Error::InvalidParam(format!(
+            return Err(Error::Shape(format!(
                 "final convolution needs >= {FINAL_KERNEL} positions, got {l1}"
             )));
         }

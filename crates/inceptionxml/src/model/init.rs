@@ -58,9 +58,9 @@ pub fn register(
     let mut map = varmap
         .data()
         .lock()
-        .map_err(|_| Error::InvalidParam("VarMap lock poisoned".into()))?;
+        .map_err(|_| Error::Poisoned("VarMap"))?;
     if map.contains_key(name) {
-        return Err(Error::InvalidParam(format!(
+        return Err(Error::Config(format!(
             "variable {name} registered twice in the VarMap"
         )));
     }

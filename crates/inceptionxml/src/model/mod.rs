@@ -1,9 +1,8 @@
-//! The InceptionXML model (SPEC §3–4): configuration, layers and [`InceptionXml`].
+//! The InceptionXML model (MODEL.md §3–5): its layers and [`InceptionXml`], nothing else. The
+//! configuration is [`crate::config`]; the fused kernels the layers call are in [`crate::ops`].
 //!
 //! | module | job |
 //! |---|---|
-//! | [`alloc`] | `tune_allocator()`: keep freed memory in the heap (call once at start) |
-//! | [`config`] | [`ModelConfig`]: every hyper-parameter and shape |
 //! | [`init`] | seeded Xavier / uniform / normal initialisers, registration in a `VarMap` |
 //! | [`embedding`] | the V×d word table (outside autograd) |
 //! | [`spectral_norm`] | spectrally normalised weight with persistent `u`, `v` |
@@ -13,8 +12,6 @@
 //! | [`inception`] | the k = 4/8/16 circular branches, merge, final conv (im2col GEMMs) |
 //! | [`head`] | residual hidden layer and the L-way classifier |
 //! | [`plus`] | InceptionXML+'s meta and extreme heads (SPEC §5) |
-//! | [`meta_index`] | int8 + exact rescoring top-K cluster search for small-batch prediction |
-//! | [`gelu_bn`], [`im2col`], [`dropout`] | fused CPU kernels (with backward) and seeded dropout |
 //! | [`bench`] | `bench_forward_backward()` timing helper |
 //!
 //! Variable names in the `VarMap` (buffers marked *): `embedding.weight` [V, d];
@@ -41,30 +38,20 @@
 //! above saves ~0.8 M and never materialises `O1`, `O2`. The backward pass costs about twice the
 //! forward. Elementwise work (GELU, BatchNorm, dropout) is O(S·d + F·d + 3F·L1) ≈ 30 k values.
 //!
-//! Measured (release, 2 shared AMD EPYC cores, `alloc::tune_runtime()` on, model only — no loss
-//! or optimiser; `cargo test --release -p inceptionxml --lib model::bench -- --ignored
-//! --nocapture --test-threads=1`): batch 128 training forward+backward 186 ms (L = 736) and
-//! 326 ms (L = 22,933); batch-1 evaluation forward 0.8 ms (L = 736) and 4.9 ms (L = 22,933, of
-//! which 2.8 ms is streaming the 44 MB classifier once).
+//! Measured timings of these stages are in docs/BENCHMARKS.md (`model::bench`).
 
-pub mod alloc;
 pub mod attention;
 pub mod batch_norm;
 pub mod bench;
-pub mod config;
-pub mod dropout;
 pub mod embedding;
-pub mod gelu_bn;
 pub mod head;
-pub mod im2col;
 pub mod inception;
 pub mod init;
-pub mod meta_index;
 pub mod plus;
 pub mod projection;
 pub mod spectral_norm;
 
-pub use config::{ModelConfig, PlusConfig, ScoreMode};
+pub use crate::config::{ModelConfig, PlusConfig, ScoreMode};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -75,8 +62,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
+use crate::ops::dropout::Dropout;
 use attention::DualAttention;
-use dropout::Dropout;
 use embedding::Embedding;
 use head::Head;
 use inception::Inception;
@@ -193,10 +180,10 @@ impl InceptionXml {
     /// its label and cluster counts must match the configuration.
     pub fn set_clusters(&mut self, index: Arc<ClusterIndex>) -> Result<()> {
         let p = self.cfg.plus.as_ref().ok_or_else(|| {
-            Error::InvalidParam("label clusters given to a plain InceptionXML model".into())
+            Error::WrongModelKind("label clusters given to a plain InceptionXML model".into())
         })?;
         if index.n_labels() != self.cfg.n_labels || index.n_clusters() != p.n_clusters {
-            return Err(Error::InvalidParam(format!(
+            return Err(Error::Shape(format!(
                 "clustering of {} labels into {} clusters; the model has {} labels and {} clusters",
                 index.n_labels(),
                 index.n_clusters(),
@@ -227,7 +214,7 @@ impl InceptionXml {
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let (_, s) = ids.dims2()?;
         if s != self.cfg.seq_len {
-            return Err(Error::InvalidParam(format!(
+            return Err(Error::Shape(format!(
                 "input has {s} tokens per row, the model takes exactly {}",
                 self.cfg.seq_len
             )));
@@ -265,7 +252,7 @@ impl InceptionXml {
     /// The full L-way head (plain InceptionXML only).
     pub fn full_head(&self) -> Result<&Head> {
         self.head.as_ref().ok_or_else(|| {
-            Error::InvalidParam("an InceptionXML+ model has no full L-way head".into())
+            Error::WrongModelKind("an InceptionXML+ model has no full L-way head".into())
         })
     }
 
@@ -301,10 +288,7 @@ impl InceptionXml {
 fn lock(
     varmap: &VarMap,
 ) -> Result<std::sync::MutexGuard<'_, std::collections::HashMap<String, Var>>> {
-    varmap
-        .data()
-        .lock()
-        .map_err(|_| Error::InvalidParam("VarMap lock poisoned".into()))
+    varmap.data().lock().map_err(|_| Error::Poisoned("VarMap"))
 }
 
 #[cfg(test)]

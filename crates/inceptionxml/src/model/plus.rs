@@ -19,11 +19,11 @@ use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
 use rand_chacha::ChaCha8Rng;
 
-use super::config::PlusConfig;
-use super::dropout::Dropout;
 use super::init;
 use super::spectral_norm::SpectralNorm;
+use crate::config::PlusConfig;
 use crate::error::Result;
+use crate::ops::dropout::Dropout;
 
 /// Name of the label table in the `VarMap` (rows in cluster order).
 pub const TABLE_NAME: &str = "extreme.table";
@@ -178,21 +178,9 @@ impl PlusHeads {
             .broadcast_add(self.meta_bias.as_tensor())?)
     }
 
-    /// The int8 label table for small-batch prediction.
-    pub fn extreme_index(&self) -> Result<super::meta_index::ExtremeIndex> {
-        let hd = self.cfg.hidden_dim;
-        let rows = crate::ops::storage::with_host_f32(self.table.as_tensor(), |t| {
-            super::meta_index::RowsI8::new(t, hd)
-        })?;
-        Ok(super::meta_index::ExtremeIndex { rows })
-    }
-
-    /// The int8 / cluster-major index of the meta classifier for small-batch prediction.
-    pub fn meta_index(&self) -> Result<super::meta_index::MetaIndex> {
-        super::meta_index::MetaIndex::from_linear(
-            self.meta_weight.as_tensor(),
-            self.meta_bias.as_tensor(),
-        )
+    /// The meta classifier's weight `[hd, C]` (in × out) and bias `[C]`.
+    pub fn meta_layer(&self) -> (&Tensor, &Tensor) {
+        (self.meta_weight.as_tensor(), self.meta_bias.as_tensor())
     }
 
     /// h_f `[B, D]` -> the extreme head's features g `[B, hd]`.

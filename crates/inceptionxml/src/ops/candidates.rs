@@ -61,7 +61,7 @@ impl CandidatePlan {
             for &c in cs {
                 let c = c as usize;
                 if c >= index.n_clusters() {
-                    return Err(Error::InvalidParam(format!(
+                    return Err(Error::Shape(format!(
                         "cluster {c} >= {} clusters",
                         index.n_clusters()
                     )));
@@ -73,7 +73,7 @@ impl CandidatePlan {
         }
         let plan = Self::from_blocks(&blocks);
         if plan.width != shortlist.width {
-            return Err(Error::InvalidParam(format!(
+            return Err(Error::Shape(format!(
                 "candidate plan: width {} but the shortlist has {}",
                 plan.width, shortlist.width
             )));

@@ -120,15 +120,6 @@ pub(crate) fn with_moments<R>(
     })
 }
 
-/// Pushes Adam's per-step scalars (the last arguments of `adam_f32` and `row_adam_f32`).
-pub(crate) fn push_coef<'a>(b: &mut LaunchArgs<'a>, c: &'a crate::ops::adam::AdamCoef) {
-    b.arg(&c.beta1);
-    b.arg(&c.beta2);
-    b.arg(&c.step_size);
-    b.arg(&c.inv_sqrt_bc2);
-    b.arg(&c.eps);
-}
-
 /// Copies host values to a new device buffer (one zero element for an empty slice, so that a
 /// kernel always gets a valid pointer).
 pub(crate) fn upload<T: DeviceRepr + Default + Clone + 'static>(

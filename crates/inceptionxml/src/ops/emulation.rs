@@ -8,9 +8,10 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor, Var};
 use xmc::shortlist::{build, ClusterIndex};
 
-use super::adam::{AdamCoef, AdamConsts};
-use super::{bce_with_logits, bce_with_logits_masked, CandidatePlan, RowGroups};
-use crate::model::dropout::mask;
+use super::dropout::mask;
+use super::{bce_with_logits, bce_with_logits_masked, CandidatePlan};
+use crate::optim::adam::{AdamCoef, AdamConsts};
+use crate::optim::RowGroups;
 
 extern "C" {
     fn adam_f32(

@@ -1,18 +1,20 @@
-//! Fused ops: numerically stable BCE-with-logits, in-place dense Adam, lazy row Adam for big
-//! tables, InceptionXML+'s candidate scoring with a sparse table gradient, SIMD dot/axpy.
+//! Fused ops, each one type with its CPU kernel (and, with the `cuda` feature, its CUDA kernel)
+//! side by side: numerically stable BCE-with-logits, InceptionXML+'s candidate scoring with a
+//! sparse table gradient, GELU + BatchNorm, im2col, seeded dropout, SIMD dot/axpy. The Adam
+//! kernels live with their optimisers in [`crate::optim`]; [`cuda`] holds the launch helpers
+//! and the compiled kernels that every CUDA path uses.
 
-pub mod adam;
 pub mod bce;
 pub mod candidates;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
+pub mod dropout;
 #[cfg(all(test, kernel_emulation))]
 mod emulation;
-pub mod row_adam;
+pub mod gelu_bn;
+pub mod im2col;
 pub mod simd;
 pub(crate) mod storage;
 
-pub use adam::{Adam, AdamConsts};
 pub use bce::{bce_with_logits, bce_with_logits_masked, stable_sigmoid};
 pub use candidates::{candidate_logits, CandidatePlan, TableGrad};
-pub use row_adam::{RowAdam, RowGroups, PAD_ROW};

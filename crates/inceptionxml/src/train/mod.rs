@@ -1,170 +1,345 @@
-//! Training: mini-batches, the one-cycle schedule, the epoch loop, checkpoints, `metrics.jsonl`.
+//! Training: [`train`] runs a whole job (fresh or resumed) and reads as its table of contents.
+//!
+//! | file | job |
+//! |---|---|
+//! | [`setup`] | configuration, vocabulary, clusters, encoded data, model, optimisers (shared with `bench train`) |
+//! | [`batches`] | seeded shuffles and batches built one ahead on a background thread |
+//! | [`step`] | one optimiser step of InceptionXML or InceptionXML+ |
+//! | [`evaluate`] | metrics on the test split through the prediction code |
+//! | [`report`] | progress events and the `metrics.jsonl` line |
+//!
+//! Checkpoints go through [`crate::model_dir`]: each epoch appends to `metrics.jsonl` and saves
+//! weights, optimiser state and `trainer_state.json` (last), which `--resume` continues from.
 
 pub mod batches;
-pub mod checkpoint;
-#[path = "loop.rs"]
-pub mod epoch_loop;
-pub mod schedule;
+pub mod evaluate;
+pub mod report;
+pub mod setup;
+pub mod step;
 
-use std::path::PathBuf;
+use std::path::Path;
+use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use candle_core::Device;
+use serde_json::{json, Map};
+use xmc::dataset::XcDataset;
+use xmc::metrics::{inverse_propensity, Metrics, Propensity};
 
+pub use evaluate::{EvalSet, PlusEval};
+pub use report::{EpochReport, PlusReport, TrainEvent};
+pub use setup::Setup;
+pub use step::{train_step, StepStats};
+
+use crate::config::{ModelParams, ScoreMode, TrainConfig};
 use crate::error::{Error, Result};
+use crate::model_dir::{self, TrainerState};
+use crate::optim::OneCycle;
+use batches::{epoch_order, steps_per_epoch, Batches};
 
-pub use epoch_loop::{
-    train, ClusterSource, EvalRecord, ModelOverrides, PlusEval, PlusOptions, TrainJob, TrainSummary,
-};
-pub use schedule::OneCycle;
-
-/// Training hyper-parameters (SPEC §4 defaults), saved in `config.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TrainConfig {
-    /// Passes over the training data (42 for AmazonTitles-670K).
-    pub epochs: usize,
-    /// Rows per optimiser step (128).
-    pub batch_size: usize,
-    /// Peak learning rate of the one-cycle schedule (5e-3).
-    pub lr_max: f64,
-    /// Fraction of steps spent warming up (0.3).
-    pub pct_start: f64,
-    /// Start lr = lr_max / div_factor (10).
-    pub div_factor: f64,
-    /// End lr = start lr / final_div_factor (1e4).
-    pub final_div_factor: f64,
-    /// Adam β1 at the ends of the cycle (0.95) and at the peak (0.85).
-    pub beta1_max: f64,
-    pub beta1_min: f64,
-    /// Adam β2 (0.999) and ε (1e-8).
-    pub beta2: f64,
-    pub eps: f64,
-    /// Seed of the shuffles, the embedding initialisation and the model's initialisation.
-    pub seed: u64,
-    /// Evaluate on the test split every this many epochs (and after the last one); 0 = only
-    /// after the last.
-    pub eval_every: usize,
-    /// Ranks reported: P@1..=eval_k etc. (5).
-    pub eval_k: usize,
-    /// Rows per evaluation batch.
-    pub eval_batch_size: usize,
-    /// Largest vocabulary (the most frequent training words; pad and unknown come on top).
-    pub max_vocab: usize,
-    /// Words seen fewer times in the training texts are unknown.
-    pub min_count: usize,
-    /// Train on the first N training rows only (quick runs and tests).
-    pub max_train: Option<usize>,
-    /// Pre-trained word vectors (GloVe / word2vec text format).
-    pub embeddings: Option<PathBuf>,
-    /// InceptionXML+: share of the epochs (rounded) during which the encoder output is detached
-    /// before the extreme head (0.25).
-    pub detach_fraction: f64,
+/// What to train and where.
+pub struct TrainJob<'a> {
+    pub data: &'a XcDataset,
+    /// The model directory (created if missing).
+    pub out: &'a Path,
+    /// Ignored with `resume` (the checkpoint's own configuration continues).
+    pub config: TrainConfig,
+    /// Ignored with `resume`.
+    pub model: ModelParams,
+    pub resume: bool,
+    /// Stop after this many epochs of this session, as if interrupted (the checkpoint can be
+    /// resumed); None runs to the end.
+    pub stop_after: Option<usize>,
+    /// Where the model trains (`Device::Cpu`, or a CUDA device with the `cuda` feature).
+    pub device: Device,
 }
 
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            epochs: 42,
-            batch_size: 128,
-            lr_max: 5e-3,
-            pct_start: 0.3,
-            div_factor: 10.0,
-            final_div_factor: 1e4,
-            beta1_max: 0.95,
-            beta1_min: 0.85,
-            beta2: 0.999,
-            eps: 1e-8,
-            seed: 0,
-            eval_every: 1,
-            eval_k: 5,
-            eval_batch_size: 256,
-            max_vocab: 200_000,
-            min_count: 1,
-            max_train: None,
-            embeddings: None,
-            detach_fraction: 0.25,
+/// One evaluation of the test split.
+#[derive(Debug, Clone)]
+pub struct EvalRecord {
+    pub epoch: usize,
+    pub metrics: Metrics,
+    /// InceptionXML+ only.
+    pub plus: Option<PlusEval>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub epochs_done: usize,
+    pub steps: u64,
+    /// Training time (all sessions of a resumed run), seconds.
+    pub train_s: f64,
+    /// Training throughput of this session.
+    pub samples_per_s: f64,
+    pub last_eval: Option<EvalRecord>,
+    pub vocab_size: usize,
+    pub n_train: usize,
+    /// How many vocabulary words got a pre-trained vector (fresh runs only).
+    pub coverage: Option<String>,
+}
+
+/// Trains (or resumes) a model into `job.out`, reporting progress through `on_event`.
+pub fn train(job: &TrainJob, on_event: &mut dyn FnMut(TrainEvent)) -> Result<TrainSummary> {
+    let out = job.out;
+    std::fs::create_dir_all(out).map_err(|e| Error::Xmc(xmc::Error::io(out, e)))?;
+    let mut s = if job.resume {
+        Setup::resume(job.data, out, &job.device)?
+    } else {
+        let s = Setup::fresh(
+            job.data,
+            job.config.clone(),
+            &job.model,
+            &job.device,
+            on_event,
+        )?;
+        start_model_dir(out, &s)?;
+        s
+    };
+    let inv_prop = inverse_propensity(&job.data.train.labels, Propensity::default())?;
+    let test = job.data.test.as_ref().map(|t| EvalSet {
+        ids: s.vocab.encode_all(&t.texts, s.config.model.seq_len),
+        labels: &t.labels,
+        inv_prop: &inv_prop,
+        k: s.config.train.eval_k,
+        batch_size: s.config.train.eval_batch_size,
+    });
+    let plan = Plan::new(&s, out)?;
+    let cfg = s.config.train.clone();
+    let mut step = s.state.as_ref().map_or(0, |st| st.step);
+    let start_epoch = s.state.as_ref().map_or(0, |st| st.epochs_done);
+    let mut train_s = s.state.as_ref().map_or(0.0, |st| st.elapsed_s);
+    let mut last_eval = None;
+    let (mut session_rows, mut session_s) = (0usize, 0f64);
+    let end_epoch = job
+        .stop_after
+        .map_or(cfg.epochs, |n| cfg.epochs.min(start_epoch + n));
+    for epoch in start_epoch..end_epoch {
+        let e = run_epoch(&mut s, &plan, epoch, &mut step, on_event)?;
+        train_s += e.seconds;
+        session_rows += e.rows;
+        session_s += e.seconds;
+        let last = epoch + 1 == cfg.epochs;
+        let due = cfg.eval_every > 0 && (epoch + 1) % cfg.eval_every == 0;
+        let (metrics, plus_eval, p1_by_score) = match &test {
+            Some(t) if due || last => evaluate_epoch(&mut s, t, last, out)?,
+            _ => (None, None, Map::new()),
+        };
+        if let Some(m) = &metrics {
+            last_eval = Some(EvalRecord {
+                epoch: epoch + 1,
+                metrics: m.clone(),
+                plus: plus_eval.clone(),
+            });
         }
+        let report = EpochReport {
+            epoch: epoch + 1,
+            epochs: cfg.epochs,
+            step,
+            loss: e.loss_sum / e.rows.max(1) as f64,
+            lr: plan.schedule.at(step.saturating_sub(1)).0,
+            samples_per_s: e.rows as f64 / e.seconds.max(1e-9),
+            seconds: e.seconds,
+            elapsed: train_s,
+            metrics,
+            plus: s.config.model.plus.as_ref().map(|_| PlusReport {
+                detached: e.detached,
+                candidates_per_row: e.candidates as f64 / e.rows.max(1) as f64,
+                table_rows_per_step: e.touched as f64 / e.steps.max(1) as f64,
+                eval: plus_eval,
+                p1_by_score,
+            }),
+        };
+        save_checkpoint(out, &s, &report, &plan, train_s)?;
+        on_event(TrainEvent::EpochEnd(&report));
     }
+    Ok(TrainSummary {
+        epochs_done: end_epoch.max(start_epoch),
+        steps: step,
+        train_s,
+        samples_per_s: session_rows as f64 / session_s.max(1e-9),
+        last_eval,
+        vocab_size: s.vocab.len(),
+        n_train: s.n_train,
+        coverage: s.coverage.clone(),
+    })
 }
 
-impl TrainConfig {
-    /// Checks every field; the error names the first bad one.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::InvalidParam(m));
-        if self.epochs == 0 {
-            return bad("epochs must be > 0".into());
-        }
-        if self.batch_size < 2 {
-            return bad(format!(
-                "batch_size {} < 2 (batch norm needs two rows)",
-                self.batch_size
-            ));
-        }
-        if !(self.lr_max > 0.0 && self.lr_max.is_finite()) {
-            return bad(format!("lr_max {} must be positive", self.lr_max));
-        }
-        if !(self.pct_start > 0.0 && self.pct_start < 1.0) {
-            return bad(format!("pct_start {} outside (0, 1)", self.pct_start));
-        }
-        if self.div_factor <= 0.0 || self.final_div_factor <= 0.0 {
-            return bad("div_factor and final_div_factor must be positive".into());
-        }
-        for (n, b) in [
-            ("beta1_max", self.beta1_max),
-            ("beta1_min", self.beta1_min),
-            ("beta2", self.beta2),
-        ] {
-            if !(0.0..1.0).contains(&b) {
-                return bad(format!("{n} {b} outside [0, 1)"));
+/// The schedule of a run: its length, and the epochs whose encoder output is detached.
+struct Plan {
+    steps_per_epoch: usize,
+    total_steps: u64,
+    schedule: OneCycle,
+    /// InceptionXML+: epochs `0..detach_epochs` detach the encoder from the extreme head.
+    detach_epochs: usize,
+}
+
+impl Plan {
+    /// The plan of `s`; a resumed run must find the same one in its checkpoint.
+    fn new(s: &Setup, dir: &Path) -> Result<Self> {
+        let cfg = &s.config.train;
+        let spe = steps_per_epoch(s.n_train, cfg.batch_size);
+        let total = (spe * cfg.epochs) as u64;
+        if let Some(st) = &s.state {
+            if st.steps_per_epoch != spe || st.total_steps != total || st.n_train != s.n_train {
+                return Err(Error::Model {
+                    path: dir.join(model_dir::STATE).display().to_string(),
+                    msg: format!(
+                        "checkpoint has {} steps/epoch of {} total over {} rows; the data gives {spe} of {total} over {}",
+                        st.steps_per_epoch, st.total_steps, st.n_train, s.n_train
+                    ),
+                });
             }
         }
-        if self.eps <= 0.0 {
-            return bad("eps must be positive".into());
-        }
-        if self.eval_k == 0 || self.eval_batch_size == 0 {
-            return bad("eval_k and eval_batch_size must be > 0".into());
-        }
-        if self.max_vocab == 0 {
-            return bad("max_vocab must be > 0".into());
-        }
-        if !(0.0..1.0).contains(&self.detach_fraction) {
-            return bad(format!(
-                "detach_fraction {} outside [0, 1)",
-                self.detach_fraction
-            ));
-        }
-        if self.max_train == Some(0) {
-            return bad("max_train must be > 0".into());
-        }
-        Ok(())
-    }
-
-    /// The one-cycle schedule for `total_steps` steps.
-    pub fn schedule(&self, total_steps: u64) -> OneCycle {
-        OneCycle {
-            lr_max: self.lr_max,
-            total_steps,
-            pct_start: self.pct_start,
-            div_factor: self.div_factor,
-            final_div_factor: self.final_div_factor,
-            beta1_max: self.beta1_max,
-            beta1_min: self.beta1_min,
-        }
+        let detach_epochs = match s.config.model.plus {
+            Some(_) => (cfg.detach_fraction * cfg.epochs as f64).round() as usize,
+            None => 0,
+        };
+        Ok(Plan {
+            steps_per_epoch: spe,
+            total_steps: total,
+            schedule: cfg.schedule(total),
+            detach_epochs,
+        })
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// What one epoch of steps did.
+struct EpochSteps {
+    loss_sum: f64,
+    rows: usize,
+    steps: usize,
+    seconds: f64,
+    candidates: usize,
+    touched: usize,
+    detached: bool,
+}
 
-    #[test]
-    fn defaults_are_valid_and_round_trip() {
-        let c = TrainConfig::default();
-        c.validate().unwrap();
-        let j = serde_json::to_string(&c).unwrap();
-        assert_eq!(serde_json::from_str::<TrainConfig>(&j).unwrap(), c);
-        let mut b = c.clone();
-        b.batch_size = 1;
-        assert!(b.validate().is_err());
+/// Runs the optimiser steps of `epoch` (0-based) over the seeded order of the training rows.
+fn run_epoch(
+    s: &mut Setup,
+    plan: &Plan,
+    epoch: usize,
+    step: &mut u64,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<EpochSteps> {
+    let cfg = &s.config.train;
+    on_event(TrainEvent::EpochStart {
+        epoch: epoch + 1,
+        epochs: cfg.epochs,
+        steps: plan.steps_per_epoch,
+    });
+    let t0 = Instant::now();
+    let batches = Batches::new(
+        s.train_ids.clone(),
+        s.config.model.seq_len,
+        s.train_labels.clone(),
+        epoch_order(s.n_train, cfg.seed, epoch),
+        cfg.batch_size,
+        s.index.clone(),
+        s.model.embedding_table().device().clone(),
+    );
+    let detached = epoch < plan.detach_epochs;
+    let mut e = EpochSteps {
+        loss_sum: 0.0,
+        rows: 0,
+        steps: 0,
+        seconds: 0.0,
+        candidates: 0,
+        touched: 0,
+        detached,
+    };
+    for batch in batches {
+        let batch = batch?;
+        let (lr, beta1) = plan.schedule.at(*step);
+        let (loss, st) = train_step(&s.model, &mut s.opt, &batch, lr, beta1, detached)?;
+        e.candidates += st.candidates;
+        e.touched += st.touched_rows;
+        e.steps += 1;
+        if !loss.is_finite() {
+            return Err(Error::Diverged { step: *step, loss });
+        }
+        *step += 1;
+        e.loss_sum += loss as f64 * batch.len as f64;
+        e.rows += batch.len;
+        on_event(TrainEvent::Step {
+            loss: e.loss_sum / e.rows as f64,
+            samples_per_s: e.rows as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+        });
     }
+    e.seconds = t0.elapsed().as_secs_f64();
+    Ok(e)
+}
+
+type EpochEval = (
+    Option<Metrics>,
+    Option<PlusEval>,
+    Map<String, serde_json::Value>,
+);
+
+/// Evaluates the model on the test split. After the last epoch of an InceptionXML+ run both
+/// rankings are scored and the better one becomes the model's default (saved in
+/// `config.json`); the metrics returned are those of the configured ranking.
+fn evaluate_epoch(s: &mut Setup, test: &EvalSet, last: bool, dir: &Path) -> Result<EpochEval> {
+    let mut p1_by_score = Map::new();
+    let Some(score) = s.config.model.plus.as_ref().map(|p| p.score) else {
+        let (m, _) = test.evaluate(&s.model, ScoreMode::Extreme)?;
+        return Ok((Some(m), None, p1_by_score));
+    };
+    let (m, extra) = test.evaluate(&s.model, score)?;
+    p1_by_score.insert(score.to_string(), json!(m.p[0] * 100.0));
+    if last {
+        let other = match score {
+            ScoreMode::Extreme => ScoreMode::Combined,
+            ScoreMode::Combined => ScoreMode::Extreme,
+        };
+        let (m2, _) = test.evaluate(&s.model, other)?;
+        p1_by_score.insert(other.to_string(), json!(m2.p[0] * 100.0));
+        if m2.p[0] > m.p[0] {
+            if let Some(p) = s.config.model.plus.as_mut() {
+                p.score = other;
+            }
+            model_dir::write_config(dir, &s.config)?;
+        }
+    }
+    Ok((Some(m), extra, p1_by_score))
+}
+
+/// The files a fresh run writes before its first step: vocabulary, clusters, `config.json`;
+/// the metrics of an earlier run in the same directory are removed.
+fn start_model_dir(dir: &Path, s: &Setup) -> Result<()> {
+    s.vocab.save(dir.join(model_dir::VOCAB))?;
+    if let Some(ix) = &s.index {
+        model_dir::save_clusters(dir, ix)?;
+    }
+    model_dir::write_config(dir, &s.config)?;
+    let stale = dir.join(model_dir::METRICS);
+    if stale.exists() {
+        std::fs::remove_file(&stale).map_err(|e| Error::Xmc(xmc::Error::io(&stale, e)))?;
+    }
+    Ok(())
+}
+
+/// The end-of-epoch checkpoint: the `metrics.jsonl` line, weights, optimiser state, and
+/// `trainer_state.json` last.
+fn save_checkpoint(
+    dir: &Path,
+    s: &Setup,
+    report: &EpochReport,
+    plan: &Plan,
+    elapsed_s: f64,
+) -> Result<()> {
+    model_dir::append_metrics_line(dir, &report.json_line())?;
+    model_dir::save_weights(dir, &s.model, &s.varmap)?;
+    model_dir::save_optimizer(dir, &s.opt.adam, &s.opt.tables())?;
+    model_dir::write_state(
+        dir,
+        &TrainerState {
+            epochs_done: report.epoch,
+            step: report.step,
+            total_steps: plan.total_steps,
+            steps_per_epoch: plan.steps_per_epoch,
+            n_train: s.n_train,
+            elapsed_s,
+        },
+    )
 }

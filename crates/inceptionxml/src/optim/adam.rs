@@ -18,8 +18,8 @@ use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Shape, Tensor, Var};
 use rayon::prelude::*;
 
-use super::storage::{f32_slice, f32_slice_mut};
 use crate::error::{Error, Result};
+use crate::ops::storage::{f32_slice, f32_slice_mut};
 
 /// Elements per rayon task.
 const CHUNK: usize = 1 << 15;
@@ -50,6 +50,22 @@ pub(crate) struct AdamCoef {
     /// 1 / √(1 − β2ᵗ)
     pub(crate) inv_sqrt_bc2: f32,
     pub(crate) eps: f32,
+}
+
+#[cfg(feature = "cuda")]
+impl AdamCoef {
+    /// Pushes the per-step scalars (the last arguments of `adam_f32` and `row_adam_f32`).
+    pub(crate) fn push_args<'a>(
+        &'a self,
+        b: &mut candle_core::cuda_backend::cudarc::driver::LaunchArgs<'a>,
+    ) {
+        use crate::ops::cuda::PushKernelArg;
+        b.arg(&self.beta1);
+        b.arg(&self.beta2);
+        b.arg(&self.step_size);
+        b.arg(&self.inv_sqrt_bc2);
+        b.arg(&self.eps);
+    }
 }
 
 impl AdamCoef {
@@ -149,8 +165,8 @@ impl InplaceOp2 for AdamKernelDev<'_> {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        use super::cuda::PushKernelArg;
-        use super::cuda::{grid, launch, push_coef, view, view_mut, with_moments, Kernel};
+        use crate::ops::cuda::PushKernelArg;
+        use crate::ops::cuda::{grid, launch, view, view_mut, with_moments, Kernel};
         let k = Kernel::new(&s1.device.clone(), "adam_f32")?;
         let g = view(s2, l2, "adam gradient")?;
         let n = g.len();
@@ -166,7 +182,7 @@ impl InplaceOp2 for AdamKernelDev<'_> {
             b.arg(m);
             b.arg(v);
             b.arg(&n);
-            push_coef(&mut b, &c);
+            c.push_args(&mut b);
             launch(b, grid(n))
         })
     }
@@ -269,7 +285,7 @@ impl Adam {
         let mut slots = Vec::with_capacity(vars.len());
         for (name, var) in vars {
             if var.dtype() != DType::F32 {
-                return Err(Error::InvalidParam(format!(
+                return Err(Error::Config(format!(
                     "adam: {name} is {:?}, only f32 is supported",
                     var.dtype()
                 )));

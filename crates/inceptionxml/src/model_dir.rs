@@ -1,4 +1,5 @@
-//! The model directory: what a training run writes and what prediction and `--resume` read.
+//! The model directory on disk: what a training run writes and what prediction and `--resume`
+//! read. Training and prediction both use this module; neither imports the other.
 //!
 //! | file | content |
 //! |---|---|
@@ -22,12 +23,13 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
-use super::TrainConfig;
+use crate::config::{ModelConfig, TrainConfig};
 use crate::error::{Error, Result};
-use crate::model::{InceptionXml, ModelConfig};
-use crate::ops::{Adam, RowAdam};
+use crate::model::InceptionXml;
+use crate::optim::{Adam, RowAdam};
 use std::sync::Arc;
 use xmc::shortlist::ClusterIndex;
+use xmc::vocab::Vocab;
 
 pub const CONFIG: &str = "config.json";
 pub const WEIGHTS: &str = "weights.safetensors";
@@ -75,10 +77,10 @@ fn model_err(path: &Path, msg: impl Into<String>) -> Error {
 }
 
 /// Runs `f` on a temporary sibling of `path`, then renames it over `path`.
-pub fn write_path_atomic(path: &Path, f: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+fn write_path_atomic(path: &Path, f: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let name = path
         .file_name()
-        .ok_or_else(|| Error::InvalidParam(format!("{}: not a file name", path.display())))?
+        .ok_or_else(|| model_err(path, "not a file name"))?
         .to_string_lossy()
         .into_owned();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
@@ -91,7 +93,7 @@ pub fn write_path_atomic(path: &Path, f: impl FnOnce(&Path) -> Result<()>) -> Re
 }
 
 /// Writes `value` as pretty JSON, atomically.
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| model_err(path, format!("cannot serialise: {e}")))?;
     xmc::io::write_atomic(path, |f| writeln!(f, "{text}"))?;
@@ -119,9 +121,68 @@ pub fn read_config(dir: &Path) -> Result<ModelDirConfig> {
     Ok(cfg)
 }
 
+/// Writes `config.json` of `dir` (atomically).
+pub fn write_config(dir: &Path, config: &ModelDirConfig) -> Result<()> {
+    write_json(&dir.join(CONFIG), config)
+}
+
+/// Reads `vocab.txt` of `dir`, checking its size against `config.json`.
+pub fn read_vocab(dir: &Path, model: &ModelConfig) -> Result<Vocab> {
+    let path = dir.join(VOCAB);
+    let vocab = Vocab::load(&path)?;
+    if vocab.len() != model.vocab_size {
+        return Err(model_err(
+            &path,
+            format!(
+                "{} words, config.json says vocab_size {}",
+                vocab.len(),
+                model.vocab_size
+            ),
+        ));
+    }
+    Ok(vocab)
+}
+
+/// A model directory loaded and checked: every file agrees with `config.json`.
+pub struct Loaded {
+    pub config: ModelDirConfig,
+    pub vocab: Vocab,
+    pub model: InceptionXml,
+    /// Owns the model's variables.
+    pub varmap: VarMap,
+}
+
+/// Loads `config.json`, `vocab.txt`, `weights.safetensors` and (InceptionXML+) `clusters.txt`
+/// of `dir`, checking that they agree (vocabulary size, tensor names and shapes, label and
+/// cluster counts); errors name the offending file. The weights go to `device`.
+pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
+    if !dir.is_dir() {
+        return Err(model_err(dir, "not a model directory"));
+    }
+    let config = read_config(dir)?;
+    let vocab = read_vocab(dir, &config.model)?;
+    let varmap = VarMap::new();
+    let mut model = InceptionXml::new(&config.model, &varmap, device, config.train.seed)?;
+    load_weights(dir, &model, &varmap)?;
+    if config.model.plus.is_some() {
+        model.set_clusters(read_clusters(dir, &config.model)?)?;
+    }
+    Ok(Loaded {
+        config,
+        vocab,
+        model,
+        varmap,
+    })
+}
+
 /// Reads `trainer_state.json` of `dir`.
 pub fn read_state(dir: &Path) -> Result<TrainerState> {
     read_json(&dir.join(STATE))
+}
+
+/// Writes `trainer_state.json` of `dir` (last of a checkpoint's files).
+pub fn write_state(dir: &Path, state: &TrainerState) -> Result<()> {
+    write_json(&dir.join(STATE), state)
 }
 
 /// Every tensor of the model by name: the VarMap's variables, plus the word table if the model

@@ -2,21 +2,15 @@
 //! memory (VmHWM).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use candle_core::Device;
-use candle_nn::VarMap;
-use inceptionxml::model::{InceptionXml, ModelConfig, ScoreMode};
-use inceptionxml::ops::AdamConsts;
+use inceptionxml::config::{ClusterSource, ModelParams, PlusParams, ScoreMode, TrainConfig};
 use inceptionxml::predict::Ensemble;
 use inceptionxml::train::batches::{epoch_order, Batches};
-use inceptionxml::train::epoch_loop::{label_clusters, train_step, train_step_plus, Optimizers};
-use inceptionxml::train::{ClusterSource, PlusOptions, TrainConfig};
+use inceptionxml::train::{train_step, Setup, TrainEvent};
 use xmc::dataset::XcDataset;
-use xmc::shortlist::ClusterIndex;
-use xmc::vocab::Vocab;
 
 #[derive(clap::Args)]
 pub struct TrainBench {
@@ -31,10 +25,10 @@ pub struct TrainBench {
     pub warmup: usize,
     #[arg(long, default_value_t = TrainConfig::default().batch_size)]
     pub batch_size: usize,
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = inceptionxml::config::DEFAULT_EMBED_DIM)]
     pub dim: usize,
     #[command(flatten)]
-    pub device: crate::cli::DeviceArg,
+    pub device: crate::common::DeviceArg,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -70,12 +64,13 @@ pub struct PredictBench {
     #[arg(long, default_value_t = 100)]
     pub top_k: usize,
     #[command(flatten)]
-    pub device: crate::cli::DeviceArg,
+    pub device: crate::common::DeviceArg,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
     /// InceptionXML+ ranking [default: the model's].
-    #[arg(long, value_enum)]
+    /// `extreme` or `combined`.
+    #[arg(long)]
     pub score: Option<ScoreMode>,
     /// Score small batches (at most 8 texts) exactly in f32 instead of with the int8 indexes
     /// (output layer; InceptionXML+: meta classifier and label table), which pre-rank every label
@@ -104,71 +99,55 @@ fn gpu_mem(device: &Device) -> String {
 }
 
 fn rss() -> String {
-    crate::cli::peak_rss_mib().map_or("n/a".into(), |m| format!("{m:.0} MiB"))
+    crate::common::peak_rss_mib().map_or("n/a".into(), |m| format!("{m:.0} MiB"))
 }
 
 pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
-    crate::cli::set_threads(a.threads)?;
+    crate::common::set_threads(a.threads)?;
     anyhow::ensure!(a.steps > 0, "--steps must be > 0");
     anyhow::ensure!(a.batch_size >= 2, "--batch-size must be >= 2");
     let data = XcDataset::open(&a.data)
         .with_context(|| format!("reading dataset {}", a.data.display()))?;
-    let cfg = TrainConfig::default();
-    let tokens = xmc::text::tokenize_all(&data.train.texts);
-    let vocab = Vocab::build(&tokens, cfg.max_vocab, cfg.min_count);
-    let mut mcfg = ModelConfig::new(vocab.len(), data.n_labels);
-    mcfg.embed_dim = a.dim;
-    let index = if a.plus {
-        let opts = PlusOptions {
+    let cfg = TrainConfig {
+        batch_size: a.batch_size,
+        ..TrainConfig::default()
+    };
+    let params = ModelParams {
+        embed_dim: a.dim,
+        dropout_ext: None,
+        plus: a.plus.then(|| PlusParams {
             clusters: ClusterSource::from_arg(a.clusters.as_deref()),
             top_k: a.top_k,
             hidden_dim: a.hidden_dim,
             dropout_meta: None,
-        };
-        let t = Instant::now();
-        let c = label_clusters(&opts.clusters, &tokens, &data.train.labels, 0, false)?;
-        println!(
-            "clusters: {} in {:.1}s",
-            c.n_clusters,
-            t.elapsed().as_secs_f64()
-        );
-        mcfg.plus = Some(opts.config(c.n_clusters, data.n_labels, mcfg.feature_dim()));
-        Some(Arc::new(ClusterIndex::new(c.assign, c.n_clusters)?))
-    } else {
-        None
+        }),
     };
-    drop(tokens);
-    mcfg.validate()?;
-    let ids = Arc::new(vocab.encode_all(&data.train.texts, mcfg.seq_len));
-    let labels = Arc::new(data.train.labels.clone());
-    let varmap = VarMap::new();
     let device = a.device.open()?;
-    let mut model = InceptionXml::new(&mcfg, &varmap, &device, 0)?;
-    if let Some(ix) = &index {
-        model.set_clusters(ix.clone())?;
-    }
-    let (table, _) = xmc::embeddings::init_table(&vocab, a.dim, None, 0)?;
-    model.set_embeddings(&table)?;
-    drop(table);
-    let mut opt = Optimizers::new(&model, AdamConsts::default())?;
-    opt.words.make_resident();
-    if let Some(l) = opt.labels.as_mut() {
-        l.make_resident();
-    }
-    let rss_model = crate::cli::current_rss_mib();
-    let n = data.train.texts.len();
+    // The same setup as `train` (vocabulary, clusters, model, optimisers), seed 0.
+    let mut s = Setup::fresh(&data, cfg.clone(), &params, &device, &mut |e| {
+        if let TrainEvent::Clustered {
+            clusters, seconds, ..
+        } = e
+        {
+            println!("clusters: {clusters} in {seconds:.1}s");
+        }
+    })?;
+    s.opt.make_resident();
+    let mcfg = s.config.model.clone();
+    let rss_model = crate::common::current_rss_mib();
+    let n = s.n_train;
     let mut times = Vec::with_capacity(a.steps);
     let mut done = 0usize;
     let (mut cands, mut touched) = (0usize, 0usize);
     let t_all = Instant::now();
     'outer: for epoch in 0.. {
         let batches = Batches::new(
-            ids.clone(),
+            s.train_ids.clone(),
             mcfg.seq_len,
-            labels.clone(),
+            s.train_labels.clone(),
             epoch_order(n, 0, epoch),
             a.batch_size,
-            index.clone(),
+            s.index.clone(),
             device.clone(),
         );
         for batch in batches {
@@ -177,22 +156,17 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
                 continue; // time full batches only
             }
             let t = Instant::now();
-            if a.plus {
-                let (_, st) =
-                    train_step_plus(&model, &mut opt, &batch, cfg.lr_max, cfg.beta1_max, false)?;
-                if done >= a.warmup {
-                    cands += st.candidates;
-                    touched += st.touched_rows;
-                }
-            } else {
-                train_step(
-                    &model,
-                    &mut opt.adam,
-                    &mut opt.words,
-                    &batch,
-                    cfg.lr_max,
-                    cfg.beta1_max,
-                )?;
+            let (_, st) = train_step(
+                &s.model,
+                &mut s.opt,
+                &batch,
+                cfg.lr_max,
+                cfg.beta1_max,
+                false,
+            )?;
+            if done >= a.warmup {
+                cands += st.candidates;
+                touched += st.touched_rows;
             }
             device.synchronize()?; // GPU work is queued: time it to completion
             if done >= a.warmup {
@@ -246,7 +220,7 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
 }
 
 pub fn bench_predict(a: PredictBench) -> anyhow::Result<()> {
-    crate::cli::set_threads(a.threads)?;
+    crate::common::set_threads(a.threads)?;
     anyhow::ensure!(a.batch_size > 0, "--batch-size must be > 0");
     anyhow::ensure!(a.top_k > 0, "--top-k must be > 0");
     let device = a.device.open()?;

@@ -3,10 +3,12 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use inceptionxml::train::{
-    self, ClusterSource, ModelOverrides, PlusOptions, TrainConfig, TrainJob,
-};
+use inceptionxml::config::{ClusterSource, ModelParams, PlusParams, Preset, TrainConfig};
+use inceptionxml::model_dir;
+use inceptionxml::train::{self, TrainJob};
 use xmc::dataset::XcDataset;
+
+use crate::progress::Progress;
 
 /// Flags of `inceptionxml train`.
 #[derive(clap::Args)]
@@ -52,7 +54,7 @@ pub struct Args {
     #[arg(long)]
     pub embeddings: Option<PathBuf>,
     /// Word-embedding dimension.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = inceptionxml::config::DEFAULT_EMBED_DIM)]
     pub dim: usize,
     /// Dropout before the L-way classifier [default: 0.5].
     #[arg(long)]
@@ -76,7 +78,7 @@ pub struct Args {
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
     #[command(flatten)]
-    pub device: super::DeviceArg,
+    pub device: crate::common::DeviceArg,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -85,19 +87,13 @@ pub struct Args {
     pub quiet: bool,
 }
 
-/// InceptionXML+ training defaults (paper Table 7, SPEC §5).
-pub const PLUS_EPOCHS: usize = 35;
-pub const PLUS_BATCH: usize = 256;
-pub const PLUS_LR: f64 = 0.008;
-pub const PLUS_PCT_START: f64 = 0.33;
-
 pub fn run(args: Args) -> anyhow::Result<()> {
-    super::set_threads(args.threads)?;
+    crate::common::set_threads(args.threads)?;
     let data = XcDataset::open(&args.data)
         .with_context(|| format!("reading dataset {}", args.data.display()))?;
     if args.resume {
         if let Some(e) = args.epochs {
-            let saved = train::checkpoint::read_config(&args.model)?;
+            let saved = model_dir::read_config(&args.model)?;
             anyhow::ensure!(
                 e == saved.train.epochs,
                 "--resume continues the saved schedule of {} epochs; --epochs {e} would change it",
@@ -105,46 +101,46 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    let d = TrainConfig::default();
-    let plus = args.plus.then(|| PlusOptions {
+    let plus = args.plus.then(|| PlusParams {
         clusters: ClusterSource::from_arg(args.clusters.as_deref()),
         top_k: args.top_k,
         hidden_dim: args.hidden_dim,
         dropout_meta: args.dropout_meta,
     });
-    // SPEC §5 (paper Table 7) for InceptionXML+: batch 256, lr 0.008, 35 epochs, 33% warm-up.
-    let (epochs, batch, lr, pct) = if args.plus {
-        (PLUS_EPOCHS, PLUS_BATCH, PLUS_LR, PLUS_PCT_START)
+    let preset = TrainConfig::preset(if args.plus {
+        Preset::Plus
     } else {
-        (d.epochs, d.batch_size, d.lr_max, d.pct_start)
-    };
+        Preset::Plain
+    });
     let config = TrainConfig {
-        epochs: args.epochs.unwrap_or(epochs),
-        batch_size: args.batch_size.unwrap_or(batch),
-        lr_max: args.lr.unwrap_or(lr),
-        pct_start: pct,
+        epochs: args.epochs.unwrap_or(preset.epochs),
+        batch_size: args.batch_size.unwrap_or(preset.batch_size),
+        lr_max: args.lr.unwrap_or(preset.lr_max),
         detach_fraction: args.detach_fraction,
         seed: args.seed,
         eval_every: args.eval_every,
         max_vocab: args.max_vocab,
         max_train: args.max_train,
         embeddings: args.embeddings.clone(),
-        ..TrainConfig::default()
+        ..preset
     };
-    let summary = train::train(&TrainJob {
-        data: &data,
-        out: &args.model,
-        config,
-        model: ModelOverrides {
-            embed_dim: args.dim,
-            dropout_ext: args.dropout_ext,
-            plus,
+    let mut progress = Progress::new(!args.quiet);
+    let summary = train::train(
+        &TrainJob {
+            data: &data,
+            out: &args.model,
+            config,
+            model: ModelParams {
+                embed_dim: args.dim,
+                dropout_ext: args.dropout_ext,
+                plus,
+            },
+            resume: args.resume,
+            stop_after: args.stop_after,
+            device: args.device.open()?,
         },
-        resume: args.resume,
-        stop_after: args.stop_after,
-        progress: !args.quiet,
-        device: args.device.open()?,
-    })?;
+        &mut |e| progress.on_event(e),
+    )?;
     print_summary(&summary, &args.model);
     Ok(())
 }
@@ -160,7 +156,7 @@ pub fn print_summary(s: &train::TrainSummary, dir: &std::path::Path) {
     );
     if let Some(e) = &s.last_eval {
         println!("test metrics after epoch {}:", e.epoch);
-        println!("{}", super::format_metrics(&e.metrics));
+        println!("{}", crate::common::format_metrics(&e.metrics));
         if let Some(p) = &e.plus {
             println!(
                 "ranking {}; meta P@1 {:.2}; shortlist recall@{} {:.2}",

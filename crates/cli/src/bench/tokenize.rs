@@ -45,7 +45,7 @@ pub fn run_tokenize(a: TokenizeArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!texts.is_empty(), "{}: no texts", path.display());
     let bytes: usize = texts.iter().map(|t| t.len() + 1).sum();
 
-    crate::cli::set_threads((a.threads > 0).then_some(a.threads))?;
+    crate::common::set_threads((a.threads > 0).then_some(a.threads))?;
     let (threads, vocab, build_time, runs, checksum, cpu) = {
         let t0 = Instant::now();
         let vocab = Vocab::build(&tokenize_all(&texts), a.vocab_size, 1);

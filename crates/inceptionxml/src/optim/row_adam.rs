@@ -17,8 +17,8 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, InplaceOp2, Layout, Shap
 use rayon::prelude::*;
 
 use super::adam::{AdamCoef, AdamConsts, Moments};
-use super::storage::{f32_slice, f32_slice_mut};
 use crate::error::{Error, Result};
+use crate::ops::storage::{f32_slice, f32_slice_mut};
 
 /// The padding row: never updated.
 pub const PAD_ROW: u32 = 0;
@@ -63,7 +63,7 @@ impl RowGroups {
     /// Errors unless `values` is one `dim`-wide gradient row per lookup position.
     fn check(&self, values: usize, dim: usize) -> Result<()> {
         if values != self.positions * dim {
-            return Err(Error::InvalidParam(format!(
+            return Err(Error::Shape(format!(
                 "row groups: {} ids × {dim} != {values} gradient values",
                 self.positions
             )));
@@ -126,7 +126,7 @@ impl CustomOp1 for SegmentSum<'_> {
         s: &candle_core::CudaStorage,
         l: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        use super::cuda::{grid, launch, storage, upload, view, zeros, Kernel, PushKernelArg};
+        use crate::ops::cuda::{grid, launch, storage, upload, view, zeros, Kernel, PushKernelArg};
         let dev = s.device.clone();
         let src = view(s, l, "row gradients")?;
         let (n, dim) = (self.groups.ids.len(), self.dim);
@@ -243,8 +243,8 @@ impl InplaceOp2 for RowKernelDev<'_> {
         gs: &candle_core::CudaStorage,
         gl: &Layout,
     ) -> candle_core::Result<()> {
-        use super::cuda::PushKernelArg;
-        use super::cuda::{grid, launch, push_coef, upload, view, view_mut, with_moments, Kernel};
+        use crate::ops::cuda::PushKernelArg;
+        use crate::ops::cuda::{grid, launch, upload, view, view_mut, with_moments, Kernel};
         let dev = s.device.clone();
         let k = Kernel::new(&dev, "row_adam_f32")?;
         let g = view(gs, gl, "row-adam gradient")?;
@@ -265,7 +265,7 @@ impl InplaceOp2 for RowKernelDev<'_> {
             b.arg(&ids);
             b.arg(&n_ids);
             b.arg(&dim);
-            push_coef(&mut b, &c);
+            c.push_args(&mut b);
             launch(b, grid(n_ids * dim))
         })
     }
@@ -341,7 +341,7 @@ impl RowAdam {
         beta1: f64,
     ) -> Result<()> {
         if grads.len() != ids.len() * self.dim {
-            return Err(Error::InvalidParam(format!(
+            return Err(Error::Shape(format!(
                 "row-adam: {} ids × {} != {} gradient values",
                 ids.len(),
                 self.dim,
@@ -369,7 +369,7 @@ impl RowAdam {
         beta1: f64,
     ) -> Result<()> {
         if table.dims() != [self.rows, self.dim] {
-            return Err(Error::InvalidParam(format!(
+            return Err(Error::Shape(format!(
                 "row-adam: table {:?} but state for {}×{}",
                 table.dims(),
                 self.rows,
@@ -377,7 +377,7 @@ impl RowAdam {
             )));
         }
         if grads.dims() != [ids.len(), self.dim] {
-            return Err(Error::InvalidParam(format!(
+            return Err(Error::Shape(format!(
                 "row-adam: {} ids × {} but gradient rows {:?}",
                 ids.len(),
                 self.dim,
@@ -386,14 +386,14 @@ impl RowAdam {
         }
         for w in ids.windows(2) {
             if w[0] >= w[1] {
-                return Err(Error::InvalidParam(
+                return Err(Error::Shape(
                     "row-adam: row ids must be strictly increasing".into(),
                 ));
             }
         }
         if let Some(&last) = ids.last() {
             if last as usize >= self.rows {
-                return Err(Error::InvalidParam(format!(
+                return Err(Error::Shape(format!(
                     "row-adam: row {last} >= {} rows",
                     self.rows
                 )));

@@ -1,13 +1,4 @@
-//! One module per subcommand: each parses its flags (clap `Args`) and calls library functions.
-
-pub mod bench;
-pub mod cluster;
-pub mod demo;
-pub mod eval;
-pub mod predict;
-pub mod stats;
-pub mod synth;
-pub mod train;
+//! What the subcommands share: `--device`, `--threads`, memory readings, metric lines.
 
 use xmc::metrics::Metrics;
 

@@ -30,7 +30,7 @@ impl Windows {
     /// `k`, `stride`, `pad` over length `n`: `out = ⌊(n + 2·pad − k)/stride⌋ + 1`.
     pub fn new(n: usize, k: usize, stride: usize, pad: usize) -> Result<Self> {
         if k == 0 || stride == 0 || n + 2 * pad < k || pad > n {
-            return Err(Error::InvalidParam(format!(
+            return Err(Error::Shape(format!(
                 "im2col: length {n}, kernel {k}, stride {stride}, padding {pad}"
             )));
         }
@@ -133,9 +133,7 @@ impl CustomOp1 for Col2Im {
 pub fn im2col(x: &Tensor, w: Windows) -> Result<Tensor> {
     let (_b, n, _c) = x.dims3()?;
     if w.out == 0 || w.stride * (w.out - 1) + w.k > n + 2 * w.pad {
-        return Err(Error::InvalidParam(format!(
-            "im2col: {w:?} over length {n}"
-        )));
+        return Err(Error::Shape(format!("im2col: {w:?} over length {n}")));
     }
     if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
         Ok(x.contiguous()?.apply_op1(Im2Col(w))?)

@@ -4,14 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use inceptionxml::train::{self, ModelOverrides, TrainConfig, TrainJob};
+use inceptionxml::config::{ModelParams, Preset, TrainConfig};
+use inceptionxml::train::{self, TrainJob};
 use xmc::dataset::XcDataset;
 
-/// Demo defaults: chosen so the run fits in about ten minutes on two cores (see the README).
-pub const DEMO_EPOCHS: usize = 20;
-pub const DEMO_BATCH: usize = 128;
-pub const DEMO_LR: f64 = 5e-3;
-pub const DEMO_DROPOUT_EXT: f32 = 0.5;
+use crate::progress::Progress;
 
 /// Flags of `inceptionxml demo`.
 #[derive(clap::Args)]
@@ -23,13 +20,13 @@ pub struct Args {
     #[arg(long, default_value = "data/cooking")]
     pub data: PathBuf,
     /// Passes over the training data.
-    #[arg(long, default_value_t = DEMO_EPOCHS)]
+    #[arg(long, default_value_t = TrainConfig::preset(Preset::Demo).epochs)]
     pub epochs: usize,
     /// Seed of shuffles and initialisation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[command(flatten)]
-    pub device: super::DeviceArg,
+    pub device: crate::common::DeviceArg,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -39,33 +36,29 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    super::set_threads(args.threads)?;
+    crate::common::set_threads(args.threads)?;
     let data = XcDataset::open(&args.data)
         .with_context(|| format!("reading dataset {}", args.data.display()))?;
     let config = TrainConfig {
         epochs: args.epochs,
-        batch_size: DEMO_BATCH,
-        lr_max: DEMO_LR,
         seed: args.seed,
-        eval_every: 0,
-        ..TrainConfig::default()
+        ..TrainConfig::preset(Preset::Demo)
     };
     let t0 = std::time::Instant::now();
-    let summary = train::train(&TrainJob {
-        data: &data,
-        out: &args.model,
-        config,
-        model: ModelOverrides {
-            embed_dim: 300,
-            dropout_ext: Some(DEMO_DROPOUT_EXT),
-            plus: None,
+    let mut progress = Progress::new(!args.quiet);
+    let summary = train::train(
+        &TrainJob {
+            data: &data,
+            out: &args.model,
+            config,
+            model: ModelParams::default(),
+            resume: false,
+            stop_after: None,
+            device: args.device.open()?,
         },
-        resume: false,
-        stop_after: None,
-        progress: !args.quiet,
-        device: args.device.open()?,
-    })?;
-    super::train::print_summary(&summary, &args.model);
+        &mut |e| progress.on_event(e),
+    )?;
+    crate::train::print_summary(&summary, &args.model);
     println!("wall time {:.1}s", t0.elapsed().as_secs_f64());
     println!(
         "try: inceptionxml predict --model {} --texts {} --top-k 5",

@@ -42,14 +42,14 @@ impl Dropout {
             return Ok(x.clone());
         }
         if !(0.0..1.0).contains(&p) {
-            return Err(Error::InvalidParam(format!(
+            return Err(Error::Config(format!(
                 "dropout probability {p} outside [0, 1)"
             )));
         }
         let seed: u64 = self
             .rng
             .lock()
-            .map_err(|_| Error::InvalidParam("dropout RNG lock poisoned".into()))?
+            .map_err(|_| Error::Poisoned("dropout RNG"))?
             .gen();
         if !x.device().is_cpu() {
             return Ok(x.contiguous()?.apply_op1(DropoutOp { p, seed })?);

@@ -305,7 +305,7 @@ pub fn train(z: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<(Tensor, Ve
     let y = z.contiguous()?.apply_op3(w, b, op)?;
     let s = saved
         .lock()
-        .map_err(|_| crate::Error::InvalidParam("gelu_bn lock poisoned".into()))?;
+        .map_err(|_| crate::Error::Poisoned("gelu_bn"))?;
     Ok((y, s.mean.clone(), s.var.clone()))
 }
 

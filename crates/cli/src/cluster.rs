@@ -61,7 +61,7 @@ fn phase(name: &str, t: Instant, note: &str) {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    super::set_threads(args.threads)?;
+    crate::common::set_threads(args.threads)?;
     run_cluster(&args)
 }
 
@@ -218,7 +218,7 @@ fn run_cluster(args: &Args) -> anyhow::Result<()> {
     let q = cooccurrence_quality(&labels, &clustering)?;
     println!("quality: {q}");
     phase("quality", t, "");
-    let rss = super::peak_rss_mib().map_or("n/a".to_owned(), |m| format!("{m:.0} MiB"));
+    let rss = crate::common::peak_rss_mib().map_or("n/a".to_owned(), |m| format!("{m:.0} MiB"));
     println!(
         "total     {:>8.2} s  peak RSS {rss}",
         start.elapsed().as_secs_f64()

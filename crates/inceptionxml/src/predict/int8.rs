@@ -1,5 +1,6 @@
-//! Fast small-batch InceptionXML+ prediction on the CPU: int8 copies of the two big reads of a
-//! query, each followed by exact f32 rescoring of a short list.
+//! Fast small-batch prediction on the CPU: int8 copies of the big reads of a query (the plain
+//! model's output layer; InceptionXML+'s meta classifier and label table), each followed by
+//! exact f32 rescoring of a short list.
 //!
 //! [`RowsI8`] quantises rows of a table to int8 with one scale per row; a query vector is
 //! quantised to int16 ([`quantize_query`]) and approximate dot products are exact integer sums
@@ -15,10 +16,20 @@
 //! meta logits; they differ from the full f32 ranking only if int8 rounding pushes one of the
 //! true top K below rank 2K + 32.
 
-use rayon::prelude::*;
+use std::sync::Arc;
 
+use candle_core::Tensor;
+use rayon::prelude::*;
+use xmc::predictions::top_k_sparse;
+use xmc::shortlist::ClusterIndex;
+
+use super::{meta_factor, Row, Shortlisted};
+use crate::config::ScoreMode;
 use crate::error::Result;
+use crate::model::plus::PlusHeads;
+use crate::model::InceptionXml;
 use crate::ops::simd::{dot, dot_i8};
+use crate::ops::{candidate_logits, stable_sigmoid, CandidatePlan};
 
 /// Clusters per parallel task.
 const CHUNK: usize = 2048;
@@ -90,6 +101,26 @@ pub struct FastIndex {
 #[derive(Debug, Clone)]
 pub struct ExtremeIndex {
     pub rows: RowsI8,
+}
+
+impl ExtremeIndex {
+    /// Quantises the label table `[L, hd]` (read in place when it is on the CPU).
+    pub fn from_table(table: &candle_core::Tensor) -> Result<Self> {
+        let hd = table.dims2()?.1;
+        let rows = crate::ops::storage::with_host_f32(table, |t| RowsI8::new(t, hd))?;
+        Ok(ExtremeIndex { rows })
+    }
+}
+
+impl FastIndex {
+    /// Both indexes of an InceptionXML+ model's heads.
+    pub fn new(plus: &crate::model::plus::PlusHeads) -> Result<Self> {
+        let (w, b) = plus.meta_layer();
+        Ok(FastIndex {
+            meta: MetaIndex::from_linear(w, b)?,
+            extreme: ExtremeIndex::from_table(plus.table.as_tensor())?,
+        })
+    }
 }
 
 /// The int8 and cluster-major f32 copies of the meta classifier.
@@ -188,6 +219,144 @@ pub fn above_rank(v: &[f32], n: usize) -> Vec<u32> {
         .filter(|(_, &x)| x >= t)
         .map(|(i, _)| i as u32)
         .collect()
+}
+
+/// Top-k rows of a plain model for encoder features `h` `[B, D]` through the int8 index of its
+/// output layer: every label's logit approximated from int8 weights, the best
+/// `rescore_len(k)` rescored exactly in f32. Reads a quarter of the output layer's bytes per
+/// row: the batch-1 path.
+pub fn plain(model: &InceptionXml, index: &MetaIndex, h: &Tensor, k: usize) -> Result<Vec<Row>> {
+    let x = model.full_head()?.features(h, false)?;
+    let d = x.dims2()?.1;
+    let x: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    Ok(x.chunks(d.max(1))
+        .map(|row| {
+            index
+                .top_clusters(row, k)
+                .into_iter()
+                .map(|(l, z)| (l, stable_sigmoid(z)))
+                .collect()
+        })
+        .collect())
+}
+
+/// Each row's top-K clusters chosen with the int8 meta index (exact meta logits).
+pub fn shortlist(
+    plus: &PlusHeads,
+    index: &ClusterIndex,
+    h: &Tensor,
+    fi: &FastIndex,
+) -> Result<Shortlisted> {
+    let x: Vec<f32> = plus.meta_features(h, false)?.flatten_all()?.to_vec1()?;
+    let (hd, top_k) = (plus.config().hidden_dim, plus.config().top_k);
+    let best: Vec<Vec<(u32, f32)>> = x
+        .chunks(hd)
+        .map(|row| fi.meta.top_clusters(row, top_k))
+        .collect();
+    let clusters = best
+        .iter()
+        .map(|r| r.iter().map(|e| e.0).collect())
+        .collect();
+    let meta_logits = best
+        .into_iter()
+        .map(|r| r.into_iter().map(|e| e.1).collect())
+        .collect();
+    Ok(Shortlisted {
+        sl: xmc::shortlist::from_clusters(clusters, index, None)?,
+        meta_logits,
+    })
+}
+
+/// Top-k labels per row: approximate scores of every candidate from the int8 label table, exact
+/// scores of the best `rescore_len(k)` of them.
+pub fn rank_candidates(
+    plus: &PlusHeads,
+    index: &ClusterIndex,
+    s: &Shortlisted,
+    g: &Tensor,
+    fi: &FastIndex,
+    k: usize,
+    score: ScoreMode,
+) -> Result<Vec<Row>> {
+    let (sl, meta_of) = (&s.sl, &s.meta_logits);
+    let hd = plus.config().hidden_dim;
+    let gv: Vec<f32> = g.flatten_all()?.to_vec1()?;
+    let pre = rescore_len(k);
+    let positions: Vec<Vec<u32>> = (0..sl.rows)
+        .map(|r| {
+            let (qg, sg) = quantize_query(&gv[r * hd..(r + 1) * hd]);
+            // Slot ranges of the row's clusters, then every slot's approximate score
+            // (σ(ext)·σ(meta) in combined mode; the raw logit orders like σ otherwise).
+            let mut starts = Vec::with_capacity(sl.clusters[r].len() + 1);
+            starts.push(0usize);
+            for &cl in &sl.clusters[r] {
+                let n = index.offset(cl as usize + 1) - index.offset(cl as usize);
+                starts.push(starts[starts.len() - 1] + n);
+            }
+            let mut approx = vec![0f32; starts[starts.len() - 1]];
+            let mut parts = Vec::with_capacity(sl.clusters[r].len());
+            let mut rest = approx.as_mut_slice();
+            for w in starts.windows(2) {
+                let (head, tail) = std::mem::take(&mut rest).split_at_mut(w[1] - w[0]);
+                parts.push(head);
+                rest = tail;
+            }
+            let rows = &fi.extreme.rows;
+            parts
+                .into_par_iter()
+                .zip(sl.clusters[r].par_iter().zip(meta_of[r].par_iter()))
+                .with_min_len(16)
+                .for_each(|(out, (&cl, &ml))| {
+                    let a = index.offset(cl as usize);
+                    for (i, o) in out.iter_mut().enumerate() {
+                        let z = rows.approx(a + i, &qg, sg);
+                        *o = match score {
+                            ScoreMode::Extreme => z,
+                            ScoreMode::Combined => stable_sigmoid(z) * stable_sigmoid(ml),
+                        };
+                    }
+                });
+            // Slot -> table position.
+            let slot_pos = |j: usize| {
+                let c = starts.partition_point(|&s| s <= j) - 1;
+                (index.offset(sl.clusters[r][c] as usize) + j - starts[c]) as u32
+            };
+            above_rank(&approx, pre)
+                .into_iter()
+                .map(|j| slot_pos(j as usize))
+                .collect()
+        })
+        .collect();
+    let plan = Arc::new(CandidatePlan::from_positions(&positions));
+    let (logits, _) = candidate_logits(g, plus.table.as_tensor(), plan.clone())?;
+    let logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+    let (w, order) = (plan.width(), index.order());
+    Ok((0..sl.rows)
+        .map(|r| {
+            let mut by_cluster: Vec<(u32, f32)> = sl.clusters[r]
+                .iter()
+                .copied()
+                .zip(meta_of[r].iter().copied())
+                .collect();
+            by_cluster.sort_unstable_by_key(|e| e.0);
+            let cand = positions[r]
+                .iter()
+                .enumerate()
+                .map(|(j, &p)| {
+                    let l = order[p as usize];
+                    let cl = index.assign[l as usize];
+                    let ml = by_cluster
+                        .binary_search_by_key(&cl, |e| e.0)
+                        .map_or(0.0, |i| by_cluster[i].1);
+                    (
+                        l,
+                        stable_sigmoid(logits[r * w + j]) * meta_factor(score, ml),
+                    )
+                })
+                .collect();
+            top_k_sparse(cand, k)
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use inceptionxml::model::ScoreMode;
+use inceptionxml::config::ScoreMode;
 use inceptionxml::predict::Ensemble;
 
 /// Flags of `inceptionxml predict`.
@@ -17,7 +17,7 @@ pub struct Args {
     /// InceptionXML+ ranking: `extreme` (σ of the extreme logit, the paper) or `combined`
     /// (times σ of the cluster's meta logit) [default: the better one on the test split at the
     /// end of training, saved in config.json].
-    #[arg(long, value_enum)]
+    #[arg(long)]
     pub score: Option<ScoreMode>,
     /// Score small batches (at most 8 texts) exactly in f32 instead of with the int8 indexes
     /// (output layer; InceptionXML+: meta classifier and label table), which pre-rank every label
@@ -38,14 +38,14 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
     #[command(flatten)]
-    pub device: super::DeviceArg,
+    pub device: crate::common::DeviceArg,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    super::set_threads(args.threads)?;
+    crate::common::set_threads(args.threads)?;
     anyhow::ensure!(args.top_k > 0, "--top-k must be > 0");
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be > 0");
     let p = Ensemble::load(&args.model, args.exact, &args.device.open()?)?;

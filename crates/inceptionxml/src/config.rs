@@ -1,0 +1,641 @@
+//! Every hyper-parameter, with one default each, and the checks that run before anything is
+//! allocated.
+//!
+//! | type | what it holds | saved |
+//! |---|---|---|
+//! | [`ModelConfig`] | shapes and dropouts of the encoder and the plain head (MODEL.md §3–4) | `config.json` `model` |
+//! | [`PlusConfig`] | InceptionXML+'s heads: C, hd, K, meta dropout, default ranking (§5) | `config.json` `model.plus` |
+//! | [`TrainConfig`] | schedule, optimiser constants, batch, epochs, evaluation (§4–5) | `config.json` `train` |
+//! | [`ModelParams`], [`PlusParams`] | the choices a user makes before the data is seen; resolved into the two above once the vocabulary and the clustering exist | no |
+//! | [`Preset`] | the paper's settings for InceptionXML (`plain`), InceptionXML+ (`plus`) and the short `demo` | no |
+//!
+//! Sizes are bounded ([`MAX_EMBED_DIM`], [`MAX_SEQ_LEN`], [`MAX_FILTERS`]) so that a mistyped flag
+//! or a corrupted `config.json` is an error, never a huge allocation.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::optim::OneCycle;
+
+/// Word-embedding dimension d (MODEL.md §3; GloVe 6B 300d).
+pub const DEFAULT_EMBED_DIM: usize = 300;
+/// Largest accepted d: the attention over dimensions holds a d × d matrix.
+pub const MAX_EMBED_DIM: usize = 4096;
+/// Largest accepted sequence length S.
+pub const MAX_SEQ_LEN: usize = 1024;
+/// Largest accepted number of convolution filters F.
+pub const MAX_FILTERS: usize = 1024;
+/// Largest accepted vocabulary or label count (ids are u32).
+pub const MAX_IDS: usize = u32::MAX as usize;
+
+/// Every hyper-parameter and shape of an InceptionXML model. Defaults follow MODEL.md §3–4.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Rows of the word-embedding table (pad = 0, unknown = last).
+    pub vocab_size: usize,
+    /// Number of labels L (columns of the label matrix).
+    pub n_labels: usize,
+    /// Word-embedding dimension d (300).
+    pub embed_dim: usize,
+    /// Sequence length S: every input is exactly S token ids (32).
+    pub seq_len: usize,
+    /// Convolution filters F (32).
+    pub filters: usize,
+    /// Dropout after the embedding lookup (0.25).
+    pub dropout_embed: f32,
+    /// Dropout after the projection and after the inception merge (0.25).
+    pub dropout_conv: f32,
+    /// Dropout before the residual head's hidden layer (0.25).
+    pub dropout_hidden: f32,
+    /// Dropout before the L-way classifier (0.5 for Amazon/WikiSeeAlso, 0.4 for WikiTitles);
+    /// for InceptionXML+ the dropout before the extreme head's label table.
+    pub dropout_ext: f32,
+    /// InceptionXML+ (MODEL.md §5): meta and extreme heads over label clusters instead of the full
+    /// one-vs-all head. Absent for plain InceptionXML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plus: Option<PlusConfig>,
+}
+
+/// How InceptionXML+ ranks the shortlisted labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreMode {
+    /// σ(extreme logit), the paper's ranking.
+    #[default]
+    Extreme,
+    /// σ(extreme logit) · σ(meta logit of the label's cluster).
+    Combined,
+}
+
+impl std::fmt::Display for ScoreMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ScoreMode::Extreme => "extreme",
+            ScoreMode::Combined => "combined",
+        })
+    }
+}
+
+impl FromStr for ScoreMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "extreme" => Ok(ScoreMode::Extreme),
+            "combined" => Ok(ScoreMode::Combined),
+            _ => Err(Error::Config(format!(
+                "score {s:?}: expected extreme or combined"
+            ))),
+        }
+    }
+}
+
+/// The InceptionXML+ heads' shapes and settings (MODEL.md §5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlusConfig {
+    /// Label clusters C (the meta head's width).
+    pub n_clusters: usize,
+    /// Hidden width hd of both heads (480; 300 for AmazonTitles-3M, with h_f average-pooled to
+    /// hd for the residual).
+    pub hidden_dim: usize,
+    /// Clusters shortlisted per row, K (capped at C).
+    pub top_k: usize,
+    /// Dropout before the meta classifier (0.3 for AmazonTitles-670K).
+    pub dropout_meta: f32,
+    /// The default ranking of `predict` (chosen on the test split at the end of training).
+    #[serde(default)]
+    pub score: ScoreMode,
+}
+
+impl PlusConfig {
+    /// MODEL.md §5 defaults for `n_labels` labels and features of width `feature_dim`:
+    /// [`PlusParams::default`] resolved with the default cluster count.
+    pub fn for_labels(n_labels: usize, feature_dim: usize) -> Self {
+        PlusParams::default().resolve(xmc::shortlist::default_clusters(n_labels), feature_dim)
+    }
+}
+
+impl ModelConfig {
+    /// A configuration with MODEL.md's defaults for a vocabulary and label count.
+    pub fn new(vocab_size: usize, n_labels: usize) -> Self {
+        ModelConfig {
+            vocab_size,
+            n_labels,
+            embed_dim: DEFAULT_EMBED_DIM,
+            seq_len: 32,
+            filters: 32,
+            dropout_embed: 0.25,
+            dropout_conv: 0.25,
+            dropout_hidden: 0.25,
+            dropout_ext: 0.5,
+            plus: None,
+        }
+    }
+
+    /// Length of each inception branch's output: L1 = ⌊(d − 4)/4⌋ + 1.
+    pub fn branch_len(&self) -> usize {
+        (self.embed_dim - 4) / 4 + 1
+    }
+
+    /// Length after the final convolution: L2 = ⌊(L1 − 16)/4⌋ + 1.
+    pub fn final_len(&self) -> usize {
+        (self.branch_len() - 16) / 4 + 1
+    }
+
+    /// |h_f| = F · L2 (480 for d = 300, F = 32).
+    pub fn feature_dim(&self) -> usize {
+        self.filters * self.final_len()
+    }
+
+    /// Checks every field; returns an error naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.vocab_size > MAX_IDS || self.n_labels > MAX_IDS {
+            return bad(format!(
+                "vocab_size {} / n_labels {}: at most {MAX_IDS} (ids are 32-bit)",
+                self.vocab_size, self.n_labels
+            ));
+        }
+        if self.embed_dim > MAX_EMBED_DIM {
+            return bad(format!(
+                "embed_dim {} > {MAX_EMBED_DIM} (the attention over dimensions holds d x d values)",
+                self.embed_dim
+            ));
+        }
+        if self.seq_len > MAX_SEQ_LEN || self.filters > MAX_FILTERS {
+            return bad(format!(
+                "seq_len {} / filters {}: at most {MAX_SEQ_LEN} / {MAX_FILTERS}",
+                self.seq_len, self.filters
+            ));
+        }
+        if self.vocab_size < 2 {
+            return bad(format!(
+                "vocab_size {} < 2 (pad and unknown)",
+                self.vocab_size
+            ));
+        }
+        if self.n_labels == 0 {
+            return bad("n_labels must be > 0".into());
+        }
+        if self.embed_dim < 64 {
+            return bad(format!(
+                "embed_dim {} < 64: the final convolution needs at least 16 positions",
+                self.embed_dim
+            ));
+        }
+        if self.seq_len == 0 || self.filters == 0 {
+            return bad("seq_len and filters must be > 0".into());
+        }
+        for (name, p) in [
+            ("dropout_embed", self.dropout_embed),
+            ("dropout_conv", self.dropout_conv),
+            ("dropout_hidden", self.dropout_hidden),
+            ("dropout_ext", self.dropout_ext),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return bad(format!("{name} {p} outside [0, 1)"));
+            }
+        }
+        if let Some(p) = &self.plus {
+            if p.n_clusters == 0 || p.n_clusters > self.n_labels {
+                return bad(format!(
+                    "n_clusters {} outside 1..={} (the number of labels)",
+                    p.n_clusters, self.n_labels
+                ));
+            }
+            if p.top_k == 0 {
+                return bad("top_k must be > 0".into());
+            }
+            if p.hidden_dim == 0 || p.hidden_dim > self.feature_dim() {
+                return bad(format!(
+                    "hidden_dim {} outside 1..={} (|h_f|, pooled for the residual)",
+                    p.hidden_dim,
+                    self.feature_dim()
+                ));
+            }
+            if !(0.0..1.0).contains(&p.dropout_meta) {
+                return bad(format!("dropout_meta {} outside [0, 1)", p.dropout_meta));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Training hyper-parameters (MODEL.md §4 defaults: plain InceptionXML), saved in `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// Passes over the training data (42 for AmazonTitles-670K).
+    pub epochs: usize,
+    /// Rows per optimiser step (128).
+    pub batch_size: usize,
+    /// Peak learning rate of the one-cycle schedule (5e-3).
+    pub lr_max: f64,
+    /// Fraction of steps spent warming up (0.3).
+    pub pct_start: f64,
+    /// Start lr = lr_max / div_factor (10).
+    pub div_factor: f64,
+    /// End lr = start lr / final_div_factor (1e4).
+    pub final_div_factor: f64,
+    /// Adam β1 at the ends of the cycle (0.95) and at the peak (0.85).
+    pub beta1_max: f64,
+    pub beta1_min: f64,
+    /// Adam β2 (0.999) and ε (1e-8).
+    pub beta2: f64,
+    pub eps: f64,
+    /// Seed of the shuffles, the embedding initialisation and the model's initialisation.
+    pub seed: u64,
+    /// Evaluate on the test split every this many epochs (and after the last one); 0 = only
+    /// after the last.
+    pub eval_every: usize,
+    /// Ranks reported: P@1..=eval_k etc. (5).
+    pub eval_k: usize,
+    /// Rows per evaluation batch.
+    pub eval_batch_size: usize,
+    /// Largest vocabulary (the most frequent training words; pad and unknown come on top).
+    pub max_vocab: usize,
+    /// Words seen fewer times in the training texts are unknown.
+    pub min_count: usize,
+    /// Train on the first N training rows only (quick runs and tests).
+    pub max_train: Option<usize>,
+    /// Pre-trained word vectors (GloVe / word2vec text format).
+    pub embeddings: Option<PathBuf>,
+    /// InceptionXML+: share of the epochs (rounded) during which the encoder output is detached
+    /// before the extreme head (0.25).
+    pub detach_fraction: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 42,
+            batch_size: 128,
+            lr_max: 5e-3,
+            pct_start: 0.3,
+            div_factor: 10.0,
+            final_div_factor: 1e4,
+            beta1_max: 0.95,
+            beta1_min: 0.85,
+            beta2: 0.999,
+            eps: 1e-8,
+            seed: 0,
+            eval_every: 1,
+            eval_k: 5,
+            eval_batch_size: 256,
+            max_vocab: 200_000,
+            min_count: 1,
+            max_train: None,
+            embeddings: None,
+            detach_fraction: 0.25,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.epochs == 0 {
+            return bad("epochs must be > 0".into());
+        }
+        if self.batch_size < 2 {
+            return bad(format!(
+                "batch_size {} < 2 (batch norm needs two rows)",
+                self.batch_size
+            ));
+        }
+        if !(self.lr_max > 0.0 && self.lr_max.is_finite()) {
+            return bad(format!("lr_max {} must be positive", self.lr_max));
+        }
+        if !(self.pct_start > 0.0 && self.pct_start < 1.0) {
+            return bad(format!("pct_start {} outside (0, 1)", self.pct_start));
+        }
+        if self.div_factor <= 0.0 || self.final_div_factor <= 0.0 {
+            return bad("div_factor and final_div_factor must be positive".into());
+        }
+        for (n, b) in [
+            ("beta1_max", self.beta1_max),
+            ("beta1_min", self.beta1_min),
+            ("beta2", self.beta2),
+        ] {
+            if !(0.0..1.0).contains(&b) {
+                return bad(format!("{n} {b} outside [0, 1)"));
+            }
+        }
+        if self.eps <= 0.0 {
+            return bad("eps must be positive".into());
+        }
+        if self.eval_k == 0 || self.eval_batch_size == 0 {
+            return bad("eval_k and eval_batch_size must be > 0".into());
+        }
+        if self.max_vocab == 0 {
+            return bad("max_vocab must be > 0".into());
+        }
+        if !(0.0..1.0).contains(&self.detach_fraction) {
+            return bad(format!(
+                "detach_fraction {} outside [0, 1)",
+                self.detach_fraction
+            ));
+        }
+        if self.max_train == Some(0) {
+            return bad("max_train must be > 0".into());
+        }
+        Ok(())
+    }
+
+    /// The one-cycle schedule for `total_steps` steps.
+    pub fn schedule(&self, total_steps: u64) -> OneCycle {
+        OneCycle {
+            lr_max: self.lr_max,
+            total_steps,
+            pct_start: self.pct_start,
+            div_factor: self.div_factor,
+            final_div_factor: self.final_div_factor,
+            beta1_max: self.beta1_max,
+            beta1_min: self.beta1_min,
+        }
+    }
+}
+
+/// A named set of training defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// InceptionXML (MODEL.md §4): 42 epochs, batch 128, lr 5e-3, 30 % warm-up.
+    Plain,
+    /// InceptionXML+ (MODEL.md §5, paper Table 7): 35 epochs, batch 256, lr 0.008, 33 % warm-up.
+    Plus,
+    /// The bundled-data demo: InceptionXML, 20 epochs (about seven minutes on two cores),
+    /// evaluated once at the end.
+    Demo,
+}
+
+impl TrainConfig {
+    /// The training defaults of `preset`.
+    pub fn preset(preset: Preset) -> Self {
+        let plain = TrainConfig::default();
+        match preset {
+            Preset::Plain => plain,
+            Preset::Plus => TrainConfig {
+                epochs: 35,
+                batch_size: 256,
+                lr_max: 0.008,
+                pct_start: 0.33,
+                ..plain
+            },
+            Preset::Demo => TrainConfig {
+                epochs: 20,
+                eval_every: 0,
+                ..plain
+            },
+        }
+    }
+}
+
+/// The model choices made before the data is seen (the rest follow from the vocabulary, the
+/// labels and the clustering).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelParams {
+    /// Word-embedding dimension d.
+    pub embed_dim: usize,
+    /// Dropout before the L-way classifier (None: [`ModelConfig::new`]'s 0.5).
+    pub dropout_ext: Option<f32>,
+    /// Train InceptionXML+ instead of InceptionXML.
+    pub plus: Option<PlusParams>,
+}
+
+impl Default for ModelParams {
+    fn default() -> Self {
+        ModelParams {
+            embed_dim: DEFAULT_EMBED_DIM,
+            dropout_ext: None,
+            plus: None,
+        }
+    }
+}
+
+impl ModelParams {
+    /// The model configuration for a vocabulary of `vocab_size` words and `n_labels` labels
+    /// grouped into `n_clusters` clusters (InceptionXML+ only), validated.
+    pub fn resolve(
+        &self,
+        vocab_size: usize,
+        n_labels: usize,
+        n_clusters: Option<usize>,
+    ) -> Result<ModelConfig> {
+        let mut m = ModelConfig::new(vocab_size, n_labels);
+        m.embed_dim = self.embed_dim;
+        if let Some(p) = self.dropout_ext {
+            m.dropout_ext = p;
+        }
+        // Shapes first: the feature width below is only meaningful for a valid d.
+        m.validate()?;
+        m.plus = match (&self.plus, n_clusters) {
+            (Some(p), Some(c)) => Some(p.resolve(c, m.feature_dim())),
+            (None, None) => None,
+            _ => {
+                return Err(Error::WrongModelKind(
+                    "label clusters belong to InceptionXML+ models only".into(),
+                ))
+            }
+        };
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Checks what can be checked before the data is read (sizes included).
+    pub fn validate(&self) -> Result<()> {
+        ModelParams::resolve(
+            &ModelParams {
+                plus: None,
+                ..self.clone()
+            },
+            2,
+            1,
+            None,
+        )?;
+        if let Some(p) = &self.plus {
+            p.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// Where InceptionXML+'s label clusters come from.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum ClusterSource {
+    #[default]
+    /// MODEL.md §5's default count (L/10 as a power of two), clustered from the training data.
+    Default,
+    /// This many clusters (a power of two), clustered from the training data (PIFA on TF-IDF,
+    /// balanced 2-means, MODEL.md §6).
+    Count(usize),
+    /// A label -> cluster file written by `inceptionxml cluster`.
+    File(PathBuf),
+}
+
+impl ClusterSource {
+    /// A number of clusters, or else a file path; None is the default count.
+    pub fn from_arg(arg: Option<&str>) -> Self {
+        match arg {
+            None => ClusterSource::Default,
+            Some(s) => match s.parse::<usize>() {
+                Ok(n) => ClusterSource::Count(n),
+                Err(_) => ClusterSource::File(s.into()),
+            },
+        }
+    }
+}
+
+/// InceptionXML+ choices (None: MODEL.md §5's defaults, which depend on C and |h_f|).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PlusParams {
+    pub clusters: ClusterSource,
+    /// Clusters shortlisted per row (default: C/64 within 16..=800).
+    pub top_k: Option<usize>,
+    /// Hidden width hd of both heads (default: |h_f|).
+    pub hidden_dim: Option<usize>,
+    /// Dropout before the meta classifier (default 0.3).
+    pub dropout_meta: Option<f32>,
+}
+
+/// Dropout before InceptionXML+'s meta classifier (AmazonTitles-670K's 0.3).
+pub const DEFAULT_DROPOUT_META: f32 = 0.3;
+
+impl PlusParams {
+    /// The heads' configuration for `n_clusters` clusters and encoder features of width
+    /// `feature_dim`: K = the given value or C/64 within 16..=800, always capped at C (the one
+    /// place K is decided).
+    pub fn resolve(&self, n_clusters: usize, feature_dim: usize) -> PlusConfig {
+        PlusConfig {
+            n_clusters,
+            hidden_dim: self.hidden_dim.unwrap_or(feature_dim),
+            top_k: self
+                .top_k
+                .unwrap_or_else(|| xmc::shortlist::default_top_k(n_clusters))
+                .min(n_clusters),
+            dropout_meta: self.dropout_meta.unwrap_or(DEFAULT_DROPOUT_META),
+            score: ScoreMode::Extreme,
+        }
+    }
+
+    /// Checks the values that do not depend on the data.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        match self.clusters {
+            ClusterSource::Count(n) if n == 0 || !n.is_power_of_two() => {
+                return bad(format!("clusters {n}: must be a power of two"))
+            }
+            _ => {}
+        }
+        if self.top_k == Some(0) {
+            return bad("top_k must be > 0".into());
+        }
+        if self.hidden_dim == Some(0) {
+            return bad("hidden_dim must be > 0".into());
+        }
+        if let Some(p) = self.dropout_meta {
+            if !(0.0..1.0).contains(&p) {
+                return bad(format!("dropout_meta {p} outside [0, 1)"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feature_dim_matches_spec() {
+        let c = ModelConfig::new(100, 10);
+        assert_eq!(c.branch_len(), 75);
+        assert_eq!(c.final_len(), 15);
+        assert_eq!(c.feature_dim(), 480);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn validate_rejects_bad_values() {
+        let mut c = ModelConfig::new(100, 10);
+        c.embed_dim = 32;
+        assert!(c.validate().is_err());
+        let mut c = ModelConfig::new(100, 10);
+        c.dropout_ext = 1.0;
+        assert!(c.validate().is_err());
+        let mut c = ModelConfig::new(100, 10);
+        let mut p = PlusConfig::for_labels(10, c.feature_dim());
+        assert_eq!((p.n_clusters, p.top_k, p.hidden_dim), (2, 2, 480));
+        p.n_clusters = 11;
+        c.plus = Some(p);
+        assert!(c.validate().unwrap_err().to_string().contains("n_clusters"));
+    }
+
+    #[test]
+    fn plain_configs_read_without_a_plus_field() {
+        let c = ModelConfig::new(100, 10);
+        let j = serde_json::to_string(&c).unwrap();
+        assert!(!j.contains("plus"));
+        assert_eq!(serde_json::from_str::<ModelConfig>(&j).unwrap(), c);
+    }
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let c = TrainConfig::default();
+        c.validate().unwrap();
+        let j = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<TrainConfig>(&j).unwrap(), c);
+        let mut b = c.clone();
+        b.batch_size = 1;
+        assert!(b.validate().is_err());
+    }
+
+    #[test]
+    fn presets_and_k_resolved_once() {
+        assert_eq!(TrainConfig::preset(Preset::Plain), TrainConfig::default());
+        let p = TrainConfig::preset(Preset::Plus);
+        assert_eq!(
+            (p.epochs, p.batch_size, p.lr_max, p.pct_start),
+            (35, 256, 0.008, 0.33)
+        );
+        let d = TrainConfig::preset(Preset::Demo);
+        assert_eq!((d.epochs, d.batch_size, d.eval_every), (20, 128, 0));
+        // K: the default rule and an explicit value are both capped at C.
+        let plus = PlusParams::default();
+        assert_eq!(plus.resolve(2048, 480).top_k, 32);
+        assert_eq!(plus.resolve(8, 480).top_k, 8);
+        let k900 = PlusParams {
+            top_k: Some(900),
+            ..PlusParams::default()
+        };
+        assert_eq!(k900.resolve(64, 480).top_k, 64);
+        assert_eq!(PlusConfig::for_labels(10, 480), plus.resolve(2, 480));
+    }
+
+    #[test]
+    fn sizes_are_checked_before_allocation() {
+        let huge = ModelParams {
+            embed_dim: 100_000,
+            ..ModelParams::default()
+        };
+        assert!(huge
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("embed_dim"));
+        let mut c = ModelConfig::new(100, 10);
+        c.seq_len = 1 << 40;
+        assert!(c.validate().unwrap_err().to_string().contains("seq_len"));
+        let bad = PlusParams {
+            clusters: ClusterSource::Count(3),
+            ..PlusParams::default()
+        };
+        assert!(bad.validate().is_err());
+        assert!(ModelParams::default().validate().is_ok());
+    }
+}

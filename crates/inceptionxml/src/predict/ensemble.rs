@@ -1,0 +1,137 @@
+//! Ensembles: several models over the same labels, their scores averaged (the paper's starred
+//! results are 3-model ensembles).
+
+use std::path::PathBuf;
+
+use candle_core::Device;
+use rayon::prelude::*;
+use xmc::predictions::top_k_sparse;
+
+use super::Predictor;
+use crate::config::ScoreMode;
+use crate::error::{Error, Result};
+
+/// Several models over the same label set whose scores are averaged (the paper's starred
+/// results are 3-model ensembles). Each member returns its top `pool` labels per text (a label a
+/// member did not return counts 0 for it); the average is ranked and cut to k.
+pub struct Ensemble {
+    pub members: Vec<Predictor>,
+}
+
+impl Ensemble {
+    /// Loads every directory; all must score the same number of labels. `exact`: no int8
+    /// indexes ([`Predictor::load`]). Every member goes to `device`.
+    pub fn load(dirs: &[PathBuf], exact: bool, device: &Device) -> Result<Self> {
+        let members = dirs
+            .iter()
+            .map(|d| Predictor::load(d, device, !exact))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(first) = members.first() {
+            for m in &members[1..] {
+                if m.n_labels() != first.n_labels() {
+                    return Err(Error::Model {
+                        path: m.dir.display().to_string(),
+                        msg: format!(
+                            "scores {} labels, {} scores {}",
+                            m.n_labels(),
+                            first.dir.display(),
+                            first.n_labels()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(Ensemble { members })
+    }
+
+    pub fn n_labels(&self) -> usize {
+        self.members.first().map_or(0, Predictor::n_labels)
+    }
+
+    /// Labels each member contributes per text for `k` results.
+    pub fn pool(k: usize) -> usize {
+        (4 * k).max(100)
+    }
+
+    /// Averaged top-k rows for `texts`.
+    pub fn predict_texts(
+        &self,
+        texts: &[String],
+        k: usize,
+        batch_size: usize,
+        score: Option<ScoreMode>,
+    ) -> Result<Vec<Vec<(u32, f32)>>> {
+        if self.members.len() == 1 {
+            return self.members[0].predict_texts(texts, k, batch_size, score);
+        }
+        let pool = Self::pool(k);
+        let per: Vec<Vec<Vec<(u32, f32)>>> = self
+            .members
+            .iter()
+            .map(|m| m.predict_texts(texts, pool, batch_size, score))
+            .collect::<Result<_>>()?;
+        Ok(average_rows(&per, texts.len(), k))
+    }
+
+    /// Averaged top-k for one text.
+    pub fn predict_one(
+        &self,
+        text: &str,
+        k: usize,
+        score: Option<ScoreMode>,
+    ) -> Result<Vec<(u32, f32)>> {
+        if self.members.len() == 1 {
+            return self.members[0].predict_one(text, k, score);
+        }
+        let pool = Self::pool(k);
+        let per: Vec<Vec<Vec<(u32, f32)>>> = self
+            .members
+            .iter()
+            .map(|m| m.predict_one(text, pool, score).map(|r| vec![r]))
+            .collect::<Result<_>>()?;
+        Ok(average_rows(&per, 1, k).pop().unwrap_or_default())
+    }
+}
+
+/// Row-wise mean of several models' sparse score rows, top-k of the result.
+pub fn average_rows(per: &[Vec<Vec<(u32, f32)>>], n: usize, k: usize) -> Vec<Vec<(u32, f32)>> {
+    let m = per.len().max(1) as f32;
+    (0..n)
+        .into_par_iter()
+        .map(|r| {
+            let mut all: Vec<(u32, f32)> = per
+                .iter()
+                .filter_map(|rows| rows.get(r))
+                .flat_map(|row| row.iter().copied())
+                .collect();
+            all.sort_unstable_by_key(|e| e.0);
+            let mut merged: Vec<(u32, f32)> = Vec::with_capacity(all.len());
+            for (l, s) in all {
+                match merged.last_mut() {
+                    Some(last) if last.0 == l => last.1 += s,
+                    _ => merged.push((l, s)),
+                }
+            }
+            for e in &mut merged {
+                e.1 /= m;
+            }
+            top_k_sparse(merged, k)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ensembles_average_with_missing_labels_as_zero() {
+        let a = vec![vec![(1u32, 0.9f32), (2, 0.5)]];
+        let b = vec![vec![(2u32, 0.7f32), (3, 0.6)]];
+        let r = average_rows(&[a, b], 1, 3);
+        assert_eq!(r[0][0].0, 2);
+        assert!((r[0][0].1 - 0.6).abs() < 1e-6);
+        assert!((r[0][1].1 - 0.45).abs() < 1e-6);
+        assert_eq!(r[0][2], (3, 0.3));
+    }
+}

@@ -1,0 +1,219 @@
+//! Everything a run needs before its first step, fresh or resumed: configuration, vocabulary,
+//! label clusters, encoded data, model and optimisers. `train` and `bench train` share it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Device;
+use candle_nn::VarMap;
+use xmc::dataset::XcDataset;
+use xmc::shortlist::ClusterIndex;
+use xmc::vocab::Vocab;
+use xmc::SparseMatrix;
+
+use super::TrainEvent;
+use crate::config::{ClusterSource, ModelParams, TrainConfig};
+use crate::error::{Error, Result};
+use crate::model::InceptionXml;
+use crate::model_dir::{self, ModelDirConfig, TrainerState};
+use crate::optim::{AdamConsts, Optimizers};
+
+/// A run ready to train.
+pub struct Setup {
+    /// What `config.json` holds: the model's shapes and the training hyper-parameters.
+    pub config: ModelDirConfig,
+    pub vocab: Vocab,
+    /// InceptionXML+: the label clusters (the label table is stored in their order).
+    pub index: Option<Arc<ClusterIndex>>,
+    /// The checkpoint a resumed run continues from.
+    pub state: Option<TrainerState>,
+    /// Training rows used (`max_train` applied).
+    pub n_train: usize,
+    /// N×S token ids of the training rows.
+    pub train_ids: Arc<Vec<u32>>,
+    pub train_labels: Arc<SparseMatrix>,
+    pub model: InceptionXml,
+    /// Owns the model's variables.
+    pub varmap: VarMap,
+    pub opt: Optimizers,
+    /// How many vocabulary words got a pre-trained vector (fresh runs only).
+    pub coverage: Option<String>,
+}
+
+/// The training rows a configuration uses.
+fn n_train(cfg: &TrainConfig, data: &XcDataset) -> usize {
+    cfg.max_train
+        .map_or(data.train.texts.len(), |m| m.min(data.train.texts.len()))
+}
+
+/// The first `n` rows of `labels` (no copy of the row selection when that is all of them).
+fn first_rows(labels: &SparseMatrix, n: usize) -> SparseMatrix {
+    if n == labels.n_rows {
+        labels.clone()
+    } else {
+        labels.select_rows(&(0..n).collect::<Vec<_>>())
+    }
+}
+
+impl Setup {
+    /// A fresh run: checks the parameters, builds the vocabulary from the training texts,
+    /// clusters the labels (InceptionXML+), initialises the model (word vectors from
+    /// `config.embeddings` when given) and zero optimiser state.
+    pub fn fresh(
+        data: &XcDataset,
+        config: TrainConfig,
+        params: &ModelParams,
+        device: &Device,
+        on_event: &mut dyn FnMut(TrainEvent),
+    ) -> Result<Self> {
+        config.validate()?;
+        params.validate()?;
+        let n = n_train(&config, data);
+        if n == 0 {
+            return Err(Error::NoTrainingRows);
+        }
+        let tokens = xmc::text::tokenize_all(&data.train.texts[..n]);
+        let vocab = Vocab::build(&tokens, config.max_vocab, config.min_count);
+        let train_labels = first_rows(&data.train.labels, n);
+        let index = match &params.plus {
+            Some(p) => {
+                let c = label_clusters(&p.clusters, &tokens, &train_labels, config.seed, on_event)?;
+                Some(Arc::new(ClusterIndex::new(c.assign, c.n_clusters)?))
+            }
+            None => None,
+        };
+        drop(tokens);
+        let n_clusters = index.as_ref().map(|ix| ix.n_clusters());
+        let model_cfg = params.resolve(vocab.len(), data.n_labels, n_clusters)?;
+        let config = ModelDirConfig {
+            format: model_dir::FORMAT.to_string(),
+            model: model_cfg,
+            train: config,
+        };
+        let mut setup = Self::build(data, config, vocab, index, None, n, train_labels, device)?;
+        let cfg = &setup.config;
+        let vectors = match &cfg.train.embeddings {
+            Some(p) => Some(xmc::embeddings::WordVectors::load(p)?),
+            None => None,
+        };
+        let (table, cov) = xmc::embeddings::init_table(
+            &setup.vocab,
+            cfg.model.embed_dim,
+            vectors.as_ref(),
+            cfg.train.seed,
+        )?;
+        setup.model.set_embeddings(&table)?;
+        setup.coverage = Some(cov.to_string());
+        Ok(setup)
+    }
+
+    /// The run saved in model directory `dir`, at its last checkpoint: configuration,
+    /// vocabulary, clusters, weights and optimiser state as saved (checked against `data`).
+    pub fn resume(data: &XcDataset, dir: &Path, device: &Device) -> Result<Self> {
+        let config = model_dir::read_config(dir)?;
+        let vocab = model_dir::read_vocab(dir, &config.model)?;
+        if config.model.n_labels != data.n_labels {
+            return Err(Error::Model {
+                path: dir.join(model_dir::CONFIG).display().to_string(),
+                msg: format!(
+                    "trained for {} labels, the data has {}",
+                    config.model.n_labels, data.n_labels
+                ),
+            });
+        }
+        let index = match config.model.plus {
+            Some(_) => Some(model_dir::read_clusters(dir, &config.model)?),
+            None => None,
+        };
+        let state = model_dir::read_state(dir)?;
+        let n = n_train(&config.train, data);
+        if n == 0 {
+            return Err(Error::NoTrainingRows);
+        }
+        let labels = first_rows(&data.train.labels, n);
+        let step = state.step;
+        let mut s = Self::build(data, config, vocab, index, Some(state), n, labels, device)?;
+        model_dir::load_weights(dir, &s.model, &s.varmap)?;
+        let (adam, mut tables) = s.opt.parts_mut();
+        model_dir::load_optimizer(dir, adam, &mut tables, step)?;
+        Ok(s)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        data: &XcDataset,
+        config: ModelDirConfig,
+        vocab: Vocab,
+        index: Option<Arc<ClusterIndex>>,
+        state: Option<TrainerState>,
+        n_train: usize,
+        train_labels: SparseMatrix,
+        device: &Device,
+    ) -> Result<Self> {
+        let train_ids = vocab.encode_all(&data.train.texts[..n_train], config.model.seq_len);
+        let varmap = VarMap::new();
+        let mut model = InceptionXml::new(&config.model, &varmap, device, config.train.seed)?;
+        if let Some(ix) = &index {
+            model.set_clusters(ix.clone())?;
+        }
+        let consts = AdamConsts {
+            beta2: config.train.beta2,
+            eps: config.train.eps,
+        };
+        let opt = Optimizers::new(&model, consts)?;
+        Ok(Setup {
+            config,
+            vocab,
+            index,
+            state,
+            n_train,
+            train_ids: Arc::new(train_ids),
+            train_labels: Arc::new(train_labels),
+            model,
+            varmap,
+            opt,
+            coverage: None,
+        })
+    }
+}
+
+/// The label clustering of a fresh InceptionXML+ run: read from a file, or PIFA features of
+/// the training texts (TF-IDF) clustered by balanced 2-means (MODEL.md §6).
+pub fn label_clusters(
+    source: &ClusterSource,
+    tokens: &[Vec<String>],
+    labels: &SparseMatrix,
+    seed: u64,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<xmc::cluster::Clustering> {
+    use xmc::cluster::{cluster_labels, ClusterParams, Clustering, Stop};
+    let n = match source {
+        ClusterSource::File(path) => {
+            let c = Clustering::read(path)?;
+            c.check_labels(labels.n_cols, path)?;
+            return Ok(c);
+        }
+        ClusterSource::Count(n) => *n,
+        ClusterSource::Default => xmc::shortlist::default_clusters(labels.n_cols),
+    };
+    let t0 = Instant::now();
+    let (_, features) = xmc::pifa::pifa_from_tokens(
+        tokens,
+        labels,
+        xmc::tfidf::TfIdfParams::default(),
+        xmc::pifa::DEFAULT_TOP_N,
+    )?;
+    let params = ClusterParams {
+        stop: Stop::Clusters(n),
+        seed,
+        ..Default::default()
+    };
+    let c = cluster_labels(&features, &params)?;
+    on_event(TrainEvent::Clustered {
+        labels: labels.n_cols,
+        clusters: c.n_clusters,
+        seconds: t0.elapsed().as_secs_f64(),
+    });
+    Ok(c)
+}
