@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""A plain PyTorch (eager) InceptionXML / InceptionXML+, written from ../shared/SPEC.md: the
+"""A plain PyTorch (eager) InceptionXML / InceptionXML+, written from the model reference docs/MODEL.md: the
 yardstick a user would otherwise run, for side-by-side benchmarks with `inceptionxml bench`.
 
 Same data format (Extreme Classification Repository folder: trn_X.txt, trn_X_Y.txt, tst_*), same
-text pipeline (SPEC section 2), same model (sections 3-5), same optimisers and one-cycle schedule.
+text pipeline (MODEL.md §2), same model (sections 3-5), same optimisers and one-cycle schedule.
 Idiomatic PyTorch: sparse embedding gradients with SparseAdam for the word table and the label
 table W_e, Adam for the rest, torch.optim.lr_scheduler.OneCycleLR; InceptionXML+ builds its
 candidate lists with batched tensor ops (no per-row Python loop, unlike the authors' code).
@@ -52,7 +52,7 @@ CONTRACTIONS = re.compile(r"('ve|'re|'d|'ll)")
 
 
 def tokenize(text):
-    """SPEC section 2 (Unicode letters and digits kept, like the Rust pipeline)."""
+    """MODEL.md §2 (Unicode letters and digits kept, like the Rust pipeline)."""
     t = text.replace("_", " ")
     t = "".join(c if (c.isalnum() or c in ".'`") else " " for c in t)
     t = "".join(c for i, c in enumerate(t) if not (c == "." and i > 0 and t[i - 1].isalpha()))
@@ -104,7 +104,7 @@ class Vocab:
         return out
 
 
-# ---- model (SPEC sections 3-5) -----------------------------------------------------------------
+# ---- model (MODEL.md §3–5) -----------------------------------------------------------------
 
 
 def xavier(layer, normal=False):

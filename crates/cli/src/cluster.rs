@@ -1,4 +1,4 @@
-//! `inceptionxml cluster`: label clustering for InceptionXML+ (SPEC §6).
+//! `inceptionxml cluster`: label clustering for InceptionXML+ (MODEL.md §6).
 //!
 //! Reads `trn_X.txt` and `trn_X_Y.txt` from `--data`, builds TF-IDF features of the training
 //! texts (or reads a BOW file given with `--features`), PIFA label features, and splits the labels

@@ -11,13 +11,12 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use inceptionxml::model::{InceptionXml, ModelConfig, PlusConfig, ScoreMode};
-use inceptionxml::ops::{
-    bce_with_logits, bce_with_logits_masked, candidate_logits, Adam, AdamConsts, CandidatePlan,
-    RowAdam, RowGroups,
-};
+use inceptionxml::config::{ModelConfig, PlusConfig, ScoreMode};
+use inceptionxml::model::InceptionXml;
+use inceptionxml::ops::{bce_with_logits, bce_with_logits_masked, candidate_logits, CandidatePlan};
+use inceptionxml::optim::{Adam, AdamConsts, Optimizers, RowAdam, RowGroups};
 use inceptionxml::train::batches::make_batch;
-use inceptionxml::train::epoch_loop::{train_step, train_step_plus, Optimizers};
+use inceptionxml::train::step::{train_step_plain, train_step_plus};
 use xmc::shortlist::{build, ClusterIndex};
 use xmc::sparse::SparseMatrix;
 
@@ -152,8 +151,8 @@ fn segment_sum_and_dropout_agree() {
         &groups.sum(&gg).unwrap(),
     );
     // The same seed drops the same values on both devices.
-    let d1 = inceptionxml::model::dropout::Dropout::new(7, 1);
-    let d2 = inceptionxml::model::dropout::Dropout::new(7, 1);
+    let d1 = inceptionxml::ops::dropout::Dropout::new(7, 1);
+    let d2 = inceptionxml::ops::dropout::Dropout::new(7, 1);
     let x = Tensor::ones((64, 300), DType::F32, &Device::Cpu).unwrap();
     let a = host(&d1.apply(&x, 0.4, true).unwrap());
     let b = host(&d2.apply(&x.to_device(&dev).unwrap(), 0.4, true).unwrap());
@@ -329,8 +328,8 @@ fn inceptionxml_training_steps_agree() {
         let rows: Vec<usize> = (0..16).map(|r| (r + 8 * step) % 32).collect();
         let bc = make_batch(&ids, cfg.seq_len, &labels, &rows, None, &Device::Cpu).unwrap();
         let bg = make_batch(&ids, cfg.seq_len, &labels, &rows, None, &dev).unwrap();
-        let lc = train_step(&mc, &mut oc.adam, &mut oc.words, &bc, STEP_LR, 0.9).unwrap();
-        let lg = train_step(&mg, &mut og.adam, &mut og.words, &bg, STEP_LR, 0.9).unwrap();
+        let lc = train_step_plain(&mc, &mut oc, &bc, STEP_LR, 0.9).unwrap();
+        let lg = train_step_plain(&mg, &mut og, &bg, STEP_LR, 0.9).unwrap();
         assert!(
             (lc - lg).abs() <= TOL * lc.abs().max(1e-3),
             "step {step}: loss {lc} vs {lg}"

@@ -1,4 +1,4 @@
-//! Balanced hierarchical spherical 2-means over label features (PIFA), as in SPEC §6.
+//! Balanced hierarchical spherical 2-means over label features (PIFA), as in MODEL.md §6.
 //!
 //! # Algorithm
 //! The labels form the root node of a binary tree of fixed depth `D`, with `2^D` leaves = clusters.

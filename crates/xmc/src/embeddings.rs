@@ -1,5 +1,5 @@
 //! Pre-trained word vectors (GloVe / word2vec *text* format) and the initial word-embedding
-//! table (SPEC §2).
+//! table (MODEL.md §2).
 //!
 //! File format: one word per line followed by its vector, fields separated by spaces (tabs are
 //! accepted too); an optional first line `count dim` (word2vec). The dimension is taken from the

@@ -20,9 +20,9 @@
 //!   log2(j + 1)`; an empty row scores 0.
 //! * **R@k** = mean over rows of `|top-k ∩ pos| / max(|pos|, 1)`.
 //! * **PSP@k** = `Σ_rows Σ_{l ∈ top-k ∩ pos} w_l / k` divided by the same sum for the best possible
-//!   ranking (each row's positives ordered by `w_l`), i.e. a ratio of sums over rows (SPEC §7 and
+//!   ranking (each row's positives ordered by `w_l`), i.e. a ratio of sums over rows (MODEL.md §7 and
 //!   pyxclib agree here).
-//! * **PSnDCG@k** follows pyxclib, which differs from a plain ratio of sums (SPEC §7's "likewise"):
+//! * **PSnDCG@k** follows pyxclib, which differs from a plain ratio of sums (MODEL.md §7's "likewise"):
 //!   each row's propensity-weighted DCG@k is first divided by that row's *unweighted*
 //!   `IDCG@min(|pos|, k)` and averaged over rows, and that average is divided by the same average
 //!   for the best possible ranking:

@@ -1,4 +1,4 @@
-//! Cluster shortlists for InceptionXML+ (SPEC §5): from meta scores over C label clusters, pick each
+//! Cluster shortlists for InceptionXML+ (MODEL.md §5): from meta scores over C label clusters, pick each
 //! row's top-K clusters (at training time every cluster holding a positive label is forced in, up to
 //! K), expand them to their labels, and lay the candidates of a whole batch out as one padded
 //! `rows × width` block of label ids with a validity mask and 0/1 targets — built for all rows in
@@ -115,7 +115,7 @@ impl ClusterIndex {
     }
 }
 
-/// SPEC §5's default number of clusters for `n_labels` labels: L/10 rounded to the nearest power
+/// MODEL.md §5's default number of clusters for `n_labels` labels: L/10 rounded to the nearest power
 /// of two (at least 2, at most the largest power of two ≤ L).
 pub fn default_clusters(n_labels: usize) -> usize {
     let target = (n_labels as f64 / 10.0).max(2.0);
@@ -133,7 +133,7 @@ pub fn default_clusters(n_labels: usize) -> usize {
     c.clamp(1, cap)
 }
 
-/// SPEC §5's default shortlist size for `n_clusters` clusters: C/64, at least 16, at most 800,
+/// MODEL.md §5's default shortlist size for `n_clusters` clusters: C/64, at least 16, at most 800,
 /// never more than C.
 pub fn default_top_k(n_clusters: usize) -> usize {
     (n_clusters / 64).clamp(16, 800).min(n_clusters)

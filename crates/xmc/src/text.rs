@@ -1,4 +1,4 @@
-//! Text cleaning and tokenisation (SPEC §2).
+//! Text cleaning and tokenisation (MODEL.md §2).
 //!
 //! The rules, applied in this order:
 //!
@@ -17,11 +17,11 @@
 //!    them (`they're` -> `they 're`); case-sensitive, like step 5;
 //! 7. whitespace is collapsed, the text lowercased and split on whitespace;
 //! 8. English stop words ([`crate::stopwords`]) are dropped, *after* lowercasing (the authors'
-//!    code drops them before lowercasing, so `The` survives there; SPEC §2 says not to copy that);
+//!    code drops them before lowercasing, so `The` survives there; MODEL.md §2 says not to copy that);
 //! 9. if no token is left, the tokens are the lowercased raw text split on whitespace (stop words
 //!    included), so that a text made only of stop words or punctuation still has tokens.
 //!
-//! **Deliberate deviation from SPEC §2.** The spec keeps only ASCII `[A-Za-z0-9]`; here every
+//! **Deliberate deviation from MODEL.md §2.** The specification keeps only ASCII `[A-Za-z0-9]`; here every
 //! Unicode letter and digit ([`char::is_alphanumeric`]) is kept, with "letter" meaning
 //! [`char::is_alphabetic`] and "digit" any other [`char::is_numeric`] character. The development
 //! benchmark is Swedish (`å ä ö`), whose words the ASCII rule would tear apart. On ASCII input both

@@ -1,4 +1,4 @@
-//! The two parameter-light self-attention layers in front of the convolutions (SPEC §3).
+//! The two parameter-light self-attention layers in front of the convolutions (MODEL.md §3).
 //!
 //! Per sample, with `X` the (dropped-out) embedded text, S×d:
 //! - over words: `O1 = γ1 · (X Xᵀ)(W1 X) + X`, `W1` S×S spectrally normalised;

@@ -1,4 +1,4 @@
-//! The word-embedding table (SPEC §2): V×d, pad row (id 0) all zeros.
+//! The word-embedding table (MODEL.md §2): V×d, pad row (id 0) all zeros.
 //!
 //! The table is a [`Var`] in the model's `VarMap` (so it is saved with the model) but it is never
 //! part of the autograd graph: [`Embedding::lookup`] gathers rows from a detached view, and the

@@ -1,4 +1,4 @@
-//! The full one-vs-all head of InceptionXML (SPEC §4):
+//! The full one-vs-all head of InceptionXML (MODEL.md §4):
 //! `h_o = BN(GELU(Linear(D->D)(dropout(h_f))))`, `logits = Linear(D->L)(dropout_ext(h_o + h_f))`.
 //!
 //! The L-way weight is stored transposed, `[D, L]` (in × out), so that the logits are one plain

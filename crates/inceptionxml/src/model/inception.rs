@@ -1,4 +1,4 @@
-//! The inception block and the final convolution (SPEC §3), on channels-last activations.
+//! The inception block and the final convolution (MODEL.md §3), on channels-last activations.
 //!
 //! Input `[B, d, F]` (length d, F channels). Three Conv1d(F->F) branches, kernels 4, 8, 16,
 //! stride 4, circular padding 0, 2, 6, all give `L1 = ⌊(d − 4)/4⌋ + 1` positions, and output `t`

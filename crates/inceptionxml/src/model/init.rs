@@ -1,4 +1,4 @@
-//! Seeded parameter initialisation (SPEC §3) and registration in a [`VarMap`].
+//! Seeded parameter initialisation (MODEL.md §3) and registration in a [`VarMap`].
 //!
 //! Every initialiser draws from one [`ChaCha8Rng`] owned by the caller, so a model built with the
 //! same seed and configuration is bit-for-bit the same.

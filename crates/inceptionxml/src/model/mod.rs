@@ -11,7 +11,7 @@
 //! | [`projection`] | 1×1 conv S->F (applied as `(W_p M) X`), GELU, BatchNorm |
 //! | [`inception`] | the k = 4/8/16 circular branches, merge, final conv (im2col GEMMs) |
 //! | [`head`] | residual hidden layer and the L-way classifier |
-//! | [`plus`] | InceptionXML+'s meta and extreme heads (SPEC §5) |
+//! | [`plus`] | InceptionXML+'s meta and extreme heads (MODEL.md §5) |
 //! | [`bench`] | `bench_forward_backward()` timing helper |
 //!
 //! Variable names in the `VarMap` (buffers marked *): `embedding.weight` [V, d];
@@ -95,7 +95,7 @@ pub struct InceptionXml {
 impl InceptionXml {
     /// Fresh model; every parameter and buffer (BatchNorm running statistics, spectral-norm `u`,
     /// `v`) registered in `varmap` under stable names, so `varmap.save` / `varmap.load`
-    /// round-trip the whole model. Initialised per SPEC from `seed` (deterministic).
+    /// round-trip the whole model. Initialised per MODEL.md from `seed` (deterministic).
     pub fn new(cfg: &ModelConfig, varmap: &VarMap, device: &Device, seed: u64) -> Result<Self> {
         cfg.validate()?;
         let before: HashSet<String> = lock(varmap)?.keys().cloned().collect();
@@ -231,7 +231,7 @@ impl InceptionXml {
             .apply(&x.contiguous()?, c.dropout_embed, train)?;
         let mix = self.attention.mixing(&x, train)?;
         let p = self.projection.forward(&x, Some(&mix), train)?; // [B, d, F]
-                                                                 // InceptionXML+ has no dropout after the projection (SPEC §3).
+                                                                 // InceptionXML+ has no dropout after the projection (MODEL.md §3).
         let p_drop = if c.plus.is_some() {
             0.0
         } else {

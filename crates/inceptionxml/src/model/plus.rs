@@ -1,4 +1,4 @@
-//! The InceptionXML+ heads (SPEC §5): a meta head over C label clusters and an extreme head with
+//! The InceptionXML+ heads (MODEL.md §5): a meta head over C label clusters and an extreme head with
 //! one weight row per label, both behind a spectrally normalised hidden layer with a residual.
 //!
 //! * meta: `h_m = GELU(SN-Linear(D->hd)(dropout(h_f)))`,

@@ -1,4 +1,4 @@
-//! The projection (SPEC §3): a 1×1 convolution from S word channels to F filters over the
+//! The projection (MODEL.md §3): a 1×1 convolution from S word channels to F filters over the
 //! length-d axis, then GELU (exact) and BatchNorm(F). The caller applies the dropout.
 //!
 //! Per sample this is `W_p Z + b` with `W_p` F×S and `Z` S×d. The encoder passes the attention's

@@ -11,7 +11,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::storage::f32_slice;
+use super::storage::{f32_slice, with_host_f32};
 use crate::error::Result;
 
 /// Entries per rayon task.
@@ -106,7 +106,7 @@ fn mean_loss_cuda(
     y: (&candle_core::CudaStorage, &Layout),
     m: Option<(&candle_core::CudaStorage, &Layout)>,
 ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-    use super::cuda::{grid, launch, storage, view, zeros, CapBlocks, Kernel, PushKernelArg};
+    use super::cuda::{grid, launch_kernel, storage, view, zeros, CapBlocks, Kernel};
     let dev = x.0.device.clone();
     let xs = view(x.0, x.1, "bce logits")?;
     let ys = view(y.0, y.1, "bce targets")?;
@@ -118,42 +118,85 @@ fn mean_loss_cuda(
     let acc = dev.alloc_zeros::<f64>(2)?;
     let out = zeros(&dev, 1)?;
     let k = Kernel::new(&dev, "bce_sum_f32")?;
-    let mut b = k.args();
-    b.arg(&xs);
-    b.arg(&ys);
-    b.arg(&ms);
-    b.arg(&has_mask);
-    b.arg(&n);
-    b.arg(&acc);
-    launch(b, grid(n).cap_blocks(1024))?;
+    launch_kernel!(k, grid(n).cap_blocks(1024); &xs, &ys, &ms, &has_mask, &n, &acc)?;
     let k = Kernel::new(&dev, "bce_finish")?;
-    let mut b = k.args();
-    b.arg(&acc);
-    b.arg(&out);
-    launch(b, grid(1))?;
+    launch_kernel!(k, grid(1); &acc, &out)?;
     Ok((storage(out, &dev), Shape::from(())))
 }
 
-/// `(σ(x) − y)·m·scale` on the GPU, with `scale` (and the mask) device tensors.
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-struct BceGradDev {
-    scale: Tensor,
+/// The factor of the gradient: ∂loss/∂mean over the entry count, on the host for CPU tensors
+/// and on the device otherwise (so a GPU step never waits for it).
+enum GradScale {
+    Host(f32),
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    Device(Tensor),
+}
+
+impl GradScale {
+    /// `grad / count` where the tensors live (`count` ≥ 1 entries).
+    fn new(grad: &Tensor, count: CountOf) -> candle_core::Result<Self> {
+        if grad.device().is_cpu() {
+            let g = grad.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+            return Ok(GradScale::Host(match count {
+                CountOf::All(n) => g / (n.max(1) as f64) as f32,
+                CountOf::Mask(m) => {
+                    let n = m.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+                    if n > 0.0 {
+                        g / n
+                    } else {
+                        0.0
+                    }
+                }
+            }));
+        }
+        let g = grad.to_dtype(DType::F32)?.reshape(1)?;
+        Ok(GradScale::Device(match count {
+            CountOf::All(n) => (g / n.max(1) as f64)?,
+            // Σm = 0 means every entry is masked: any count ≥ 1 gives the zero gradient.
+            CountOf::Mask(m) => g.div(
+                &m.to_dtype(DType::F32)?
+                    .sum_all()?
+                    .maximum(1f64)?
+                    .reshape(1)?,
+            )?,
+        }))
+    }
+}
+
+/// What the mean was taken over.
+enum CountOf<'a> {
+    All(usize),
+    Mask(&'a Tensor),
+}
+
+/// `(σ(x) − y)·m·scale` in one pass (m = 1 without a mask): the backward of both BCE ops.
+struct BceGrad {
+    scale: GradScale,
     mask: Option<Tensor>,
 }
 
-impl CustomOp2 for BceGradDev {
+impl CustomOp2 for BceGrad {
     fn name(&self) -> &'static str {
-        "bce-with-logits-grad-cuda"
+        "bce-with-logits-grad"
     }
 
     fn cpu_fwd(
         &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        candle_core::bail!("bce: the device gradient op got CPU tensors")
+        let GradScale::Host(scale) = self.scale else {
+            candle_core::bail!("bce: the gradient scale is on a GPU but the logits are not")
+        };
+        let x = f32_slice(s1, l1, "bce logits")?;
+        let y = f32_slice(s2, l2, "bce targets")?;
+        let out = match &self.mask {
+            None => grads(x, y, None, scale),
+            Some(m) => with_host_f32(m, |m| grads(x, y, Some(m), scale))?,
+        };
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
     #[cfg(feature = "cuda")]
@@ -164,7 +207,12 @@ impl CustomOp2 for BceGradDev {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        use super::cuda::{grid, launch, storage, view, with_cuda, zeros, Kernel, PushKernelArg};
+        use super::cuda::{grid, launch_kernel, storage, view, with_cuda, zeros, Kernel};
+        let GradScale::Device(scale) = &self.scale else {
+            candle_core::bail!(
+                "bce: the gradient scale is in host memory but the logits are on a GPU"
+            )
+        };
         let dev = s1.device.clone();
         let xs = view(s1, l1, "bce logits")?;
         let ys = view(s2, l2, "bce targets")?;
@@ -173,17 +221,9 @@ impl CustomOp2 for BceGradDev {
         let k = Kernel::new(&dev, "bce_grad_f32")?;
         let run = |ms: &candle_core::cuda_backend::cudarc::driver::CudaView<'_, f32>,
                    has_mask: i32| {
-            with_cuda(&self.scale, "bce gradient scale", |ss, sl| {
+            with_cuda(scale, "bce gradient scale", |ss, sl| {
                 let sc = view(ss, sl, "bce gradient scale")?;
-                let mut b = k.args();
-                b.arg(&xs);
-                b.arg(&ys);
-                b.arg(ms);
-                b.arg(&has_mask);
-                b.arg(&sc);
-                b.arg(&n);
-                b.arg(&out);
-                launch(b, grid(n))
+                launch_kernel!(k, grid(n); &xs, &ys, ms, &has_mask, &sc, &n, &out)
             })
         };
         match &self.mask {
@@ -234,19 +274,11 @@ impl CustomOp2 for Bce {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let n = x.elem_count().max(1) as f64;
-        if !x.device().is_cpu() {
-            let scale = (grad.to_dtype(DType::F32)?.reshape(1)? / n)?;
-            let op = BceGradDev { scale, mask: None };
-            return Ok((Some(x.apply_op2_no_bwd(y, &op)?), None));
-        }
-        let g = grad.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-        let gx = x.apply_op2_no_bwd(
-            y,
-            &BceGrad {
-                scale: g / n as f32,
-            },
-        )?;
+        let op = BceGrad {
+            scale: GradScale::new(grad, CountOf::All(x.elem_count()))?,
+            mask: None,
+        };
+        let gx = x.apply_op2_no_bwd(y, &op)?;
         Ok((Some(gx), None))
     }
 }
@@ -299,76 +331,12 @@ impl CustomOp3 for BceMasked {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        if !x.device().is_cpu() {
-            // scale = grad / max(Σm, 1) on the device (Σm = 0 means every entry is masked).
-            let count = m
-                .to_dtype(DType::F32)?
-                .sum_all()?
-                .maximum(1f64)?
-                .reshape(1)?;
-            let scale = grad.to_dtype(DType::F32)?.reshape(1)?.div(&count)?;
-            let op = BceGradDev {
-                scale,
-                mask: Some(m.contiguous()?),
-            };
-            return Ok((Some(x.apply_op2_no_bwd(y, &op)?), None, None));
-        }
-        let g = grad.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-        let n = m.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-        let scale = if n > 0.0 { g / n } else { 0.0 };
-        let gx = x.apply_op3_no_bwd(y, m, &BceGradMasked { scale })?;
+        let op = BceGrad {
+            scale: GradScale::new(grad, CountOf::Mask(m))?,
+            mask: Some(m.contiguous()?),
+        };
+        let gx = x.apply_op2_no_bwd(y, &op)?;
         Ok((Some(gx), None, None))
-    }
-}
-
-/// `(σ(x) − y)·scale` in one pass.
-struct BceGrad {
-    scale: f32,
-}
-
-impl CustomOp2 for BceGrad {
-    fn name(&self) -> &'static str {
-        "bce-with-logits-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s1, l1, "bce logits")?;
-        let y = f32_slice(s2, l2, "bce targets")?;
-        let out = grads(x, y, None, self.scale);
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-}
-
-/// `(σ(x) − y)·m·scale` in one pass.
-struct BceGradMasked {
-    scale: f32,
-}
-
-impl CustomOp3 for BceGradMasked {
-    fn name(&self) -> &'static str {
-        "bce-with-logits-masked-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s1, l1, "bce logits")?;
-        let y = f32_slice(s2, l2, "bce targets")?;
-        let m = f32_slice(s3, l3, "bce mask")?;
-        let out = grads(x, y, Some(m), self.scale);
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 

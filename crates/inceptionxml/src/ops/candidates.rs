@@ -1,4 +1,4 @@
-//! Extreme logits over a batch's shortlisted candidates (InceptionXML+, SPEC §5), with a sparse
+//! Extreme logits over a batch's shortlisted candidates (InceptionXML+, MODEL.md §5), with a sparse
 //! gradient for the label table.
 //!
 //! The label table `W_e` (`L × hd`) is stored in **cluster order** (see
@@ -357,7 +357,7 @@ impl CustomOp2 for Scores {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        use super::cuda::{launch, storage, upload, view, zeros, Kernel, PushKernelArg, THREADS};
+        use super::cuda::{launch_kernel, storage, upload, view, zeros, Kernel, THREADS};
         use candle_core::cuda_backend::cudarc::driver::LaunchConfig;
         let (rows, dim) = self.check(l1, l2)?;
         let dev = s1.device.clone();
@@ -367,14 +367,6 @@ impl CustomOp2 for Scores {
         let slots = upload(&dev, self.plan.slot_positions())?;
         let out = zeros(&dev, rows * width)?;
         let k = Kernel::new(&dev, "cand_scores_f32")?;
-        let mut b = k.args();
-        b.arg(&g);
-        b.arg(&t);
-        b.arg(&slots);
-        b.arg(&rows);
-        b.arg(&width);
-        b.arg(&dim);
-        b.arg(&out);
         // One warp per slot.
         let warps_per_block = (THREADS / 32) as usize;
         let blocks = (rows * width).div_ceil(warps_per_block).clamp(1, 65_535) as u32;
@@ -383,7 +375,7 @@ impl CustomOp2 for Scores {
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        launch(b, cfg)?;
+        launch_kernel!(k, cfg; &g, &t, &slots, &rows, &width, &dim, &out)?;
         Ok((storage(out, &dev), Shape::from((rows, width))))
     }
 
@@ -435,7 +427,7 @@ impl CustomOp2 for GradInput {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        use super::cuda::{grid, launch, storage, upload, view, zeros, Kernel, PushKernelArg};
+        use super::cuda::{grid, launch_kernel, storage, upload, view, zeros, Kernel};
         let (_, dim) = dims2(l2, "label table")?;
         let dev = s1.device.clone();
         let d = view(s1, l1, "candidate logit gradient")?;
@@ -444,15 +436,7 @@ impl CustomOp2 for GradInput {
         let slots = upload(&dev, self.0.slot_positions())?;
         let out = zeros(&dev, rows * dim)?;
         let k = Kernel::new(&dev, "cand_grad_input_f32")?;
-        let mut b = k.args();
-        b.arg(&d);
-        b.arg(&t);
-        b.arg(&slots);
-        b.arg(&rows);
-        b.arg(&width);
-        b.arg(&dim);
-        b.arg(&out);
-        launch(b, grid(rows * dim))?;
+        launch_kernel!(k, grid(rows * dim); &d, &t, &slots, &rows, &width, &dim, &out)?;
         Ok((storage(out, &dev), Shape::from((rows, dim))))
     }
 }
@@ -489,7 +473,7 @@ impl CustomOp2 for GradTable {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        use super::cuda::{grid, launch, storage, upload, view, zeros, Kernel, PushKernelArg};
+        use super::cuda::{grid, launch_kernel, storage, upload, view, zeros, Kernel};
         let (_, dim) = dims2(l1, "candidate features")?;
         let dev = s1.device.clone();
         let g = view(s1, l1, "candidate features")?;
@@ -505,19 +489,11 @@ impl CustomOp2 for GradTable {
             let users_r = upload(&dev, &tu.users_r)?;
             let users_slot = upload(&dev, &tu.users_slot)?;
             let k = Kernel::new(&dev, "cand_grad_table_f32")?;
-            let mut b = k.args();
-            b.arg(&d);
-            b.arg(&g);
-            b.arg(&t_block);
-            b.arg(&t_off);
-            b.arg(&users_off);
-            b.arg(&users_r);
-            b.arg(&users_slot);
-            b.arg(&n);
-            b.arg(&width);
-            b.arg(&dim);
-            b.arg(&out);
-            launch(b, grid(n * dim))?;
+            launch_kernel!(
+                k,
+                grid(n * dim);
+                &d, &g, &t_block, &t_off, &users_off, &users_r, &users_slot, &n, &width, &dim, &out
+            )?;
         }
         Ok((storage(out, &dev), Shape::from((n, dim))))
     }

@@ -142,6 +142,22 @@ pub(crate) fn storage(slice: CudaSlice<f32>, dev: &CudaDevice) -> CudaStorage {
     CudaStorage::wrap_cuda_slice(slice, dev.clone())
 }
 
+/// Pushes a kernel's arguments in order and queues the launch:
+/// `launch_kernel!(kernel, config; arg, arg, ...)`, optionally ending in `; adam coef` to push an
+/// [`crate::optim::adam::AdamCoef`]'s per-step scalars last. Evaluates to
+/// `candle_core::Result<()>`.
+macro_rules! launch_kernel {
+    ($kernel:expr, $cfg:expr; $($arg:expr),* $(,)? $(; adam $coef:expr)?) => {{
+        #[allow(unused_imports)]
+        use $crate::ops::cuda::PushKernelArg as _;
+        let mut b = $kernel.args();
+        $( b.arg($arg); )*
+        $( $coef.push_args(&mut b); )?
+        $crate::ops::cuda::launch(b, $cfg)
+    }};
+}
+pub(crate) use launch_kernel;
+
 /// Queues a configured launch.
 pub(crate) fn launch(mut b: LaunchArgs<'_>, cfg: LaunchConfig) -> candle_core::Result<()> {
     // SAFETY: every kernel of ops.cu bounds its accesses by the counts passed with its

@@ -89,22 +89,14 @@ impl candle_core::CustomOp1 for DropoutOp {
         s: &candle_core::CudaStorage,
         l: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
-        use crate::ops::cuda::{grid, launch, storage, view, zeros, Kernel, PushKernelArg};
+        use crate::ops::cuda::{grid, launch_kernel, storage, view, zeros, Kernel};
         let dev = s.device.clone();
         let x = view(s, l, "dropout input")?;
         let n = x.len();
         let out = zeros(&dev, n)?;
         let (threshold, keep) = threshold_keep(self.p);
         let k = Kernel::new(&dev, "dropout_f32")?;
-        let mut b = k.args();
-        b.arg(&x);
-        b.arg(&out);
-        b.arg(&n);
-        b.arg(&self.seed);
-        b.arg(&threshold);
-        b.arg(&keep);
-        b.arg(&CHUNK);
-        launch(b, grid(n))?;
+        launch_kernel!(k, grid(n); &x, &out, &n, &self.seed, &threshold, &keep, &CHUNK)?;
         Ok((storage(out, &dev), l.shape().clone()))
     }
 

@@ -94,11 +94,11 @@ impl AdamCoef {
     }
 }
 
-/// The in-place kernel: dst = the parameter, src = its gradient; moments borrowed from the owner.
+/// The in-place Adam op: dst = the parameter, src = its gradient, the moments borrowed from the
+/// optimiser (host slices on the CPU, device tensors on a GPU).
 struct AdamKernel<'a> {
     coef: AdamCoef,
-    m: RefCell<&'a mut [f32]>,
-    v: RefCell<&'a mut [f32]>,
+    moments: MomentsMut<'a>,
 }
 
 impl InplaceOp2 for AdamKernel<'_> {
@@ -115,8 +115,7 @@ impl InplaceOp2 for AdamKernel<'_> {
     ) -> candle_core::Result<()> {
         let p = f32_slice_mut(s1, l1, "adam parameter")?;
         let g = f32_slice(s2, l2, "adam gradient")?;
-        let mut m = self.m.borrow_mut();
-        let mut v = self.v.borrow_mut();
+        let (mut m, mut v) = self.moments.host("adam")?;
         if g.len() != p.len() || m.len() != p.len() || v.len() != p.len() {
             candle_core::bail!(
                 "adam: parameter has {} elements, gradient {}, state {}",
@@ -132,30 +131,6 @@ impl InplaceOp2 for AdamKernel<'_> {
             .for_each(|((p, g), (m, v))| coef.apply(p, g, m, v));
         Ok(())
     }
-}
-
-/// The in-place kernel on a GPU: dst = the parameter, src = its gradient, moments on the device.
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-struct AdamKernelDev<'a> {
-    coef: AdamCoef,
-    m: &'a Tensor,
-    v: &'a Tensor,
-}
-
-impl InplaceOp2 for AdamKernelDev<'_> {
-    fn name(&self) -> &'static str {
-        "adam-cuda"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &mut CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<()> {
-        candle_core::bail!("adam: the moments are on a GPU but the parameter is not")
-    }
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
@@ -165,8 +140,8 @@ impl InplaceOp2 for AdamKernelDev<'_> {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        use crate::ops::cuda::PushKernelArg;
-        use crate::ops::cuda::{grid, launch, view, view_mut, with_moments, Kernel};
+        use crate::ops::cuda::{grid, launch_kernel, view, view_mut, with_moments, Kernel};
+        let (m, v) = self.moments.device("adam")?;
         let k = Kernel::new(&s1.device.clone(), "adam_f32")?;
         let g = view(s2, l2, "adam gradient")?;
         let n = g.len();
@@ -175,16 +150,53 @@ impl InplaceOp2 for AdamKernelDev<'_> {
         if p.len() != n {
             candle_core::bail!("adam: parameter has {} values, gradient {n}", p.len());
         }
-        with_moments(self.m, self.v, n, |m, v| {
-            let mut b = k.args();
-            b.arg(&mut p);
-            b.arg(&g);
-            b.arg(m);
-            b.arg(v);
-            b.arg(&n);
-            c.push_args(&mut b);
-            launch(b, grid(n))
-        })
+        with_moments(
+            m,
+            v,
+            n,
+            |m, v| launch_kernel!(k, grid(n); &mut p, &g, m, v, &n; adam c),
+        )
+    }
+}
+
+/// A parameter's moments as an op borrows them for one update.
+pub(crate) enum MomentsMut<'a> {
+    Host {
+        m: RefCell<&'a mut [f32]>,
+        v: RefCell<&'a mut [f32]>,
+    },
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    Device { m: &'a Tensor, v: &'a Tensor },
+}
+
+/// Borrowed host moments.
+type HostMoments<'b, 'a> = (
+    std::cell::RefMut<'b, &'a mut [f32]>,
+    std::cell::RefMut<'b, &'a mut [f32]>,
+);
+
+impl<'a> MomentsMut<'a> {
+    /// The host moments; an error when they live on a GPU (the parameter is on the CPU).
+    pub(crate) fn host<'b>(&'b self, op: &str) -> candle_core::Result<HostMoments<'b, 'a>> {
+        match self {
+            MomentsMut::Host { m, v } => Ok((m.borrow_mut(), v.borrow_mut())),
+            MomentsMut::Device { .. } => {
+                candle_core::bail!("{op}: the moments are on a GPU but the parameter is not")
+            }
+        }
+    }
+
+    /// The device moments; an error when they live in host memory (the parameter is on a GPU).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn device(&self, op: &str) -> candle_core::Result<(&'a Tensor, &'a Tensor)> {
+        match self {
+            MomentsMut::Device { m, v } => Ok((m, v)),
+            MomentsMut::Host { .. } => {
+                candle_core::bail!(
+                    "{op}: the moments are in host memory but the parameter is on a GPU"
+                )
+            }
+        }
     }
 }
 
@@ -254,6 +266,17 @@ impl Moments {
         }
     }
 
+    /// Borrows the moments for one op.
+    pub(crate) fn borrow_mut(&mut self) -> MomentsMut<'_> {
+        match self {
+            Moments::Host { m, v } => MomentsMut::Host {
+                m: RefCell::new(m),
+                v: RefCell::new(v),
+            },
+            Moments::Device { m, v } => MomentsMut::Device { m, v },
+        }
+    }
+
     /// Writes every page of host moments (they start as untouched zero pages).
     pub(crate) fn make_resident(&mut self) {
         if let Moments::Host { m, v } = self {
@@ -310,20 +333,11 @@ impl Adam {
             let g = g.contiguous()?;
             slot.step += 1;
             let coef = AdamCoef::new(lr, beta1, self.consts, slot.step);
-            match &mut slot.moments {
-                Moments::Host { m, v } => {
-                    let kernel = AdamKernel {
-                        coef,
-                        m: RefCell::new(m),
-                        v: RefCell::new(v),
-                    };
-                    slot.var.as_tensor().inplace_op2(&g, &kernel)?;
-                }
-                Moments::Device { m, v } => {
-                    let kernel = AdamKernelDev { coef, m, v };
-                    slot.var.as_tensor().inplace_op2(&g, &kernel)?;
-                }
-            }
+            let kernel = AdamKernel {
+                coef,
+                moments: slot.moments.borrow_mut(),
+            };
+            slot.var.as_tensor().inplace_op2(&g, &kernel)?;
         }
         Ok(())
     }

@@ -10,13 +10,12 @@
 //! [`RowGroups`] turns the gradient with respect to the looked-up vectors (one row per token
 //! position) into unique row ids and summed gradient rows.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, InplaceOp2, Layout, Shape, Tensor, Var};
 use rayon::prelude::*;
 
-use super::adam::{AdamCoef, AdamConsts, Moments};
+use super::adam::{AdamCoef, AdamConsts, Moments, MomentsMut};
 use crate::error::{Error, Result};
 use crate::ops::storage::{f32_slice, f32_slice_mut};
 
@@ -126,7 +125,7 @@ impl CustomOp1 for SegmentSum<'_> {
         s: &candle_core::CudaStorage,
         l: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        use crate::ops::cuda::{grid, launch, storage, upload, view, zeros, Kernel, PushKernelArg};
+        use crate::ops::cuda::{grid, launch_kernel, storage, upload, view, zeros, Kernel};
         let dev = s.device.clone();
         let src = view(s, l, "row gradients")?;
         let (n, dim) = (self.groups.ids.len(), self.dim);
@@ -135,14 +134,7 @@ impl CustomOp1 for SegmentSum<'_> {
         let out = zeros(&dev, n * dim)?;
         if n > 0 {
             let k = Kernel::new(&dev, "segment_sum_f32")?;
-            let mut b = k.args();
-            b.arg(&src);
-            b.arg(&order);
-            b.arg(&starts);
-            b.arg(&n);
-            b.arg(&dim);
-            b.arg(&out);
-            launch(b, grid(n * dim))?;
+            launch_kernel!(k, grid(n * dim); &src, &order, &starts, &n, &dim, &out)?;
         }
         Ok((storage(out, &dev), Shape::from((n, dim))))
     }
@@ -163,13 +155,13 @@ fn rows_mut<'a>(mut data: &'a mut [f32], dim: usize, ids: &[u32]) -> Vec<&'a mut
     out
 }
 
-/// The in-place kernel on the CPU: dst = the table, src = the gradient rows of `ids`.
+/// The in-place row-Adam op: dst = the table, src = the gradient rows of `ids`, the moments
+/// borrowed from the optimiser (host slices on the CPU, device tensors on a GPU).
 struct RowKernel<'a> {
     coef: AdamCoef,
     dim: usize,
     ids: &'a [u32],
-    m: RefCell<&'a mut [f32]>,
-    v: RefCell<&'a mut [f32]>,
+    moments: MomentsMut<'a>,
 }
 
 impl InplaceOp2 for RowKernel<'_> {
@@ -186,8 +178,7 @@ impl InplaceOp2 for RowKernel<'_> {
     ) -> candle_core::Result<()> {
         let p = f32_slice_mut(s, l, "row-adam table")?;
         let grads = f32_slice(gs, gl, "row-adam gradient")?;
-        let mut m = self.m.borrow_mut();
-        let mut v = self.v.borrow_mut();
+        let (mut m, mut v) = self.moments.host("row-adam")?;
         if p.len() != m.len() || grads.len() != self.ids.len() * self.dim {
             candle_core::bail!(
                 "row-adam: table has {} values, state {}, gradient {} for {} rows",
@@ -208,32 +199,6 @@ impl InplaceOp2 for RowKernel<'_> {
             .for_each(|((p, (m, v)), g)| coef.apply(p, g, m, v));
         Ok(())
     }
-}
-
-/// The in-place kernel on a GPU (moments on the device).
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-struct RowKernelDev<'a> {
-    coef: AdamCoef,
-    dim: usize,
-    ids: &'a [u32],
-    m: &'a Tensor,
-    v: &'a Tensor,
-}
-
-impl InplaceOp2 for RowKernelDev<'_> {
-    fn name(&self) -> &'static str {
-        "row-adam-cuda"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &mut CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<()> {
-        candle_core::bail!("row-adam: the moments are on a GPU but the table is not")
-    }
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
@@ -243,8 +208,7 @@ impl InplaceOp2 for RowKernelDev<'_> {
         gs: &candle_core::CudaStorage,
         gl: &Layout,
     ) -> candle_core::Result<()> {
-        use crate::ops::cuda::PushKernelArg;
-        use crate::ops::cuda::{grid, launch, upload, view, view_mut, with_moments, Kernel};
+        use crate::ops::cuda::{grid, launch_kernel, upload, view, view_mut, with_moments, Kernel};
         let dev = s.device.clone();
         let k = Kernel::new(&dev, "row_adam_f32")?;
         let g = view(gs, gl, "row-adam gradient")?;
@@ -256,18 +220,13 @@ impl InplaceOp2 for RowKernelDev<'_> {
         let c = self.coef;
         let mut p = view_mut(s, l, "row-adam table")?;
         let n = p.len();
-        with_moments(self.m, self.v, n, |m, v| {
-            let mut b = k.args();
-            b.arg(&mut p);
-            b.arg(&g);
-            b.arg(m);
-            b.arg(v);
-            b.arg(&ids);
-            b.arg(&n_ids);
-            b.arg(&dim);
-            c.push_args(&mut b);
-            launch(b, grid(n_ids * dim))
-        })
+        let (m, v) = self.moments.device("row-adam")?;
+        with_moments(
+            m,
+            v,
+            n,
+            |m, v| launch_kernel!(k, grid(n_ids * dim); &mut p, &g, m, v, &ids, &n_ids, &dim; adam c),
+        )
     }
 }
 
@@ -411,28 +370,13 @@ impl RowAdam {
         let grads = grads.contiguous()?;
         let coef = AdamCoef::new(lr, beta1, self.consts, self.step);
         let dim = self.dim;
-        match &mut self.moments {
-            Moments::Host { m, v } => {
-                let kernel = RowKernel {
-                    coef,
-                    dim,
-                    ids,
-                    m: RefCell::new(m),
-                    v: RefCell::new(v),
-                };
-                table.as_tensor().inplace_op2(&grads, &kernel)?;
-            }
-            Moments::Device { m, v } => {
-                let kernel = RowKernelDev {
-                    coef,
-                    dim,
-                    ids,
-                    m,
-                    v,
-                };
-                table.as_tensor().inplace_op2(&grads, &kernel)?;
-            }
-        }
+        let kernel = RowKernel {
+            coef,
+            dim,
+            ids,
+            moments: self.moments.borrow_mut(),
+        };
+        table.as_tensor().inplace_op2(&grads, &kernel)?;
         Ok(())
     }
 

@@ -1,4 +1,4 @@
-//! One-cycle learning-rate and β1 schedule, per batch step (SPEC §4): PyTorch's `OneCycleLR`
+//! One-cycle learning-rate and β1 schedule, per batch step (MODEL.md §4): PyTorch's `OneCycleLR`
 //! with `anneal_strategy="cos"`, `three_phase=False`, `cycle_momentum=True`.
 //!
 //! Phase 1 (steps 0 … pct_start·T − 1): lr from lr_max/div_factor up to lr_max, β1 from
@@ -19,7 +19,7 @@ pub struct OneCycle {
 }
 
 impl OneCycle {
-    /// SPEC §4's values: 30% warm-up, start lr_max/10, end lr_max/(10·10⁴),
+    /// MODEL.md §4's values: 30% warm-up, start lr_max/10, end lr_max/(10·10⁴),
     /// β1 0.95 → 0.85 → 0.95.
     pub fn new(lr_max: f64, total_steps: u64) -> Self {
         OneCycle {
