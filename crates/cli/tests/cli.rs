@@ -230,3 +230,33 @@ fn cuda_device_without_the_feature_is_a_clear_error() {
     );
     assert!(!dir.path().join("m").exists(), "nothing written");
 }
+
+/// Absurd sizes are parameter errors before any allocation, and a run that fails its checks
+/// leaves no model directory behind.
+#[test]
+fn absurd_sizes_fail_before_anything_is_allocated_or_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir();
+    let model = dir.path().join("m");
+    let args = |extra: &[&'static str]| {
+        let mut a = vec![
+            "train".to_string(),
+            "--data".into(),
+            data.to_str().unwrap().into(),
+            "--model".into(),
+            model.to_str().unwrap().into(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    for (extra, needle) in [
+        (&["--dim", "100000"][..], "embed_dim 100000"),
+        (&["--plus", "--clusters", "3"][..], "clusters 3"),
+        (&["--plus", "--top-k", "0"][..], "top_k"),
+    ] {
+        let a = args(extra);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        fails_with_one_line(&a, needle);
+        assert!(!model.exists(), "{extra:?} left a model directory");
+    }
+}

@@ -39,7 +39,7 @@ use batches::{epoch_order, steps_per_epoch, Batches};
 /// What to train and where.
 pub struct TrainJob<'a> {
     pub data: &'a XcDataset,
-    /// The model directory (created if missing).
+    /// The model directory (created if missing, once the run's parameters have been checked).
     pub out: &'a Path,
     /// Ignored with `resume` (the checkpoint's own configuration continues).
     pub config: TrainConfig,
@@ -81,10 +81,10 @@ pub struct TrainSummary {
 /// Trains (or resumes) a model into `job.out`, reporting progress through `on_event`.
 pub fn train(job: &TrainJob, on_event: &mut dyn FnMut(TrainEvent)) -> Result<TrainSummary> {
     let out = job.out;
-    std::fs::create_dir_all(out).map_err(|e| Error::Xmc(xmc::Error::io(out, e)))?;
     let mut s = if job.resume {
         Setup::resume(job.data, out, &job.device)?
     } else {
+        // Everything is checked and built before the directory is created.
         let s = Setup::fresh(
             job.data,
             job.config.clone(),
@@ -92,6 +92,7 @@ pub fn train(job: &TrainJob, on_event: &mut dyn FnMut(TrainEvent)) -> Result<Tra
             &job.device,
             on_event,
         )?;
+        std::fs::create_dir_all(out).map_err(|e| Error::Xmc(xmc::Error::io(out, e)))?;
         start_model_dir(out, &s)?;
         s
     };
