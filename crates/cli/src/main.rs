@@ -5,8 +5,11 @@ mod cluster;
 mod common;
 mod demo;
 mod eval;
+mod import;
+mod output;
 mod predict;
 mod progress;
+mod serve;
 mod stats;
 mod synth;
 mod train;
@@ -29,6 +32,8 @@ enum Command {
     Eval(eval::Args),
     /// Cluster the labels (TF-IDF -> PIFA -> balanced hierarchical 2-means) for InceptionXML+.
     Cluster(cluster::Args),
+    /// Turn an Annif or fastText corpus into a dataset folder (XC layout, seeded test split).
+    Import(import::Args),
     /// Write a seeded Zipf-distributed synthetic dataset (for scale tests).
     Synth(synth::Args),
     /// Train an InceptionXML model on a dataset folder.
@@ -37,6 +42,8 @@ enum Command {
     Predict(predict::Args),
     /// Train on the bundled cooking data and report test metrics.
     Demo(demo::Args),
+    /// Serve models over HTTP with Annif's REST API (suggest, suggest-batch, projects).
+    Serve(serve::Args),
     /// Benchmarks: tokenisation, training throughput, prediction latency and throughput.
     Bench(bench::Args),
 }
@@ -49,10 +56,12 @@ fn main() {
         Command::Stats(a) => stats::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Cluster(a) => cluster::run(a),
+        Command::Import(a) => import::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Train(a) => train::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(a),
     };
     if let Err(e) = result {

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use inceptionxml::config::ScoreMode;
 use inceptionxml::predict::Ensemble;
+use xmc::labels::Labels;
+
+use crate::output::{write_row, Format};
 
 /// Flags of `inceptionxml predict`.
 #[derive(clap::Args)]
@@ -31,6 +34,10 @@ pub struct Args {
     /// With `--texts -` the header is left out and each answer is flushed at once.
     #[arg(long, default_value = "-")]
     pub out: PathBuf,
+    /// Output format: `xc` (sparse label ids), `tsv` (row, URI, label, score per line) or `json`
+    /// (one Annif-style `{"results": [...]}` object per text).
+    #[arg(long, value_enum, default_value_t = Format::Xc)]
+    pub format: Format,
     /// Labels per text.
     #[arg(long, default_value_t = 100)]
     pub top_k: usize,
@@ -54,8 +61,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let texts = xmc::texts::read_texts(&args.texts)?;
     let rows = p.predict_texts(&texts, args.top_k, args.batch_size, args.score)?;
-    xmc::predictions::write_predictions(&args.out, &rows, p.n_labels())
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    let labels = p.labels().cloned().unwrap_or_else(|| Labels::numbered(p.n_labels()));
+    match args.format {
+        Format::Xc => xmc::predictions::write_predictions(&args.out, &rows, p.n_labels()),
+        f if args.out.as_os_str() == "-" => {
+            let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+            write_rows(&mut w, &rows, &labels, f)
+                .and_then(|_| w.flush())
+                .map_err(|e| xmc::Error::io(&args.out, e))
+        }
+        f => xmc::io::write_atomic(&args.out, |w| write_rows(w, &rows, &labels, f)),
+    }
+    .with_context(|| format!("writing {}", args.out.display()))?;
+    Ok(())
+}
+
+fn write_rows(
+    w: &mut dyn Write,
+    rows: &[Vec<(u32, f32)>],
+    labels: &Labels,
+    format: Format,
+) -> std::io::Result<()> {
+    for (r, row) in rows.iter().enumerate() {
+        write_row(w, r, row, labels, format)?;
+    }
     Ok(())
 }
 
@@ -68,12 +97,18 @@ fn interactive(p: &Ensemble, args: &Args) -> anyhow::Result<()> {
                 .with_context(|| format!("creating {}", args.out.display()))?,
         )
     };
+    let labels = p.labels().cloned().unwrap_or_else(|| Labels::numbered(p.n_labels()));
     let stdin = std::io::stdin();
     for (i, line) in stdin.lock().lines().enumerate() {
         let line = line.with_context(|| format!("<stdin>:{}", i + 1))?;
         let row = p.predict_one(&line, args.top_k, args.score)?;
-        let s: Vec<String> = row.iter().map(|(l, v)| format!("{l}:{v:.6}")).collect();
-        writeln!(out, "{}", s.join(" "))?;
+        match args.format {
+            Format::Xc => {
+                let s: Vec<String> = row.iter().map(|(l, v)| format!("{l}:{v:.6}")).collect();
+                writeln!(out, "{}", s.join(" "))?;
+            }
+            f => write_row(&mut out, i, &row, &labels, f)?,
+        }
         out.flush()?;
     }
     Ok(())

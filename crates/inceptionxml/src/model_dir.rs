@@ -6,6 +6,7 @@
 //! | `config.json` | [`ModelDirConfig`]: the [`ModelConfig`] (shapes, vocabulary size, labels), the [`TrainConfig`] |
 //! | `weights.safetensors` | every model tensor (parameters, batch-norm buffers, the word table) by name |
 //! | `vocab.txt` | the vocabulary, one word per line (pad first, unknown last) |
+//! | `labels.tsv` | every label's URI (if known) and name, Annif's subject-vocabulary TSV form (`xmc::labels`); optional (labels are then named by index) |
 //! | `clusters.txt` | InceptionXML+ only: the label -> cluster map (`xmc::cluster` format); the label table's rows are in this clustering's order |
 //! | `optimizer.safetensors` | Adam moments of the dense parameters and the lazy row Adam state of the word table (and of the label table, `extreme.*`) |
 //! | `trainer_state.json` | [`TrainerState`]: epochs done, global step, schedule length |
@@ -29,6 +30,7 @@ use crate::model::InceptionXml;
 use crate::optim::{Adam, RowAdam};
 use std::sync::Arc;
 use xmc::shortlist::ClusterIndex;
+use xmc::labels::Labels;
 use xmc::vocab::Vocab;
 
 pub const CONFIG: &str = "config.json";
@@ -38,6 +40,7 @@ pub const OPTIMIZER: &str = "optimizer.safetensors";
 pub const STATE: &str = "trainer_state.json";
 pub const METRICS: &str = "metrics.jsonl";
 pub const CLUSTERS: &str = "clusters.txt";
+pub const LABELS: &str = "labels.tsv";
 
 /// Format tag of `config.json`.
 pub const FORMAT: &str = "inceptionxml/1";
@@ -143,10 +146,23 @@ pub fn read_vocab(dir: &Path, model: &ModelConfig) -> Result<Vocab> {
     Ok(vocab)
 }
 
+/// Reads `labels.tsv` of `dir`, checking its size against `config.json`; a directory without
+/// one (written before labels were kept) names the labels by index.
+pub fn read_labels(dir: &Path, model: &ModelConfig) -> Result<Labels> {
+    let path = dir.join(LABELS);
+    if !path.exists() {
+        return Ok(Labels::numbered(model.n_labels));
+    }
+    let labels = Labels::read_tsv(&path)?;
+    labels.check_len(model.n_labels, &path)?;
+    Ok(labels)
+}
+
 /// A model directory loaded and checked: every file agrees with `config.json`.
 pub struct Loaded {
     pub config: ModelDirConfig,
     pub vocab: Vocab,
+    pub labels: Labels,
     pub model: InceptionXml,
     /// Owns the model's variables.
     pub varmap: VarMap,
@@ -161,6 +177,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
     }
     let config = read_config(dir)?;
     let vocab = read_vocab(dir, &config.model)?;
+    let labels = read_labels(dir, &config.model)?;
     let varmap = VarMap::new();
     let mut model = InceptionXml::new(&config.model, &varmap, device, config.train.seed)?;
     load_weights(dir, &model, &varmap)?;
@@ -170,6 +187,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
     Ok(Loaded {
         config,
         vocab,
+        labels,
         model,
         varmap,
     })

@@ -6,13 +6,15 @@
 //! | `trn_X_Y.txt` | training labels, sparse format (`rows L` header) | yes |
 //! | `tst_X.txt`, `tst_X_Y.txt` | test texts and labels | both or neither |
 //! | `Y.txt` | label names, one per line (line i = label i) | no |
+//! | `Y.tsv` | label URIs: Annif's subject vocabulary, `<URI>\tlabel` per line, label order | no |
 //!
 //! Opening checks that texts and labels have the same number of rows, that the test labels have the
-//! same label count as the training labels, and that `Y.txt` names exactly L labels.
+//! same label count as the training labels, and that `Y.txt` and `Y.tsv` name exactly L labels.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::labels::Labels;
 use crate::sparse::SparseMatrix;
 use crate::texts::read_texts;
 
@@ -61,6 +63,8 @@ pub struct XcDataset {
     pub train: Split,
     pub test: Option<Split>,
     pub label_names: Option<Vec<String>>,
+    /// `Y.tsv`: the labels' URIs (and names), when given.
+    pub label_uris: Option<Labels>,
     pub n_labels: usize,
 }
 
@@ -108,13 +112,35 @@ impl XcDataset {
         } else {
             None
         };
+        let up = dir.join("Y.tsv");
+        let label_uris = if up.exists() {
+            let l = Labels::read_tsv(&up)?;
+            l.check_len(n_labels, &up)?;
+            Some(l)
+        } else {
+            None
+        };
         Ok(XcDataset {
             dir,
             train,
             test,
             label_names,
+            label_uris,
             n_labels,
         })
+    }
+
+    /// Every label's name (from `Y.txt`, else `Y.tsv`, else its index) and URI (from `Y.tsv`).
+    pub fn labels(&self) -> Labels {
+        let mut l = match (&self.label_names, &self.label_uris) {
+            (Some(n), _) => Labels::from_names(n.clone()),
+            (None, Some(u)) => u.clone(),
+            (None, None) => Labels::numbered(self.n_labels),
+        };
+        if let Some(u) = &self.label_uris {
+            l.uris = u.uris.clone();
+        }
+        l
     }
 }
 

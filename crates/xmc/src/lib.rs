@@ -10,7 +10,9 @@ pub mod error;
 // Data formats.
 pub mod bow;
 pub mod dataset;
+pub mod import;
 pub mod io;
+pub mod labels;
 pub mod predictions;
 pub mod sparse;
 pub mod stats;

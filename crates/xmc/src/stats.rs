@@ -202,6 +202,7 @@ mod tests {
             train,
             test: Some(test),
             label_names: None,
+            label_uris: None,
             n_labels: 4,
         };
         let s = DatasetStats::compute(&ds);

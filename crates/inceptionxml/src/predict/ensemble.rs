@@ -7,6 +7,8 @@ use candle_core::Device;
 use rayon::prelude::*;
 use xmc::predictions::top_k_sparse;
 
+use xmc::labels::Labels;
+
 use super::Predictor;
 use crate::config::ScoreMode;
 use crate::error::{Error, Result};
@@ -39,6 +41,17 @@ impl Ensemble {
                         ),
                     });
                 }
+                // Numbered labels (a model without labels.tsv) match anything of the same size.
+                let numbered = |p: &Predictor| p.labels == Labels::numbered(p.n_labels());
+                if m.labels != first.labels && !numbered(m) && !numbered(first) {
+                    return Err(Error::Model {
+                        path: m.dir.display().to_string(),
+                        msg: format!(
+                            "its labels (labels.tsv) differ from those of {}",
+                            first.dir.display()
+                        ),
+                    });
+                }
             }
         }
         Ok(Ensemble { members })
@@ -46,6 +59,11 @@ impl Ensemble {
 
     pub fn n_labels(&self) -> usize {
         self.members.first().map_or(0, Predictor::n_labels)
+    }
+
+    /// The labels' names and URIs (the first member's; an ensemble's members agree).
+    pub fn labels(&self) -> Option<&Labels> {
+        self.members.first().map(|m| &m.labels)
     }
 
     /// Labels each member contributes per text for `k` results.

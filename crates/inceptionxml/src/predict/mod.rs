@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use xmc::shortlist::{ClusterIndex, Shortlist};
+use xmc::labels::Labels;
 use xmc::vocab::Vocab;
 
 pub use ensemble::{average_rows, Ensemble};
@@ -181,6 +182,8 @@ pub struct Predictor {
     pub dir: PathBuf,
     pub config: ModelDirConfig,
     pub vocab: Vocab,
+    /// Every label's name and URI.
+    pub labels: Labels,
     pub model: InceptionXml,
     /// The int8 copies for small batches (CPU only; None with `--exact`).
     pub indexes: Option<Indexes>,
@@ -202,6 +205,7 @@ impl Predictor {
             dir: dir.as_ref().to_path_buf(),
             config: loaded.config,
             vocab: loaded.vocab,
+            labels: loaded.labels,
             model: loaded.model,
             indexes,
             _varmap: loaded.varmap,

@@ -305,10 +305,11 @@ fn evaluate_epoch(s: &mut Setup, test: &EvalSet, last: bool, dir: &Path) -> Resu
     Ok((Some(m), extra, p1_by_score))
 }
 
-/// The files a fresh run writes before its first step: vocabulary, clusters, `config.json`;
+/// The files a fresh run writes before its first step: vocabulary, labels, clusters, `config.json`;
 /// the metrics of an earlier run in the same directory are removed.
 fn start_model_dir(dir: &Path, s: &Setup) -> Result<()> {
     s.vocab.save(dir.join(model_dir::VOCAB))?;
+    s.labels.write_tsv(dir.join(model_dir::LABELS))?;
     if let Some(ix) = &s.index {
         model_dir::save_clusters(dir, ix)?;
     }

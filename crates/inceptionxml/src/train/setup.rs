@@ -9,6 +9,7 @@ use candle_core::Device;
 use candle_nn::VarMap;
 use xmc::dataset::XcDataset;
 use xmc::shortlist::ClusterIndex;
+use xmc::labels::Labels;
 use xmc::vocab::Vocab;
 use xmc::SparseMatrix;
 
@@ -24,6 +25,8 @@ pub struct Setup {
     /// What `config.json` holds: the model's shapes and the training hyper-parameters.
     pub config: ModelDirConfig,
     pub vocab: Vocab,
+    /// Every label's name and URI.
+    pub labels: Labels,
     /// InceptionXML+: the label clusters (the label table is stored in their order).
     pub index: Option<Arc<ClusterIndex>>,
     /// The checkpoint a resumed run continues from.
@@ -91,7 +94,17 @@ impl Setup {
             model: model_cfg,
             train: config,
         };
-        let mut setup = Self::build(data, config, vocab, index, None, n, train_labels, device)?;
+        let labels = data.labels();
+        let mut setup = Self::build(
+            data,
+            config,
+            (vocab, labels),
+            index,
+            None,
+            n,
+            train_labels,
+            device,
+        )?;
         let cfg = &setup.config;
         let vectors = match &cfg.train.embeddings {
             Some(p) => Some(xmc::embeddings::WordVectors::load(p)?),
@@ -113,6 +126,7 @@ impl Setup {
     pub fn resume(data: &XcDataset, dir: &Path, device: &Device) -> Result<Self> {
         let config = model_dir::read_config(dir)?;
         let vocab = model_dir::read_vocab(dir, &config.model)?;
+        let labels = model_dir::read_labels(dir, &config.model)?;
         if config.model.n_labels != data.n_labels {
             return Err(Error::Model {
                 path: dir.join(model_dir::CONFIG).display().to_string(),
@@ -131,9 +145,10 @@ impl Setup {
         if n == 0 {
             return Err(Error::NoTrainingRows);
         }
-        let labels = first_rows(&data.train.labels, n);
+        let train = first_rows(&data.train.labels, n);
         let step = state.step;
-        let mut s = Self::build(data, config, vocab, index, Some(state), n, labels, device)?;
+        let words = (vocab, labels);
+        let mut s = Self::build(data, config, words, index, Some(state), n, train, device)?;
         model_dir::load_weights(dir, &s.model, &s.varmap)?;
         let (adam, mut tables) = s.opt.parts_mut();
         model_dir::load_optimizer(dir, adam, &mut tables, step)?;
@@ -144,7 +159,7 @@ impl Setup {
     fn build(
         data: &XcDataset,
         config: ModelDirConfig,
-        vocab: Vocab,
+        (vocab, labels): (Vocab, Labels),
         index: Option<Arc<ClusterIndex>>,
         state: Option<TrainerState>,
         n_train: usize,
@@ -165,6 +180,7 @@ impl Setup {
         Ok(Setup {
             config,
             vocab,
+            labels,
             index,
             state,
             n_train,

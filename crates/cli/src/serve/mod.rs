@@ -1,0 +1,638 @@
+//! `inceptionxml serve`: models over HTTP with Annif's REST API (v1).
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /v1/projects`, `GET /v1/projects/{id}` | the projects (Annif's project objects) |
+//! | `POST /v1/projects/{id}/suggest` | form-encoded `text`, `limit` (10), `threshold` (0) -> `{"results": [...]}` |
+//! | `POST /v1/projects/{id}/suggest-batch` | JSON `{"documents": [{"text", "document_id"}]}` (≤ 32), `limit`/`threshold` in the query |
+//! | `POST /v1/reload` | reload changed model directories (loopback clients only; also SIGHUP) |
+//! | `GET /health`, `GET /metrics` | liveness; Prometheus text |
+//!
+//! Errors are `application/problem+json`. Requests to a project are micro-batched ([`batcher`])
+//! on worker threads; the async runtime only parses, queues and answers.
+
+// Handlers return a ready `Response` as their error: it is what axum sends either way.
+#![allow(clippy::result_large_err)]
+
+mod batcher;
+mod metrics;
+mod project;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, MatchedPath, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use batcher::{BatchParams, Job, Refused, Row};
+use metrics::Metrics;
+use project::{Project, ProjectSpec, ReloadOutcome};
+
+use crate::output::suggestions;
+
+/// Most documents in one `suggest-batch` request (Annif's limit).
+pub const MAX_DOCUMENTS: usize = 32;
+
+/// Flags of `inceptionxml serve`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A project: a model directory (its id is the directory's name), `NAME=DIR`, or an ensemble
+    /// `NAME=DIR1,DIR2` (scores averaged as by `predict --model A --model B`). Repeat for more
+    /// projects.
+    #[arg(long = "model", required = true)]
+    pub models: Vec<ProjectSpec>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Most texts ranked in one forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub max_batch: usize,
+    /// Longest wait for more requests to join a batch (only while other requests are arriving).
+    #[arg(long, default_value_t = 2)]
+    pub max_wait_ms: u64,
+    /// Requests queued per project before new ones get 503.
+    #[arg(long, default_value_t = 256)]
+    pub queue: usize,
+    /// Worker threads per project (each forward pass uses every core).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Largest request body in bytes (413 above).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body: usize,
+    /// The `language` reported for every project.
+    #[arg(long, default_value = "und")]
+    pub language: String,
+    /// Score every batch exactly in f32 (no int8 indexes for small batches).
+    #[arg(long)]
+    pub exact: bool,
+    /// Threads of the model's kernels (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Everything the handlers share.
+struct AppState {
+    projects: BTreeMap<String, Arc<Project>>,
+    metrics: Arc<Metrics>,
+    max_body: usize,
+    language: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    crate::common::set_threads(args.threads)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+    anyhow::ensure!(args.max_batch > 0, "--max-batch must be > 0");
+    anyhow::ensure!(args.queue > 0, "--queue must be > 0");
+    anyhow::ensure!(
+        (1..=64).contains(&args.workers),
+        "--workers must be within 1..=64"
+    );
+    let params = BatchParams {
+        max_batch: args.max_batch,
+        max_wait: Duration::from_millis(args.max_wait_ms),
+        queue: args.queue,
+        workers: args.workers,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let mut projects = BTreeMap::new();
+    for spec in &args.models {
+        anyhow::ensure!(
+            !projects.contains_key(&spec.id),
+            "two projects named {:?} (use NAME=DIR)",
+            spec.id
+        );
+        let p = Project::start(spec.clone(), args.exact, params, metrics.clone())?;
+        tracing::info!(
+            project = %spec.id,
+            models = spec.dirs.len(),
+            labels = p.current().n_labels(),
+            "loaded"
+        );
+        projects.insert(spec.id.clone(), Arc::new(p));
+    }
+    let state = Arc::new(AppState {
+        projects,
+        metrics,
+        max_body: args.max_body,
+        language: args.language.clone(),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = rt.block_on(serve(state.clone(), args.addr));
+    // Requests in flight have been answered; let the workers drain and stop.
+    for p in state.projects.values() {
+        p.batcher.shutdown();
+    }
+    tracing::info!(
+        answered = state.metrics.count_status(200),
+        refused = state.metrics.count_status(503),
+        "stopped"
+    );
+    result
+}
+
+async fn serve(state: Arc<AppState>, addr: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    // Tests and scripts read this line to find an ephemeral port.
+    println!("listening on http://{local}");
+    tracing::info!(%local, projects = state.projects.len(), "serving");
+    tokio::spawn(reload_on_sighup(state.clone()));
+    let app = router(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving")
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/projects", get(list_projects))
+        .route("/v1/projects/{id}", get(show_project))
+        .route("/v1/projects/{id}/suggest", post(suggest))
+        .route("/v1/projects/{id}/suggest-batch", post(suggest_batch))
+        .route("/v1/reload", post(reload))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal Server Error",
+                    "the request failed",
+                )
+            },
+        ))
+        .with_state(state)
+}
+
+/// Waits for SIGTERM or SIGINT (graceful shutdown: stop accepting, finish in-flight requests).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+async fn reload_on_sighup(state: Arc<AppState>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while s.recv().await.is_some() {
+            let _ = reload_all(state.clone()).await;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = state;
+}
+
+/// Reloads every project whose files changed, off the async threads.
+async fn reload_all(state: Arc<AppState>) -> BTreeMap<String, serde_json::Value> {
+    let mut out = BTreeMap::new();
+    for (id, p) in &state.projects {
+        let p = p.clone();
+        let outcome = tokio::task::spawn_blocking(move || p.reload_if_changed())
+            .await
+            .unwrap_or_else(|_| ReloadOutcome::Failed("the reload task failed".into()));
+        let v = match &outcome {
+            ReloadOutcome::Unchanged => serde_json::json!("unchanged"),
+            ReloadOutcome::Reloaded => {
+                tracing::info!(project = %id, "reloaded");
+                serde_json::json!("reloaded")
+            }
+            ReloadOutcome::Failed(e) => {
+                tracing::warn!(project = %id, error = %e, "reload failed; the old model keeps serving");
+                serde_json::json!({ "failed": e })
+            }
+        };
+        out.insert(id.clone(), v);
+    }
+    out
+}
+
+/// Counts and times every request; one log line per request at debug level.
+async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let t0 = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let (method, uri) = (req.method().clone(), req.uri().path().to_string());
+    let resp = next.run(req).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let status = resp.status().as_u16();
+    state.metrics.observe_request(&route, status, secs);
+    tracing::debug!(%method, path = %uri, status, ms = secs * 1e3, "request");
+    resp
+}
+
+/// An `application/problem+json` response.
+fn problem(status: StatusCode, title: &str, detail: impl Into<String>) -> Response {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail.into(),
+    });
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    r
+}
+
+fn bad_request(detail: impl Into<String>) -> Response {
+    problem(StatusCode::BAD_REQUEST, "Bad Request", detail)
+}
+
+fn json_response(v: &impl serde::Serialize) -> Response {
+    match serde_json::to_string(v) {
+        Ok(s) => ([(header::CONTENT_TYPE, "application/json")], s).into_response(),
+        Err(e) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+            e.to_string(),
+        ),
+    }
+}
+
+async fn not_found(uri: Uri) -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "Not Found",
+        format!("no route {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method Not Allowed",
+        "this route does not take that method",
+    )
+}
+
+fn project_not_found(id: &str) -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "Project not found",
+        format!("Project '{id}' not found"),
+    )
+}
+
+async fn health() -> Response {
+    json_response(&serde_json::json!({ "status": "ok" }))
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    let queues: Vec<(String, usize)> = state
+        .projects
+        .iter()
+        .map(|(id, p)| (id.clone(), p.batcher.depth.load(Ordering::SeqCst)))
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&queues),
+    )
+        .into_response()
+}
+
+async fn list_projects(State(state): State<Arc<AppState>>) -> Response {
+    let projects: Vec<_> = state
+        .projects
+        .values()
+        .map(|p| p.json(&state.language))
+        .collect();
+    json_response(&serde_json::json!({ "projects": projects }))
+}
+
+async fn show_project(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    match state.projects.get(&id) {
+        Some(p) => json_response(&p.json(&state.language)),
+        None => project_not_found(&id),
+    }
+}
+
+async fn reload(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    if !peer.ip().is_loopback() {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "reload is accepted from loopback clients only",
+        );
+    }
+    json_response(&reload_all(state).await)
+}
+
+/// The body, at most `limit` bytes (413 above).
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Response> {
+    let too_large = || {
+        problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload Too Large",
+            format!("the request body is over {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // Over the limit while streaming, or the client broke off.
+        if format!("{e:?}").contains("LengthLimit") {
+            too_large()
+        } else {
+            bad_request(format!("reading the request body: {e}"))
+        }
+    })
+}
+
+/// Whether the request's content type is `want` (parameters such as a charset allowed).
+fn check_content_type(headers: &HeaderMap, want: &str) -> Result<(), Response> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let base = ct.split(';').next().unwrap_or("").trim();
+    if base.eq_ignore_ascii_case(want) {
+        Ok(())
+    } else {
+        Err(bad_request(format!(
+            "content type {ct:?}: expected {want}"
+        )))
+    }
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component (`+` is a space); an error for
+/// a bad escape or bytes that are not UTF-8.
+fn form_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                let v = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
+                match v {
+                    Some(v) => out.push(v),
+                    None => return Err(format!("bad percent escape at byte {i}")),
+                }
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| "not UTF-8".to_string())
+}
+
+/// `key=value` pairs of a form body or query string.
+fn form_pairs(s: &str) -> Result<Vec<(String, String)>, Response> {
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let k = form_decode(k).map_err(|e| bad_request(format!("form field name: {e}")))?;
+            let v = form_decode(v).map_err(|e| bad_request(format!("form field {k}: {e}")))?;
+            Ok((k, v))
+        })
+        .collect()
+}
+
+/// `limit` (default 10, at least 1) and `threshold` (default 0, within [0, 1]).
+fn limits(pairs: &[(String, String)]) -> Result<(usize, f32), Response> {
+    let get = |k: &str| pairs.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v);
+    let limit = match get("limit") {
+        None => 10,
+        Some(v) => match v.trim().parse::<i64>() {
+            Ok(n) if n >= 1 => n.min(100_000) as usize,
+            _ => return Err(bad_request(format!("limit {v:?}: expected an integer >= 1"))),
+        },
+    };
+    let threshold = match get("threshold") {
+        None => 0.0,
+        Some(v) => match v.trim().parse::<f32>() {
+            Ok(t) if (0.0..=1.0).contains(&t) => t,
+            _ => {
+                return Err(bad_request(format!(
+                    "threshold {v:?}: expected a number within [0, 1]"
+                )))
+            }
+        },
+    };
+    Ok((limit, threshold))
+}
+
+/// Queues `texts` on `project` and waits for the ranked rows (503 when the queue is full).
+async fn rank(project: &Project, texts: Vec<String>, limit: usize, threshold: f32) -> Result<Vec<Row>, Response> {
+    let (tx, rx) = oneshot::channel();
+    let job = Job {
+        texts,
+        limit,
+        threshold,
+        reply: tx,
+    };
+    let in_flight = &project.batcher.in_flight;
+    in_flight.fetch_add(1, Ordering::SeqCst);
+    let result = match project.batcher.submit(job) {
+        Err(Refused::Full) => Err(overloaded("the request queue is full; try again shortly")),
+        Err(Refused::Closed) => Err(overloaded("the server is shutting down")),
+        Ok(()) => match rx.await {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(e)) => Err(problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+                e,
+            )),
+            Err(_) => Err(overloaded("the request was dropped")),
+        },
+    };
+    in_flight.fetch_sub(1, Ordering::SeqCst);
+    result
+}
+
+fn overloaded(detail: &str) -> Response {
+    let mut r = problem(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", detail);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+fn results_json(row: &[(u32, f32)], project: &Project) -> serde_json::Value {
+    let ens = project.current();
+    let numbered;
+    let labels = match ens.labels() {
+        Some(l) => l,
+        None => {
+            numbered = xmc::labels::Labels::numbered(ens.n_labels());
+            &numbered
+        }
+    };
+    serde_json::json!({ "results": suggestions(row, labels) })
+}
+
+async fn suggest(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(project) = state.projects.get(&id) else {
+        return project_not_found(&id);
+    };
+    let run = async {
+        check_content_type(&headers, "application/x-www-form-urlencoded")?;
+        let body = read_body(body, &headers, state.max_body).await?;
+        let body = std::str::from_utf8(&body).map_err(|_| bad_request("the body is not UTF-8"))?;
+        let pairs = form_pairs(body)?;
+        let (limit, threshold) = limits(&pairs)?;
+        let text = pairs
+            .iter()
+            .find(|(k, _)| k == "text")
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| bad_request("the form field text is missing"))?;
+        let mut rows = rank(project, vec![text], limit, threshold).await?;
+        let row = rows.pop().unwrap_or_default();
+        Ok::<_, Response>(json_response(&results_json(&row, project)))
+    };
+    run.await.unwrap_or_else(|r| r)
+}
+
+/// One document of `suggest-batch`.
+#[derive(Deserialize)]
+struct Document {
+    text: String,
+    #[serde(default)]
+    document_id: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Documents {
+    documents: Vec<Document>,
+}
+
+async fn suggest_batch(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(project) = state.projects.get(&id) else {
+        return project_not_found(&id);
+    };
+    let run = async {
+        let pairs = form_pairs(uri.query().unwrap_or(""))?;
+        let (limit, threshold) = limits(&pairs)?;
+        check_content_type(&headers, "application/json")?;
+        let body = read_body(body, &headers, state.max_body).await?;
+        let docs: Documents = serde_json::from_slice(&body)
+            .map_err(|e| bad_request(format!("the body is not {{\"documents\": [...]}}: {e}")))?;
+        if docs.documents.len() > MAX_DOCUMENTS {
+            return Err(bad_request(format!(
+                "{} documents: at most {MAX_DOCUMENTS} per request",
+                docs.documents.len()
+            )));
+        }
+        let (texts, ids): (Vec<String>, Vec<Option<serde_json::Value>>) = docs
+            .documents
+            .into_iter()
+            .map(|d| (d.text, d.document_id))
+            .unzip();
+        let rows = if texts.is_empty() {
+            Vec::new()
+        } else {
+            rank(project, texts, limit, threshold).await?
+        };
+        let out: Vec<serde_json::Value> = rows
+            .iter()
+            .zip(ids)
+            .map(|(row, id)| {
+                let mut v = results_json(row, project);
+                v["document_id"] = id.unwrap_or(serde_json::Value::Null);
+                v
+            })
+            .collect();
+        Ok::<_, Response>(json_response(&out))
+    };
+    run.await.unwrap_or_else(|r| r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_decoding() {
+        assert_eq!(form_decode("a+b%20c%C3%A5").unwrap(), "a b cå");
+        assert!(form_decode("%FF").is_err());
+        assert!(form_decode("%G1").is_err());
+        assert!(form_decode("abc%2").is_err());
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let p = |s: &str| form_pairs(s).ok().unwrap();
+        assert_eq!(limits(&p("text=x")).ok(), Some((10, 0.0)));
+        assert_eq!(limits(&p("limit=3&threshold=0.5")).ok(), Some((3, 0.5)));
+        assert!(limits(&p("limit=0")).is_err());
+        assert!(limits(&p("limit=x")).is_err());
+        assert!(limits(&p("threshold=1.5")).is_err());
+    }
+}

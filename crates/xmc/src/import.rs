@@ -1,0 +1,298 @@
+//! Corpora in other tools' formats turned into an XC dataset folder: Annif's document corpus TSV
+//! (`text<TAB><URI> <URI> ...`, with a subject-vocabulary TSV giving the label order) and
+//! fastText's supervised format (`__label__a __label__b text ...`).
+//!
+//! A malformed line is an error naming the file and line, or, with `skip_bad`, counted and left
+//! out. The folder is written beside its destination and renamed into place at the end, so an
+//! interrupted import leaves nothing half-written.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Error, Result};
+use crate::io::{lines, write_atomic};
+use crate::labels::Labels;
+use crate::sparse::SparseMatrix;
+
+/// fastText's label prefix.
+pub const FASTTEXT_PREFIX: &str = "__label__";
+
+/// Texts with their label indices, and the labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Corpus {
+    pub texts: Vec<String>,
+    /// Per text, its labels (indices into `labels`), increasing, no repeats.
+    pub rows: Vec<Vec<u32>>,
+    pub labels: Labels,
+    /// Malformed lines left out (with `skip_bad`).
+    pub skipped: usize,
+}
+
+fn bad_or_skip(skip_bad: bool, skipped: &mut usize, err: Error) -> Result<()> {
+    if skip_bad {
+        *skipped += 1;
+        Ok(())
+    } else {
+        Err(err)
+    }
+}
+
+fn sorted_unique(mut v: Vec<u32>) -> Vec<u32> {
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Reads an Annif document corpus (`text<TAB><URI> <URI> ...` per line; URIs in angle brackets)
+/// whose subjects are those of `vocab` (labels in vocabulary order).
+pub fn read_annif_tsv(path: &Path, vocab: &Labels, skip_bad: bool) -> Result<Corpus> {
+    let index: HashMap<&str, u32> = vocab
+        .uris
+        .iter()
+        .enumerate()
+        .filter_map(|(i, u)| u.as_deref().map(|u| (u, i as u32)))
+        .collect();
+    let mut l = lines(path)?;
+    let (mut texts, mut rows, mut skipped) = (Vec::new(), Vec::new(), 0);
+    while let Some(line) = l.next_line()? {
+        let Some((text, subjects)) = line.split_once('\t') else {
+            bad_or_skip(
+                skip_bad,
+                &mut skipped,
+                l.error("expected `text<TAB><URI> ...`"),
+            )?;
+            continue;
+        };
+        let mut row = Vec::new();
+        let mut problem = None;
+        for s in subjects.split_whitespace() {
+            let uri = s.strip_prefix('<').and_then(|s| s.strip_suffix('>'));
+            match uri.map(|u| index.get(u)) {
+                Some(Some(&i)) => row.push(i),
+                Some(None) => {
+                    problem = Some(format!("subject {s} is not in the vocabulary"));
+                    break;
+                }
+                None => {
+                    problem = Some(format!("subject {s:?}: expected <URI>"));
+                    break;
+                }
+            }
+        }
+        if text.trim().is_empty() {
+            problem = Some("empty text".into());
+        }
+        if let Some(msg) = problem {
+            bad_or_skip(skip_bad, &mut skipped, l.error(msg))?;
+            continue;
+        }
+        texts.push(text.trim().to_string());
+        rows.push(sorted_unique(row));
+    }
+    Ok(Corpus {
+        texts,
+        rows,
+        labels: vocab.clone(),
+        skipped,
+    })
+}
+
+/// Reads a fastText supervised file: every token starting with `__label__` is a label, the rest
+/// is the text. Labels are numbered in order of first appearance.
+pub fn read_fasttext(path: &Path, skip_bad: bool) -> Result<Corpus> {
+    let mut l = lines(path)?;
+    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut names = Vec::new();
+    let (mut texts, mut rows, mut skipped) = (Vec::new(), Vec::new(), 0);
+    while let Some(line) = l.next_line()? {
+        let (mut words, mut found) = (Vec::new(), Vec::new());
+        for tok in line.split_whitespace() {
+            match tok.strip_prefix(FASTTEXT_PREFIX) {
+                Some(name) if !name.is_empty() => found.push(name),
+                _ => words.push(tok),
+            }
+        }
+        let problem = match (found.is_empty(), words.is_empty()) {
+            (true, _) => Some("no __label__ on the line"),
+            (_, true) => Some("no text besides the labels"),
+            _ => None,
+        };
+        if let Some(msg) = problem {
+            if line.trim().is_empty() && skip_bad {
+                skipped += 1;
+                continue;
+            }
+            bad_or_skip(skip_bad, &mut skipped, l.error(msg))?;
+            continue;
+        }
+        let row = found
+            .into_iter()
+            .map(|name| {
+                let next = names.len() as u32;
+                *ids.entry(name.to_string()).or_insert_with(|| {
+                    names.push(name.to_string());
+                    next
+                })
+            })
+            .collect();
+        texts.push(words.join(" "));
+        rows.push(sorted_unique(row));
+    }
+    Ok(Corpus {
+        texts,
+        rows,
+        labels: Labels::from_names(names),
+        skipped,
+    })
+}
+
+/// The row indices of a seeded split: `(train, test)`, each in file order; the test split holds
+/// `round(n · test_fraction)` rows.
+pub fn split(n: usize, test_fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
+    if !(0.0..1.0).contains(&test_fraction) {
+        return Err(Error::param(format!(
+            "test fraction {test_fraction} outside [0, 1)"
+        )));
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let n_test = (n as f64 * test_fraction).round() as usize;
+    let mut test = order[..n_test].to_vec();
+    let mut train = order[n_test..].to_vec();
+    test.sort_unstable();
+    train.sort_unstable();
+    Ok((train, test))
+}
+
+impl Corpus {
+    /// Writes the XC folder `out` (`trn_*`, `tst_*` when the test split is not empty, `Y.txt`,
+    /// and `Y.tsv` when any label has a URI). `out` must not exist yet; the folder is built
+    /// beside it and renamed into place.
+    pub fn write_xc(&self, out: &Path, test_fraction: f64, seed: u64) -> Result<(usize, usize)> {
+        if out.exists() {
+            return Err(Error::io(
+                out,
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "already exists (choose a new folder)",
+                ),
+            ));
+        }
+        let (train, test) = split(self.texts.len(), test_fraction, seed)?;
+        if train.is_empty() {
+            return Err(Error::param("no training rows to write".to_string()));
+        }
+        let name = out
+            .file_name()
+            .ok_or_else(|| Error::param(format!("{}: not a folder name", out.display())))?;
+        let tmp: PathBuf = out.with_file_name(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let written = (|| {
+            std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            self.write_split(&tmp, "trn", &train)?;
+            if !test.is_empty() {
+                self.write_split(&tmp, "tst", &test)?;
+            }
+            for (i, n) in self.labels.names.iter().enumerate() {
+                if n.contains(['\n', '\r']) {
+                    return Err(Error::param(format!("label {i} name contains a line break")));
+                }
+            }
+            write_atomic(tmp.join("Y.txt"), |f| {
+                self.labels
+                    .names
+                    .iter()
+                    .try_for_each(|n| writeln!(f, "{n}"))
+            })?;
+            if self.labels.uris.iter().any(Option::is_some) {
+                self.labels.write_tsv(tmp.join("Y.tsv"))?;
+            }
+            std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        written.map(|_| (train.len(), test.len()))
+    }
+
+    fn write_split(&self, dir: &Path, prefix: &str, rows: &[usize]) -> Result<()> {
+        for &r in rows {
+            if self.texts[r].contains(['\n', '\r']) {
+                return Err(Error::param(format!("text {r} contains a line break")));
+            }
+        }
+        write_atomic(dir.join(format!("{prefix}_X.txt")), |f| {
+            rows.iter().try_for_each(|&r| writeln!(f, "{}", self.texts[r]))
+        })?;
+        let labels: Vec<Vec<u32>> = rows.iter().map(|&r| self.rows[r].clone()).collect();
+        SparseMatrix::from_index_rows(self.labels.len(), &labels)?
+            .write(dir.join(format!("{prefix}_X_Y.txt")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::XcDataset;
+
+    #[test]
+    fn annif_corpus_to_xc_folder() {
+        let d = tempfile::tempdir().unwrap();
+        let vocab = d.path().join("vocab.tsv");
+        std::fs::write(&vocab, "<http://x/a>\tapples\n<http://x/b>\tbread\n").unwrap();
+        let corpus = d.path().join("corpus.tsv");
+        std::fs::write(
+            &corpus,
+            "red apples\t<http://x/a>\nfresh bread\t<http://x/b> <http://x/a>\nbad line\n",
+        )
+        .unwrap();
+        let v = Labels::read_tsv(&vocab).unwrap();
+        let e = read_annif_tsv(&corpus, &v, false).unwrap_err().to_string();
+        assert!(e.contains("corpus.tsv:3"), "{e}");
+        let c = read_annif_tsv(&corpus, &v, true).unwrap();
+        assert_eq!((c.texts.len(), c.skipped), (2, 1));
+        assert_eq!(c.rows[1], vec![0, 1]);
+        let out = d.path().join("xc");
+        assert_eq!(c.write_xc(&out, 0.5, 1).unwrap(), (1, 1));
+        let ds = XcDataset::open(&out).unwrap();
+        assert_eq!(ds.n_labels, 2);
+        assert_eq!(ds.labels().uri_or_name(1), "http://x/b");
+        assert_eq!(ds.labels().name(0), "apples");
+        // An existing folder is refused and left as it is.
+        assert!(c.write_xc(&out, 0.5, 1).is_err());
+        assert!(XcDataset::open(&out).is_ok());
+        // Unknown subjects name the line.
+        std::fs::write(&corpus, "x\t<http://x/zzz>\n").unwrap();
+        let e = read_annif_tsv(&corpus, &v, false).unwrap_err().to_string();
+        assert!(e.contains("corpus.tsv:1") && e.contains("not in the vocabulary"), "{e}");
+    }
+
+    #[test]
+    fn fasttext_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("ft.txt");
+        std::fs::write(&p, "__label__baking __label__bread how to knead\nno labels here\n").unwrap();
+        let e = read_fasttext(&p, false).unwrap_err().to_string();
+        assert!(e.contains("ft.txt:2") && e.contains("__label__"), "{e}");
+        let c = read_fasttext(&p, true).unwrap();
+        assert_eq!(c.texts, vec!["how to knead"]);
+        assert_eq!(c.labels.names, vec!["baking", "bread"]);
+        assert_eq!(c.rows, vec![vec![0, 1]]);
+    }
+
+    #[test]
+    fn split_is_seeded_and_sized() {
+        let (a, b) = split(10, 0.3, 7).unwrap();
+        assert_eq!((a.len(), b.len()), (7, 3));
+        assert_eq!(split(10, 0.3, 7).unwrap(), (a, b));
+        assert!(split(10, 1.0, 7).is_err());
+    }
+}
