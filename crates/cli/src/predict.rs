@@ -61,7 +61,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let texts = xmc::texts::read_texts(&args.texts)?;
     let rows = p.predict_texts(&texts, args.top_k, args.batch_size, args.score)?;
-    let labels = p.labels().cloned().unwrap_or_else(|| Labels::numbered(p.n_labels()));
+    let labels = p
+        .labels()
+        .cloned()
+        .unwrap_or_else(|| Labels::numbered(p.n_labels()));
     match args.format {
         Format::Xc => xmc::predictions::write_predictions(&args.out, &rows, p.n_labels()),
         f if args.out.as_os_str() == "-" => {
@@ -97,7 +100,10 @@ fn interactive(p: &Ensemble, args: &Args) -> anyhow::Result<()> {
                 .with_context(|| format!("creating {}", args.out.display()))?,
         )
     };
-    let labels = p.labels().cloned().unwrap_or_else(|| Labels::numbered(p.n_labels()));
+    let labels = p
+        .labels()
+        .cloned()
+        .unwrap_or_else(|| Labels::numbered(p.n_labels()));
     let stdin = std::io::stdin();
     for (i, line) in stdin.lock().lines().enumerate() {
         let line = line.with_context(|| format!("<stdin>:{}", i + 1))?;

@@ -29,8 +29,8 @@ use crate::error::{Error, Result};
 use crate::model::InceptionXml;
 use crate::optim::{Adam, RowAdam};
 use std::sync::Arc;
-use xmc::shortlist::ClusterIndex;
 use xmc::labels::Labels;
+use xmc::shortlist::ClusterIndex;
 use xmc::vocab::Vocab;
 
 pub const CONFIG: &str = "config.json";

@@ -203,7 +203,9 @@ impl Corpus {
             }
             for (i, n) in self.labels.names.iter().enumerate() {
                 if n.contains(['\n', '\r']) {
-                    return Err(Error::param(format!("label {i} name contains a line break")));
+                    return Err(Error::param(format!(
+                        "label {i} name contains a line break"
+                    )));
                 }
             }
             write_atomic(tmp.join("Y.txt"), |f| {
@@ -230,7 +232,8 @@ impl Corpus {
             }
         }
         write_atomic(dir.join(format!("{prefix}_X.txt")), |f| {
-            rows.iter().try_for_each(|&r| writeln!(f, "{}", self.texts[r]))
+            rows.iter()
+                .try_for_each(|&r| writeln!(f, "{}", self.texts[r]))
         })?;
         let labels: Vec<Vec<u32>> = rows.iter().map(|&r| self.rows[r].clone()).collect();
         SparseMatrix::from_index_rows(self.labels.len(), &labels)?
@@ -272,14 +275,21 @@ mod tests {
         // Unknown subjects name the line.
         std::fs::write(&corpus, "x\t<http://x/zzz>\n").unwrap();
         let e = read_annif_tsv(&corpus, &v, false).unwrap_err().to_string();
-        assert!(e.contains("corpus.tsv:1") && e.contains("not in the vocabulary"), "{e}");
+        assert!(
+            e.contains("corpus.tsv:1") && e.contains("not in the vocabulary"),
+            "{e}"
+        );
     }
 
     #[test]
     fn fasttext_lines() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("ft.txt");
-        std::fs::write(&p, "__label__baking __label__bread how to knead\nno labels here\n").unwrap();
+        std::fs::write(
+            &p,
+            "__label__baking __label__bread how to knead\nno labels here\n",
+        )
+        .unwrap();
         let e = read_fasttext(&p, false).unwrap_err().to_string();
         assert!(e.contains("ft.txt:2") && e.contains("__label__"), "{e}");
         let c = read_fasttext(&p, true).unwrap();

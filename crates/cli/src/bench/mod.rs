@@ -2,6 +2,7 @@
 //! of [`BenchWhat`] with its own flags struct and `run` function.
 
 pub mod model;
+pub mod serve;
 pub mod tokenize;
 
 /// Flags of `inceptionxml bench`.
@@ -20,6 +21,8 @@ pub enum BenchWhat {
     Train(model::TrainBench),
     /// Prediction: batch-1 latency, or queries/s at a larger batch.
     Predict(model::PredictBench),
+    /// The HTTP server under load (latency, suggestions/s, overload, soak), beside `predict`.
+    Serve(serve::ServeBench),
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -27,6 +30,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         BenchWhat::Tokenize(a) => tokenize::run_tokenize(a),
         BenchWhat::Train(a) => model::bench_train(a),
         BenchWhat::Predict(a) => model::bench_predict(a),
+        BenchWhat::Serve(a) => serve::bench_serve(a),
     }
 }
 

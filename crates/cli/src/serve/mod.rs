@@ -411,9 +411,7 @@ fn check_content_type(headers: &HeaderMap, want: &str) -> Result<(), Response> {
     if base.eq_ignore_ascii_case(want) {
         Ok(())
     } else {
-        Err(bad_request(format!(
-            "content type {ct:?}: expected {want}"
-        )))
+        Err(bad_request(format!("content type {ct:?}: expected {want}")))
     }
 }
 
@@ -427,7 +425,9 @@ fn form_decode(s: &str) -> Result<String, String> {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
                 let v = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
                 match v {
                     Some(v) => out.push(v),
@@ -462,7 +462,11 @@ fn limits(pairs: &[(String, String)]) -> Result<(usize, f32), Response> {
         None => 10,
         Some(v) => match v.trim().parse::<i64>() {
             Ok(n) if n >= 1 => n.min(100_000) as usize,
-            _ => return Err(bad_request(format!("limit {v:?}: expected an integer >= 1"))),
+            _ => {
+                return Err(bad_request(format!(
+                    "limit {v:?}: expected an integer >= 1"
+                )))
+            }
         },
     };
     let threshold = match get("threshold") {
@@ -480,7 +484,12 @@ fn limits(pairs: &[(String, String)]) -> Result<(usize, f32), Response> {
 }
 
 /// Queues `texts` on `project` and waits for the ranked rows (503 when the queue is full).
-async fn rank(project: &Project, texts: Vec<String>, limit: usize, threshold: f32) -> Result<Vec<Row>, Response> {
+async fn rank(
+    project: &Project,
+    texts: Vec<String>,
+    limit: usize,
+    threshold: f32,
+) -> Result<Vec<Row>, Response> {
     let (tx, rx) = oneshot::channel();
     let job = Job {
         texts,
@@ -508,7 +517,11 @@ async fn rank(project: &Project, texts: Vec<String>, limit: usize, threshold: f3
 }
 
 fn overloaded(detail: &str) -> Response {
-    let mut r = problem(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", detail);
+    let mut r = problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Service Unavailable",
+        detail,
+    );
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r

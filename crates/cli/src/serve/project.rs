@@ -115,8 +115,7 @@ impl Project {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let signature = Signature::of(&spec.dirs);
-        let ens = load(&spec, exact)
-            .map_err(|e| anyhow::anyhow!("project {}: {e}", spec.id))?;
+        let ens = load(&spec, exact).map_err(|e| anyhow::anyhow!("project {}: {e}", spec.id))?;
         let model = Arc::new(RwLock::new(Arc::new(ens)));
         let batcher = Batcher::start(&spec.id, model.clone(), params, metrics)?;
         Ok(Project {

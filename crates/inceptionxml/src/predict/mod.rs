@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
-use xmc::shortlist::{ClusterIndex, Shortlist};
 use xmc::labels::Labels;
+use xmc::shortlist::{ClusterIndex, Shortlist};
 use xmc::vocab::Vocab;
 
 pub use ensemble::{average_rows, Ensemble};

@@ -8,8 +8,8 @@ use std::time::Instant;
 use candle_core::Device;
 use candle_nn::VarMap;
 use xmc::dataset::XcDataset;
-use xmc::shortlist::ClusterIndex;
 use xmc::labels::Labels;
+use xmc::shortlist::ClusterIndex;
 use xmc::vocab::Vocab;
 use xmc::SparseMatrix;
 
