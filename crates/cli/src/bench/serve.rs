@@ -41,6 +41,9 @@ pub struct ServeBench {
     /// Seconds of a soak at the largest client count, sampling the server's RSS (0: skip).
     #[arg(long, default_value_t = 0.0)]
     pub soak_seconds: f64,
+    /// The server's `--max-batch` (texts per forward pass).
+    #[arg(long, default_value_t = 32)]
+    pub max_batch: usize,
     /// Batch size of the in-process throughput measurement.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
@@ -268,6 +271,8 @@ pub fn bench_serve(a: ServeBench) -> anyhow::Result<()> {
             "127.0.0.1:0",
             "--queue",
             &a.queue.to_string(),
+            "--max-batch",
+            &a.max_batch.to_string(),
         ])
         .arg("--model")
         .arg(format!("bench={}", a.model.display()))
