@@ -21,6 +21,12 @@ impl DeviceArg {
 pub fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
     if let Some(n) = n {
         anyhow::ensure!(n > 0, "--threads must be > 0");
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        anyhow::ensure!(
+            n <= 4 * cores,
+            "--threads {n}: at most {} on this machine ({cores} cores; more threads only slow the work down)",
+            4 * cores
+        );
         // candle's gemm reads RAYON_NUM_THREADS; rayon's global pool is configured explicitly.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
         rayon::ThreadPoolBuilder::new()

@@ -52,6 +52,9 @@ fn main() {
     // Before any thread starts: keep freed buffers in the heap, pin candle's thread count.
     inceptionxml::runtime::tune_runtime();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        quiet_broken_pipe();
+    }
     let result = match cli.command {
         Command::Stats(a) => stats::run(a),
         Command::Eval(a) => eval::run(a),
@@ -68,5 +71,17 @@ fn main() {
         // One line, whatever the error chain contains.
         eprintln!("error: {}", format!("{e:#}").replace(['\n', '\r'], " "));
         std::process::exit(1);
+    }
+}
+
+/// A command whose standard output is closed early (`inceptionxml stats ... | head -1`) ends
+/// quietly, as Unix tools do, instead of panicking in `println!`: SIGPIPE gets its default action
+/// back (Rust ignores it at start-up). The server keeps ignoring it, so that a client that hangs
+/// up only fails its own write.
+fn quiet_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start-up, before any other thread exists; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -260,3 +260,136 @@ fn absurd_sizes_fail_before_anything_is_allocated_or_written() {
         assert!(!model.exists(), "{extra:?} left a model directory");
     }
 }
+
+/// A command whose standard output is closed early ends without a panic (no "Broken pipe"
+/// message, no exit 101).
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let data = data_dir();
+    for args in [
+        vec!["stats", "--data", data.to_str().unwrap()],
+        vec!["help"],
+    ] {
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader goes away before anything is written
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            out.status.success() || out.status.signal() == Some(13),
+            "{args:?}: {:?}",
+            out.status
+        );
+    }
+}
+
+/// `--threads` beyond what the machine can use is an error, not minutes of thread churn.
+#[test]
+fn absurd_thread_counts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c.txt");
+    fails_with_one_line(
+        &[
+            "cluster",
+            "--data",
+            data_dir().to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--clusters",
+            "4",
+            "--threads",
+            "100000",
+        ],
+        "--threads 100000",
+    );
+}
+
+/// A model with NaN weights is refused at load, naming the file and tensor.
+#[test]
+fn non_finite_weights_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    tiny_train(&model, &["--epochs", "1"]);
+    let path = model.join("weights.safetensors");
+    let mut tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).unwrap();
+    let (name, t) = tensors
+        .iter()
+        .find(|(n, _)| n.contains("head.hidden.weight"))
+        .map(|(n, t)| (n.clone(), t.clone()))
+        .unwrap();
+    let mut v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+    v[3] = f32::NAN;
+    let bad = candle_core::Tensor::from_vec(v, t.shape(), &candle_core::Device::Cpu).unwrap();
+    tensors.insert(name.clone(), bad);
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    predict_fails(&model, "NaN or infinite");
+    predict_fails(&model, &name);
+}
+
+/// `--out /dev/null` writes to the device and leaves it a device (run as root, renaming over it
+/// would replace the system's /dev/null).
+#[test]
+fn special_output_paths_are_written_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    tiny_train(&model, &["--epochs", "1"]);
+    let tst = data_dir().join("tst_X.txt");
+    ok(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--texts",
+        tst.to_str().unwrap(),
+        "--out",
+        "/dev/null",
+    ]);
+    assert!(!std::fs::metadata("/dev/null").unwrap().is_file());
+    // Through a symbolic link: the target is written, the link stays.
+    let target = dir.path().join("pred.txt");
+    let link = dir.path().join("link.txt");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    ok(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--texts",
+        tst.to_str().unwrap(),
+        "--out",
+        link.to_str().unwrap(),
+    ]);
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::read_to_string(&target)
+        .unwrap()
+        .starts_with("3000 736"));
+}
+
+/// Every file of a model directory gets the same permissions (the umask's), weights included.
+#[test]
+fn model_files_follow_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    tiny_train(&model, &["--epochs", "1"]);
+    let mode = |f: &str| {
+        std::fs::metadata(model.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    for f in ["weights.safetensors", "optimizer.safetensors", "vocab.txt"] {
+        assert_eq!(mode(f), mode("config.json"), "{f}");
+    }
+}

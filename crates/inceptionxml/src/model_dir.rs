@@ -224,8 +224,16 @@ pub fn named_tensors(model: &InceptionXml, varmap: &VarMap) -> Vec<(String, Tens
 
 fn save_tensors(path: &Path, tensors: HashMap<String, Tensor>) -> Result<()> {
     write_path_atomic(path, |tmp| {
+        // The mode a new file gets under the umask: safetensors itself creates 0600 files.
+        let mode = std::fs::File::create(tmp)
+            .and_then(|f| f.metadata())
+            .map(|m| m.permissions());
         candle_core::safetensors::save(&tensors, tmp)
-            .map_err(|e| model_err(path, format!("cannot write: {e}")))
+            .map_err(|e| model_err(path, format!("cannot write: {e}")))?;
+        if let Ok(mode) = mode {
+            std::fs::set_permissions(tmp, mode).map_err(|e| Error::Xmc(xmc::Error::io(tmp, e)))?;
+        }
+        Ok(())
     })
 }
 
@@ -256,6 +264,13 @@ pub fn load_weights(dir: &Path, model: &InceptionXml, varmap: &VarMap) -> Result
         let src = file
             .remove(&name)
             .ok_or_else(|| model_err(&path, format!("missing tensor {name}")))?;
+        let finite = crate::ops::storage::with_host_f32(&src, |v| v.iter().all(|x| x.is_finite()))?;
+        if !finite {
+            return Err(model_err(
+                &path,
+                format!("tensor {name} holds NaN or infinite values"),
+            ));
+        }
         if src.shape() != t.shape() {
             return Err(model_err(
                 &path,

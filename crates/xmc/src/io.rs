@@ -106,15 +106,54 @@ pub fn read_all(path: &Path) -> Result<Vec<u8>> {
 
 /// A file written to a temporary sibling and renamed over `path` by [`AtomicFile::commit`].
 /// Dropped without a commit, the temporary file is removed and `path` is untouched.
+///
+/// Paths that are not regular files are written in place instead: a device such as `/dev/null`,
+/// a FIFO or a terminal is opened and written directly (renaming over it would replace it). A
+/// symbolic link is followed: its target is written atomically and the link stays a link.
 pub struct AtomicFile {
     path: PathBuf,
     tmp: PathBuf,
+    /// Written in place (no temporary file, no rename).
+    direct: bool,
     writer: Option<BufWriter<File>>,
+}
+
+/// Where a write to `path` should land: `(final path, written in place)`.
+fn resolve_output(path: &Path) -> (PathBuf, bool) {
+    let Ok(link) = std::fs::symlink_metadata(path) else {
+        return (path.to_path_buf(), false); // a new file
+    };
+    let target = if link.file_type().is_symlink() {
+        std::fs::canonicalize(path).unwrap_or_else(|_| {
+            // A dangling link: write the file it names (relative to the link's folder).
+            let dest = std::fs::read_link(path).unwrap_or_else(|_| path.to_path_buf());
+            match path.parent() {
+                Some(dir) if dest.is_relative() => dir.join(dest),
+                _ => dest,
+            }
+        })
+    } else {
+        path.to_path_buf()
+    };
+    let special = std::fs::metadata(&target).is_ok_and(|m| !m.is_file() && !m.is_dir());
+    (target, special)
 }
 
 impl AtomicFile {
     pub fn create(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
+        let (path, direct) = resolve_output(path.as_ref());
+        if direct {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            return Ok(AtomicFile {
+                tmp: path.clone(),
+                path,
+                direct,
+                writer: Some(BufWriter::with_capacity(1 << 20, f)),
+            });
+        }
         let name = path
             .file_name()
             .ok_or_else(|| Error::param(format!("{}: not a file name", path.display())))?
@@ -125,6 +164,7 @@ impl AtomicFile {
         Ok(AtomicFile {
             path,
             tmp,
+            direct,
             writer: Some(BufWriter::with_capacity(1 << 20, f)),
         })
     }
@@ -134,12 +174,18 @@ impl AtomicFile {
         &self.path
     }
 
-    /// Flushes, syncs and renames the temporary file over the final path.
+    /// Flushes, syncs and renames the temporary file over the final path (a file written in
+    /// place is only flushed).
     pub fn commit(mut self) -> Result<()> {
-        let w = self.writer.take().expect("writer present until commit");
+        let Some(w) = self.writer.take() else {
+            return Ok(());
+        };
         let f = w
             .into_inner()
             .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        if self.direct {
+            return Ok(());
+        }
         f.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
         drop(f);
         std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))
@@ -153,16 +199,22 @@ impl AtomicFile {
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.writer.as_mut().expect("open").write(buf)
+        match self.writer.as_mut() {
+            Some(w) => w.write(buf),
+            None => Err(std::io::Error::other("write after commit")),
+        }
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.writer.as_mut().expect("open").flush()
+        match self.writer.as_mut() {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
     }
 }
 
 impl Drop for AtomicFile {
     fn drop(&mut self) {
-        if self.writer.take().is_some() {
+        if self.writer.take().is_some() && !self.direct {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
@@ -201,6 +253,31 @@ mod tests {
         l.next_line().unwrap();
         let e = l.next_line().unwrap_err().to_string();
         assert!(e.starts_with("t.txt:2: invalid UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn special_files_are_written_in_place_and_links_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        // A device is written, never replaced by a regular file.
+        write_atomic("/dev/null", |w| w.write_all(b"gone")).unwrap();
+        let m = std::fs::metadata("/dev/null").unwrap();
+        assert!(!m.is_file(), "/dev/null became a regular file");
+        // A symbolic link keeps being a link; its target gets the content.
+        let target = dir.path().join("target.txt");
+        std::fs::write(&target, "old").unwrap();
+        let link = dir.path().join("link.txt");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_atomic(&link, |w| w.write_all(b"new")).unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        // A dangling link creates its target.
+        let dangling = dir.path().join("dangling.txt");
+        std::os::unix::fs::symlink("made.txt", &dangling).unwrap();
+        write_atomic(&dangling, |w| w.write_all(b"x")).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("made.txt")).unwrap(), b"x");
     }
 
     #[test]

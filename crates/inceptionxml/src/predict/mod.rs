@@ -152,6 +152,16 @@ pub fn rank_ids(
             }
         }
     }
+    // Finite weights give finite scores; anything else is reported, never written.
+    if let Some(r) = out
+        .rows
+        .iter()
+        .position(|row| row.iter().any(|e| !e.1.is_finite()))
+    {
+        return Err(Error::Shape(format!(
+            "row {r}: the model produced a non-finite score"
+        )));
+    }
     Ok(out)
 }
 
