@@ -70,6 +70,10 @@ pub struct TrainerState {
     pub n_train: usize,
     /// Training wall time so far (seconds, excluding evaluation and saving).
     pub elapsed_s: f64,
+    /// Position of the dropout generator (a decimal u128), so that a resumed run draws the same
+    /// masks as an uninterrupted one; absent in older checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropout_position: Option<String>,
 }
 
 fn model_err(path: &Path, msg: impl Into<String>) -> Error {

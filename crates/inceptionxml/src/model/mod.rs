@@ -201,6 +201,11 @@ impl InceptionXml {
     }
 
     /// The configuration the model was built with.
+    /// The dropout generator shared by every layer (its position is part of a checkpoint).
+    pub fn dropout(&self) -> &Dropout {
+        &self.dropout
+    }
+
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
     }

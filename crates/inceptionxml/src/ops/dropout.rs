@@ -36,6 +36,25 @@ impl Dropout {
         }
     }
 
+    /// The generator's position in its stream (saved with a checkpoint, so that a resumed run
+    /// draws the masks an uninterrupted one would).
+    pub fn position(&self) -> Result<u128> {
+        Ok(self
+            .rng
+            .lock()
+            .map_err(|_| Error::Poisoned("dropout RNG"))?
+            .get_word_pos())
+    }
+
+    /// Moves the generator to `pos` (from [`Dropout::position`]).
+    pub fn set_position(&self, pos: u128) -> Result<()> {
+        self.rng
+            .lock()
+            .map_err(|_| Error::Poisoned("dropout RNG"))?
+            .set_word_pos(pos);
+        Ok(())
+    }
+
     /// Inverted dropout with probability `p` when `train`; `x` itself otherwise.
     pub fn apply(&self, x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
         if !train || p <= 0.0 {

@@ -342,6 +342,7 @@ fn save_checkpoint(
             steps_per_epoch: plan.steps_per_epoch,
             n_train: s.n_train,
             elapsed_s,
+            dropout_position: Some(s.model.dropout().position()?.to_string()),
         },
     )
 }

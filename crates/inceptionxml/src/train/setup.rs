@@ -147,9 +147,19 @@ impl Setup {
         }
         let train = first_rows(&data.train.labels, n);
         let step = state.step;
+        let dropout_position = match &state.dropout_position {
+            Some(p) => Some(p.parse::<u128>().map_err(|_| Error::Model {
+                path: dir.join(model_dir::STATE).display().to_string(),
+                msg: format!("dropout_position {p:?} is not a number"),
+            })?),
+            None => None,
+        };
         let words = (vocab, labels);
         let mut s = Self::build(data, config, words, index, Some(state), n, train, device)?;
         model_dir::load_weights(dir, &s.model, &s.varmap)?;
+        if let Some(p) = dropout_position {
+            s.model.dropout().set_position(p)?;
+        }
         let (adam, mut tables) = s.opt.parts_mut();
         model_dir::load_optimizer(dir, adam, &mut tables, step)?;
         Ok(s)
