@@ -68,8 +68,7 @@ fn main() {
         Command::Bench(a) => bench::run(a),
     };
     if let Err(e) = result {
-        // One line, whatever the error chain contains.
-        eprintln!("error: {}", format!("{e:#}").replace(['\n', '\r'], " "));
+        eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
     }
 }
@@ -84,4 +83,20 @@ fn quiet_broken_pipe() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+/// The error chain as one line; a cause already spelled out by the message before it (an OS
+/// error that the file's own message quotes) is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&text);
+        }
+    }
+    msg.replace(['\n', '\r'], " ")
 }

@@ -105,9 +105,27 @@ fn interactive(p: &Ensemble, args: &Args) -> anyhow::Result<()> {
         .cloned()
         .unwrap_or_else(|| Labels::numbered(p.n_labels()));
     let stdin = std::io::stdin();
-    for (i, line) in stdin.lock().lines().enumerate() {
-        let line = line.with_context(|| format!("<stdin>:{}", i + 1))?;
-        let row = p.predict_one(&line, args.top_k, args.score)?;
+    let mut input = stdin.lock();
+    let mut raw = Vec::new();
+    for i in 0.. {
+        raw.clear();
+        if input
+            .read_until(b'\n', &mut raw)
+            .with_context(|| format!("<stdin>:{}", i + 1))?
+            == 0
+        {
+            break;
+        }
+        let bytes = raw.strip_suffix(b"\n").unwrap_or(&raw);
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        // A line that is not UTF-8 gets an error line of its own; the session goes on.
+        let Ok(line) = std::str::from_utf8(bytes) else {
+            eprintln!("error: <stdin>:{}: not valid UTF-8 (line skipped)", i + 1);
+            writeln!(out)?;
+            out.flush()?;
+            continue;
+        };
+        let row = p.predict_one(line, args.top_k, args.score)?;
         match args.format {
             Format::Xc => {
                 let s: Vec<String> = row.iter().map(|(l, v)| format!("{l}:{v:.6}")).collect();

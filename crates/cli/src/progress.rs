@@ -17,10 +17,16 @@ impl Progress {
 
     /// Handles one event.
     pub fn on_event(&mut self, event: TrainEvent) {
+        if let TrainEvent::Warning(w) = &event {
+            // Shown even with --quiet.
+            eprintln!("warning: {w}");
+            return;
+        }
         if !self.show {
             return;
         }
         match event {
+            TrainEvent::Warning(_) => {}
             TrainEvent::Clustered {
                 labels,
                 clusters,

@@ -423,3 +423,89 @@ fn interrupted_and_resumed_runs_are_bit_identical() {
         }
     }
 }
+
+/// An OS error is printed once, not once by the file's message and again by its cause.
+#[test]
+fn os_errors_are_printed_once() {
+    let o = run(&["stats", "--data", "/nonexistent/data"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches("not found").count(), 1, "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    tiny_train(&model, &["--epochs", "1"]);
+    let o = run(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--texts",
+        "/nonexistent/texts.txt",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/texts.txt"), "{err}");
+
+    // Interactive prediction answers a line that is not UTF-8 with an error and goes on.
+    let mut child = Command::new(BIN)
+        .args([
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--texts",
+            "-",
+            "--top-k",
+            "2",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"bread\n\xff\xfe bad\nknife\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[1].is_empty() && !lines[2].is_empty(), "{lines:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("<stdin>:2"));
+}
+
+/// An empty test split skips evaluation with a warning; the last epoch is still saved.
+#[test]
+fn an_empty_test_split_skips_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    std::fs::create_dir(&data).unwrap();
+    for f in ["trn_X.txt", "trn_X_Y.txt"] {
+        std::fs::copy(data_dir().join(f), data.join(f)).unwrap();
+    }
+    std::fs::write(data.join("tst_X.txt"), "").unwrap();
+    std::fs::write(data.join("tst_X_Y.txt"), "0 736\n").unwrap();
+    let model = dir.path().join("m");
+    let o = run(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--dim",
+        "64",
+        "--max-train",
+        "300",
+        "--epochs",
+        "2",
+        "--eval-every",
+        "0",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("warning: the test split is empty"));
+    assert_eq!(metrics_lines(&model).len(), 2);
+}

@@ -97,7 +97,16 @@ pub fn train(job: &TrainJob, on_event: &mut dyn FnMut(TrainEvent)) -> Result<Tra
         s
     };
     let inv_prop = inverse_propensity(&job.data.train.labels, Propensity::default())?;
-    let test = job.data.test.as_ref().map(|t| EvalSet {
+    let test = job.data.test.as_ref().filter(|t| {
+        let empty = t.is_empty();
+        if empty {
+            on_event(TrainEvent::Warning(
+                "the test split is empty: no evaluation".into(),
+            ));
+        }
+        !empty
+    });
+    let test = test.map(|t| EvalSet {
         ids: s.vocab.encode_all(&t.texts, s.config.model.seq_len),
         labels: &t.labels,
         inv_prop: &inv_prop,

@@ -25,6 +25,8 @@ pub enum TrainEvent<'a> {
     Step { loss: f64, samples_per_s: f64 },
     /// An epoch ended (after its evaluation and checkpoint).
     EpochEnd(&'a EpochReport),
+    /// Something the user should know that does not stop the run.
+    Warning(String),
 }
 
 /// One finished epoch.
