@@ -139,6 +139,26 @@ fn suggest(port: u16, project: &str, text: &str, extra: &str) -> std::io::Result
     )
 }
 
+/// A `suggest-batch` body with `texts` (no document ids).
+fn batch_body(texts: &[String]) -> String {
+    let docs: Vec<_> = texts
+        .iter()
+        .map(|t| serde_json::json!({"text": t}))
+        .collect();
+    serde_json::json!({ "documents": docs }).to_string()
+}
+
+/// POSTs `body` to the suggest-batch route of project `model`.
+fn post_batch(port: u16, body: &str) -> std::io::Result<Resp> {
+    http(
+        port,
+        "POST",
+        "/v1/projects/model/suggest-batch",
+        Some("application/json"),
+        body.as_bytes(),
+    )
+}
+
 /// A small Annif corpus and vocabulary from the bundled cooking data, imported as an XC folder,
 /// and a model trained on it: built once for all tests.
 fn fixture() -> &'static (PathBuf, PathBuf) {
@@ -558,26 +578,14 @@ fn shutdown_answers_every_request_in_flight() {
     let mut srv = Server::start(&["--model", model.to_str().unwrap(), "--max-batch", "1"]);
     let port = srv.port;
     let texts = test_texts(32);
-    let docs: Vec<_> = texts
-        .iter()
-        .map(|t| serde_json::json!({"text": t}))
-        .collect();
-    let body = serde_json::json!({ "documents": docs }).to_string();
+    let body = batch_body(&texts);
     let signalled = std::sync::OnceLock::new();
     let results: Vec<(u16, Instant)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..64)
             .map(|_| {
                 let body = body.clone();
                 s.spawn(move || {
-                    let r = http(
-                        port,
-                        "POST",
-                        "/v1/projects/model/suggest-batch",
-                        Some("application/json"),
-                        body.as_bytes(),
-                    )
-                    .map(|r| r.status)
-                    .unwrap_or(0);
+                    let r = post_batch(port, &body).map(|r| r.status).unwrap_or(0);
                     (r, Instant::now())
                 })
             })
@@ -693,25 +701,14 @@ fn overload_is_shed_with_503_only() {
     ]);
     let port = srv.port;
     let texts = test_texts(32);
-    let docs: Vec<_> = texts
-        .iter()
-        .map(|t| serde_json::json!({"text": t}))
-        .collect();
-    let body = serde_json::json!({ "documents": docs }).to_string();
+    let body = batch_body(&texts);
     let t0 = Instant::now();
     let statuses: Vec<u16> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..48)
             .map(|_| {
                 let body = body.clone();
                 s.spawn(move || {
-                    let r = http(
-                        port,
-                        "POST",
-                        "/v1/projects/model/suggest-batch",
-                        Some("application/json"),
-                        body.as_bytes(),
-                    )
-                    .unwrap();
+                    let r = post_batch(port, &body).unwrap();
                     if r.status == 503 {
                         assert_eq!(r.content_type, "application/problem+json");
                     }

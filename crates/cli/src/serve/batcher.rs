@@ -17,6 +17,9 @@ use super::metrics::Metrics;
 /// One ranked row: `(label, score)`, best first.
 pub type Row = Vec<(u32, f32)>;
 
+/// A job's rows and the model snapshot that produced them.
+pub type Ranked = (Vec<Row>, Arc<Ensemble>);
+
 /// A request's texts and where its answer goes.
 pub struct Job {
     pub texts: Vec<String>,
@@ -24,7 +27,8 @@ pub struct Job {
     pub limit: usize,
     /// Scores below this are left out.
     pub threshold: f32,
-    pub reply: oneshot::Sender<Result<Vec<Row>, String>>,
+    /// The rows, with the model that ranked them (its labels name the rows' label ids).
+    pub reply: oneshot::Sender<Result<Ranked, String>>,
 }
 
 /// How batches are formed.
@@ -196,6 +200,6 @@ fn run_batch(jobs: Vec<Job>, model: &RwLock<Arc<Ensemble>>, metrics: &Metrics) {
             })
             .collect();
         // The client may have gone; nothing to do then.
-        let _ = j.reply.send(Ok(mine));
+        let _ = j.reply.send(Ok((mine, ens.clone())));
     }
 }

@@ -35,7 +35,8 @@ use axum::Router;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use batcher::{BatchParams, Job, Refused, Row};
+use batcher::{BatchParams, Job, Ranked, Refused};
+use inceptionxml::predict::Ensemble;
 use metrics::Metrics;
 use project::{Project, ProjectSpec, ReloadOutcome};
 
@@ -489,7 +490,7 @@ async fn rank(
     texts: Vec<String>,
     limit: usize,
     threshold: f32,
-) -> Result<Vec<Row>, Response> {
+) -> Result<Ranked, Response> {
     let (tx, rx) = oneshot::channel();
     let job = Job {
         texts,
@@ -527,13 +528,13 @@ fn overloaded(detail: &str) -> Response {
     r
 }
 
-fn results_json(row: &[(u32, f32)], project: &Project) -> serde_json::Value {
-    let ens = project.current();
+/// Annif's `{"results": [...]}` for a row ranked by `model` (whose labels name the ids).
+fn results_json(row: &[(u32, f32)], model: &Ensemble) -> serde_json::Value {
     let numbered;
-    let labels = match ens.labels() {
+    let labels = match model.labels() {
         Some(l) => l,
         None => {
-            numbered = xmc::labels::Labels::numbered(ens.n_labels());
+            numbered = xmc::labels::Labels::numbered(model.n_labels());
             &numbered
         }
     };
@@ -560,9 +561,9 @@ async fn suggest(
             .find(|(k, _)| k == "text")
             .map(|(_, v)| v.clone())
             .ok_or_else(|| bad_request("the form field text is missing"))?;
-        let mut rows = rank(project, vec![text], limit, threshold).await?;
+        let (mut rows, model) = rank(project, vec![text], limit, threshold).await?;
         let row = rows.pop().unwrap_or_default();
-        Ok::<_, Response>(json_response(&results_json(&row, project)))
+        Ok::<_, Response>(json_response(&results_json(&row, &model)))
     };
     run.await.unwrap_or_else(|r| r)
 }
@@ -608,8 +609,8 @@ async fn suggest_batch(
             .into_iter()
             .map(|d| (d.text, d.document_id))
             .unzip();
-        let rows = if texts.is_empty() {
-            Vec::new()
+        let (rows, model) = if texts.is_empty() {
+            (Vec::new(), project.current())
         } else {
             rank(project, texts, limit, threshold).await?
         };
@@ -617,7 +618,7 @@ async fn suggest_batch(
             .iter()
             .zip(ids)
             .map(|(row, id)| {
-                let mut v = results_json(row, project);
+                let mut v = results_json(row, &model);
                 v["document_id"] = id.unwrap_or(serde_json::Value::Null);
                 v
             })
