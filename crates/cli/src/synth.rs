@@ -36,6 +36,20 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    // Never mix a new dataset into an existing one.
+    if let Ok(mut entries) = std::fs::read_dir(&args.out) {
+        anyhow::ensure!(
+            entries.next().is_none(),
+            "{}: already exists and is not empty (choose a new folder)",
+            args.out.display()
+        );
+    } else {
+        anyhow::ensure!(
+            !args.out.exists(),
+            "{}: exists and is not a folder",
+            args.out.display()
+        );
+    }
     let p = SynthParams {
         n_labels: args.labels,
         n_train: args.texts,

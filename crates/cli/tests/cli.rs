@@ -509,3 +509,54 @@ fn an_empty_test_split_skips_evaluation() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("warning: the test split is empty"));
     assert_eq!(metrics_lines(&model).len(), 2);
 }
+
+/// `synth --out` never writes into an existing dataset.
+#[test]
+fn synth_refuses_an_existing_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("syn");
+    let args = [
+        "synth",
+        "--out",
+        out.to_str().unwrap(),
+        "--labels",
+        "50",
+        "--texts",
+        "200",
+    ];
+    ok(&args);
+    let before = std::fs::read(out.join("trn_X.txt")).unwrap();
+    let mut again = args.to_vec();
+    again.extend(["--seed", "9"]);
+    fails_with_one_line(&again, "already exists");
+    assert_eq!(std::fs::read(out.join("trn_X.txt")).unwrap(), before);
+}
+
+/// A run whose loss explodes (`--lr 100`) stops with an error instead of saving nonsense.
+#[test]
+fn divergence_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    let data = data_dir();
+    fails_with_one_line(
+        &[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--dim",
+            "64",
+            "--max-train",
+            "600",
+            "--batch-size",
+            "64",
+            "--epochs",
+            "2",
+            "--lr",
+            "100",
+            "--quiet",
+        ],
+        "diverged",
+    );
+}

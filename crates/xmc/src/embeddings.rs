@@ -42,6 +42,9 @@ pub struct WordVectors {
     n_lines: usize,
 }
 
+/// Largest magnitude accepted in a vector (pre-trained vectors stay within a few units).
+pub const MAX_ABS_VALUE: f32 = 1e4;
+
 impl WordVectors {
     /// Reads every vector of `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
@@ -96,6 +99,7 @@ impl WordVectors {
                 match std::str::from_utf8(f)
                     .ok()
                     .and_then(|s| s.parse::<f32>().ok())
+                    .filter(|x| x.is_finite() && x.abs() <= MAX_ABS_VALUE)
                 {
                     Some(x) => vec.push(x),
                     None => {
@@ -109,6 +113,21 @@ impl WordVectors {
                 }
                 wv.dim = n_fields - 1;
             }
+            if header.is_some() && line == 2 {
+                // Binary floats: control bytes, or high bytes in fields that do not parse (a
+                // cp1252 word in a text file parses fine).
+                let control = bytes.iter().any(|&b| b < 0x09);
+                let high = bytes.iter().any(|&b| b >= 0x80);
+                if control || (high && (n_fields != wv.dim + 1 || bad.is_some())) {
+                    return Err(Error::parse(
+                        path,
+                        line,
+                        "binary data after the header: this looks like a binary word2vec file; \
+                         convert it to the text format (e.g. gensim's \
+                         save_word2vec_format(..., binary=False))",
+                    ));
+                }
+            }
             if n_fields != wv.dim + 1 {
                 return Err(Error::parse(
                     path,
@@ -121,7 +140,7 @@ impl WordVectors {
                     path,
                     line,
                     format!(
-                        "field {j}: {:?} is not a number",
+                        "field {j}: {:?} is not a finite number within ±{MAX_ABS_VALUE}",
                         String::from_utf8_lossy(f)
                     ),
                 ));
@@ -383,7 +402,25 @@ mod tests {
     #[test]
     fn errors_name_file_and_line() {
         assert!(err(b"a 1 2\nb 1 2 3\n").starts_with("2: 4 fields, expected a word and 2 numbers"));
-        assert!(err(b"a 1 2\nb 1 x\n").starts_with("2: field 3: \"x\" is not a number"));
+        assert!(err(b"a 1 2\nb 1 x\n").starts_with("2: field 3: \"x\" is not a finite number"));
+        for bad in ["nan", "inf", "-1e30"] {
+            let text = format!("a 1 2\nb 1 2\nc 3 {bad}\n");
+            assert!(
+                err(text.as_bytes()).starts_with("3: field 3:"),
+                "{bad}: {}",
+                err(text.as_bytes())
+            );
+        }
+        // A binary word2vec file is named as such.
+        let mut bin = b"2 3\nthe ".to_vec();
+        for x in [0.5f32, -1.0, 2.0] {
+            bin.extend(x.to_le_bytes());
+        }
+        bin.extend(b"\nof ");
+        for x in [1.0f32, 0.0, 3.0] {
+            bin.extend(x.to_le_bytes());
+        }
+        assert!(err(&bin).contains("binary word2vec"), "{}", err(&bin));
         assert!(err(b"2 3\na 1 2\n").starts_with("2: 3 fields, expected a word and 3 numbers"));
         assert!(err(b"lonely\n").starts_with("1: a word without a vector"));
         assert!(err(b"").starts_with("1: no word vectors"));

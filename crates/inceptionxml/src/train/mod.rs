@@ -36,6 +36,10 @@ use crate::model_dir::{self, TrainerState};
 use crate::optim::OneCycle;
 use batches::{epoch_order, steps_per_epoch, Batches};
 
+/// A batch's mean BCE above this means the run has diverged (a fresh model starts near ln 2 ≈
+/// 0.69; a mean of 100 needs logits about 100 on the wrong side for every entry).
+pub const MAX_LOSS: f32 = 100.0;
+
 /// What to train and where.
 pub struct TrainJob<'a> {
     pub data: &'a XcDataset,
@@ -265,7 +269,7 @@ fn run_epoch(
         e.candidates += st.candidates;
         e.touched += st.touched_rows;
         e.steps += 1;
-        if !loss.is_finite() {
+        if !loss.is_finite() || loss > MAX_LOSS {
             return Err(Error::Diverged { step: *step, loss });
         }
         *step += 1;
