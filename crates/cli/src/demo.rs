@@ -53,6 +53,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             config,
             model: ModelParams::default(),
             resume: false,
+            // The demo's model folder is the demo's own: a rerun replaces it.
+            force: true,
             stop_after: None,
             device: args.device.open()?,
         },

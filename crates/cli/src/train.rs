@@ -68,6 +68,10 @@ pub struct Args {
     /// Continue the run saved in --model (same schedule and step count).
     #[arg(long)]
     pub resume: bool,
+    /// Replace a model already in --model (it stays complete and usable until the new model's
+    /// first epoch is saved).
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
     /// Largest vocabulary.
     #[arg(long, default_value_t = TrainConfig::default().max_vocab)]
     pub max_vocab: usize,
@@ -136,6 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 plus,
             },
             resume: args.resume,
+            force: args.force,
             stop_after: args.stop_after,
             device: args.device.open()?,
         },

@@ -560,3 +560,100 @@ fn divergence_is_an_error() {
         "diverged",
     );
 }
+
+/// A model folder is always a complete model: a fresh run over it is refused without
+/// `--force`, and a `--force` run killed before its first checkpoint leaves the old model as it
+/// was; a finished one replaces it whole and leaves nothing beside it.
+#[test]
+fn a_model_folder_is_never_half_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    tiny_train(&model, &["--epochs", "1"]);
+    let snapshot = |p: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = snapshot(&model);
+    let data = data_dir();
+    let args = |extra: &[&str]| {
+        let mut a: Vec<String> = [
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--dim",
+            "64",
+            "--batch-size",
+            "64",
+            "--quiet",
+            "--seed",
+            "3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let refused = args(&["--max-train", "600"]);
+    let refused: Vec<&str> = refused.iter().map(String::as_str).collect();
+    fails_with_one_line(&refused, "--force");
+    assert_eq!(snapshot(&model), before);
+
+    // Killed (SIGKILL) while the replacement trains its first epoch.
+    let mut child = Command::new(BIN)
+        .args(args(&["--force", "--epochs", "3"]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stage = dir.path().join(".m.partial");
+    let t0 = std::time::Instant::now();
+    while !stage.join("config.json").exists() && t0.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(snapshot(&model), before, "the old model changed");
+    predict_ok(&model);
+
+    // Finished: the new model replaces the old one whole.
+    let done = args(&["--force", "--epochs", "1", "--max-train", "600"]);
+    let done: Vec<&str> = done.iter().map(String::as_str).collect();
+    ok(&done);
+    assert_ne!(snapshot(&model), before);
+    predict_ok(&model);
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        vec!["m".to_string()],
+        "left beside the model: {left:?}"
+    );
+}
+
+fn predict_ok(model: &Path) {
+    let tst = data_dir().join("tst_X.txt");
+    ok(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--texts",
+        tst.to_str().unwrap(),
+        "--out",
+        "/dev/null",
+    ]);
+}

@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
@@ -195,6 +195,48 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
         model,
         varmap,
     })
+}
+
+/// A fresh, empty staging folder beside `out` (`.NAME.partial`; a leftover of a killed run is
+/// removed), for a model built before it replaces `out`.
+pub fn staging_dir(out: &Path) -> Result<PathBuf> {
+    let name = out
+        .file_name()
+        .ok_or_else(|| model_err(out, "not a folder name"))?
+        .to_string_lossy()
+        .into_owned();
+    let stage = out.with_file_name(format!(".{name}.partial"));
+    if stage.exists() {
+        std::fs::remove_dir_all(&stage).map_err(|e| Error::Xmc(xmc::Error::io(&stage, e)))?;
+    }
+    std::fs::create_dir_all(&stage).map_err(|e| Error::Xmc(xmc::Error::io(&stage, e)))?;
+    Ok(stage)
+}
+
+/// Moves the complete model in `stage` to `out`, replacing what `out` held: `out` is renamed
+/// aside, `stage` renamed into place, the old folder removed. At every instant `out` is either
+/// the old model or the new one (or briefly absent, with the old one beside it as `.NAME.old`).
+pub fn promote(stage: &Path, out: &Path) -> Result<()> {
+    let io = |p: &Path, e| Error::Xmc(xmc::Error::io(p, e));
+    let name = out
+        .file_name()
+        .ok_or_else(|| model_err(out, "not a folder name"))?
+        .to_string_lossy()
+        .into_owned();
+    let old = out.with_file_name(format!(".{name}.old"));
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+    }
+    let had = out.exists();
+    if had {
+        std::fs::rename(out, &old).map_err(|e| io(out, e))?;
+    }
+    std::fs::rename(stage, out).map_err(|e| io(out, e))?;
+    if had {
+        // The new model is in place; a failure to delete the old one loses nothing.
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    Ok(())
 }
 
 /// Reads `trainer_state.json` of `dir`.

@@ -50,6 +50,8 @@ pub struct TrainJob<'a> {
     /// Ignored with `resume`.
     pub model: ModelParams,
     pub resume: bool,
+    /// Replace a model already in `out` (without it, a fresh run refuses an existing model).
+    pub force: bool,
     /// Stop after this many epochs of this session, as if interrupted (the checkpoint can be
     /// resumed); None runs to the end.
     pub stop_after: Option<usize>,
@@ -85,10 +87,19 @@ pub struct TrainSummary {
 /// Trains (or resumes) a model into `job.out`, reporting progress through `on_event`.
 pub fn train(job: &TrainJob, on_event: &mut dyn FnMut(TrainEvent)) -> Result<TrainSummary> {
     let out = job.out;
+    if !job.resume && !job.force && out.join(model_dir::CONFIG).exists() {
+        return Err(Error::Model {
+            path: out.display().to_string(),
+            msg: "already holds a model: --resume continues it, --force replaces it".into(),
+        });
+    }
+    // A fresh run is built in a staging folder beside `out` and moved into place after its
+    // first checkpoint: until then `out` keeps whatever model it held, complete.
+    let mut staging = None;
     let mut s = if job.resume {
         Setup::resume(job.data, out, &job.device)?
     } else {
-        // Everything is checked and built before the directory is created.
+        // Everything is checked and built before anything is written.
         let s = Setup::fresh(
             job.data,
             job.config.clone(),
@@ -96,10 +107,12 @@ pub fn train(job: &TrainJob, on_event: &mut dyn FnMut(TrainEvent)) -> Result<Tra
             &job.device,
             on_event,
         )?;
-        std::fs::create_dir_all(out).map_err(|e| Error::Xmc(xmc::Error::io(out, e)))?;
-        start_model_dir(out, &s)?;
+        let stage = model_dir::staging_dir(out)?;
+        start_model_dir(&stage, &s)?;
+        staging = Some(stage);
         s
     };
+    let work = |staging: &Option<std::path::PathBuf>| staging.clone().unwrap_or(out.to_path_buf());
     let inv_prop = inverse_propensity(&job.data.train.labels, Propensity::default())?;
     let test = job.data.test.as_ref().filter(|t| {
         let empty = t.is_empty();
@@ -135,7 +148,7 @@ pub fn train(job: &TrainJob, on_event: &mut dyn FnMut(TrainEvent)) -> Result<Tra
         let last = epoch + 1 == cfg.epochs;
         let due = cfg.eval_every > 0 && (epoch + 1) % cfg.eval_every == 0;
         let (metrics, plus_eval, p1_by_score) = match &test {
-            Some(t) if due || last => evaluate_epoch(&mut s, t, last, out)?,
+            Some(t) if due || last => evaluate_epoch(&mut s, t, last, &work(&staging))?,
             _ => (None, None, Map::new()),
         };
         if let Some(m) = &metrics {
@@ -163,8 +176,14 @@ pub fn train(job: &TrainJob, on_event: &mut dyn FnMut(TrainEvent)) -> Result<Tra
                 p1_by_score,
             }),
         };
-        save_checkpoint(out, &s, &report, &plan, train_s)?;
+        save_checkpoint(&work(&staging), &s, &report, &plan, train_s)?;
+        if let Some(stage) = staging.take() {
+            model_dir::promote(&stage, out)?;
+        }
         on_event(TrainEvent::EpochEnd(&report));
+    }
+    if let Some(stage) = staging.take() {
+        model_dir::promote(&stage, out)?;
     }
     Ok(TrainSummary {
         epochs_done: end_epoch.max(start_epoch),
