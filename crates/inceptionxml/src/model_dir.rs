@@ -13,8 +13,12 @@
 //! | `metrics.jsonl` | one JSON line per evaluation (written by the training loop) |
 //!
 //! Every file is written to a temporary sibling and renamed, so an interrupted save leaves the
-//! previous file in place. `trainer_state.json` is written last; on resume its step must agree
-//! with the optimiser file's, otherwise the checkpoint is reported as incomplete.
+//! previous file in place. A checkpoint (weights, optimiser state, `metrics.jsonl`,
+//! `trainer_state.json`) is saved as one unit: the new files are written as `.NAME.next`, the
+//! trainer state listing them as pending is the commit point, then they are renamed into place
+//! ([`save_checkpoint`]); `--resume` first completes or drops an interrupted save ([`recover`]).
+//! A fresh run over an existing model builds the new model beside it and swaps it in after the
+//! first checkpoint ([`staging_dir`], [`promote`]).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -74,6 +78,10 @@ pub struct TrainerState {
     /// masks as an uninterrupted one; absent in older checkpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropout_position: Option<String>,
+    /// Checkpoint files written as `.NAME.next` but not yet renamed into place (a save that
+    /// passed its commit point; see [`save_checkpoint`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
 }
 
 fn model_err(path: &Path, msg: impl Into<String>) -> Error {
@@ -239,6 +247,76 @@ pub fn promote(stage: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The files a checkpoint replaces together with `trainer_state.json`.
+const CHECKPOINT_FILES: [&str; 3] = [WEIGHTS, OPTIMIZER, METRICS];
+
+/// `.NAME.next`: a checkpoint file written, not yet in place.
+fn next_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".{name}.next"))
+}
+
+/// Saves a checkpoint as one unit: weights, optimiser state and `metrics.jsonl` (with `line`)
+/// are written beside their files as `.NAME.next`; `trainer_state.json`, listing them as
+/// pending, is the commit point; then each is renamed into place and the state rewritten clean.
+/// A kill before the commit leaves the previous checkpoint whole; after it, [`recover`] rolls
+/// the renames forward.
+pub fn save_checkpoint(
+    dir: &Path,
+    model: (&InceptionXml, &VarMap),
+    optimizer: (&Adam, &[&RowAdam]),
+    line: &serde_json::Value,
+    state: &TrainerState,
+) -> Result<()> {
+    save_weights_to(&next_path(dir, WEIGHTS), model.0, model.1)?;
+    save_optimizer_to(&next_path(dir, OPTIMIZER), optimizer.0, optimizer.1)?;
+    append_metrics_line_to(dir, &next_path(dir, METRICS), line)?;
+    let mut committed = state.clone();
+    committed.pending = CHECKPOINT_FILES.iter().map(|s| s.to_string()).collect();
+    write_state(dir, &committed)?;
+    finish_pending(dir, &committed)
+}
+
+/// Renames the pending files of `state` into place, then rewrites the state without them.
+fn finish_pending(dir: &Path, state: &TrainerState) -> Result<()> {
+    for name in &state.pending {
+        if !CHECKPOINT_FILES.contains(&name.as_str()) {
+            return Err(model_err(
+                &dir.join(STATE),
+                format!("unknown pending file {name:?}"),
+            ));
+        }
+        let next = next_path(dir, name);
+        if next.exists() {
+            std::fs::rename(&next, dir.join(name))
+                .map_err(|e| Error::Xmc(xmc::Error::io(&next, e)))?;
+        }
+    }
+    if state.pending.is_empty() {
+        return Ok(());
+    }
+    let mut clean = state.clone();
+    clean.pending.clear();
+    write_state(dir, &clean)
+}
+
+/// Brings a checkpoint interrupted by a kill to a consistent state: renames committed pending
+/// files into place, and removes `.next` files of a save that never reached its commit point.
+pub fn recover(dir: &Path) -> Result<()> {
+    let path = dir.join(STATE);
+    if !path.exists() {
+        return Ok(());
+    }
+    let state = read_state(dir)?;
+    finish_pending(dir, &state)?;
+    for name in CHECKPOINT_FILES {
+        let next = next_path(dir, name);
+        if next.exists() {
+            std::fs::remove_file(&next).map_err(|e| Error::Xmc(xmc::Error::io(&next, e)))?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads `trainer_state.json` of `dir`.
 pub fn read_state(dir: &Path) -> Result<TrainerState> {
     read_json(&dir.join(STATE))
@@ -293,10 +371,11 @@ fn load_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
 
 /// Writes `weights.safetensors`.
 pub fn save_weights(dir: &Path, model: &InceptionXml, varmap: &VarMap) -> Result<()> {
-    save_tensors(
-        &dir.join(WEIGHTS),
-        named_tensors(model, varmap).into_iter().collect(),
-    )
+    save_weights_to(&dir.join(WEIGHTS), model, varmap)
+}
+
+fn save_weights_to(path: &Path, model: &InceptionXml, varmap: &VarMap) -> Result<()> {
+    save_tensors(path, named_tensors(model, varmap).into_iter().collect())
 }
 
 /// Loads `weights.safetensors` into the model, checking that the file holds exactly the model's
@@ -378,11 +457,15 @@ pub fn save_clusters(dir: &Path, index: &ClusterIndex) -> Result<()> {
 
 /// Writes `optimizer.safetensors` (`tables`: the row-Adam states of the big tables).
 pub fn save_optimizer(dir: &Path, adam: &Adam, tables: &[&RowAdam]) -> Result<()> {
+    save_optimizer_to(&dir.join(OPTIMIZER), adam, tables)
+}
+
+fn save_optimizer_to(path: &Path, adam: &Adam, tables: &[&RowAdam]) -> Result<()> {
     let mut all = adam.state_tensors()?;
     for t in tables {
         all.extend(t.state_tensors()?);
     }
-    save_tensors(&dir.join(OPTIMIZER), all)
+    save_tensors(path, all)
 }
 
 /// Loads `optimizer.safetensors`, checking it belongs to the checkpoint at `step`.
@@ -416,6 +499,11 @@ pub fn load_optimizer(
 
 /// Appends one line to `metrics.jsonl` (a read-modify-rename, so the file is never torn).
 pub fn append_metrics_line(dir: &Path, line: &serde_json::Value) -> Result<()> {
+    append_metrics_line_to(dir, &dir.join(METRICS), line)
+}
+
+/// `metrics.jsonl` of `dir` plus `line`, written to `to`.
+fn append_metrics_line_to(dir: &Path, to: &Path, line: &serde_json::Value) -> Result<()> {
     let path = dir.join(METRICS);
     let mut old = if path.exists() {
         xmc::io::read_all(&path)?
@@ -426,9 +514,54 @@ pub fn append_metrics_line(dir: &Path, line: &serde_json::Value) -> Result<()> {
         old.push(b'\n');
     }
     let text = line.to_string();
-    xmc::io::write_atomic(&path, |f| {
+    xmc::io::write_atomic(to, |f| {
         f.write_all(&old)?;
         writeln!(f, "{text}")
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(pending: &[&str]) -> TrainerState {
+        TrainerState {
+            epochs_done: 1,
+            step: 10,
+            total_steps: 20,
+            steps_per_epoch: 10,
+            n_train: 5,
+            elapsed_s: 1.0,
+            dropout_position: None,
+            pending: pending.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn recover_rolls_a_committed_save_forward_and_drops_an_uncommitted_one() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        // Killed after the commit point: the weights' rename had not happened yet.
+        std::fs::write(dir.join(WEIGHTS), "old").unwrap();
+        std::fs::write(next_path(dir, WEIGHTS), "new").unwrap();
+        std::fs::write(dir.join(OPTIMIZER), "new-opt").unwrap(); // already renamed
+        write_state(dir, &state(&[WEIGHTS, OPTIMIZER, METRICS])).unwrap();
+        recover(dir).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join(WEIGHTS)).unwrap(), "new");
+        assert_eq!(
+            std::fs::read_to_string(dir.join(OPTIMIZER)).unwrap(),
+            "new-opt"
+        );
+        assert!(read_state(dir).unwrap().pending.is_empty());
+        assert!(!next_path(dir, WEIGHTS).exists());
+        // Killed before the commit point: the half-made save is dropped, the old one stays.
+        std::fs::write(next_path(dir, OPTIMIZER), "half").unwrap();
+        recover(dir).unwrap();
+        assert!(!next_path(dir, OPTIMIZER).exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.join(OPTIMIZER)).unwrap(),
+            "new-opt"
+        );
+    }
 }

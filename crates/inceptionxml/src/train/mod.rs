@@ -353,8 +353,8 @@ fn start_model_dir(dir: &Path, s: &Setup) -> Result<()> {
     Ok(())
 }
 
-/// The end-of-epoch checkpoint: the `metrics.jsonl` line, weights, optimiser state, and
-/// `trainer_state.json` last.
+/// The end-of-epoch checkpoint, saved as one unit ([`model_dir::save_checkpoint`]): the
+/// `metrics.jsonl` line, weights, optimiser state and `trainer_state.json`.
 fn save_checkpoint(
     dir: &Path,
     s: &Setup,
@@ -362,19 +362,21 @@ fn save_checkpoint(
     plan: &Plan,
     elapsed_s: f64,
 ) -> Result<()> {
-    model_dir::append_metrics_line(dir, &report.json_line())?;
-    model_dir::save_weights(dir, &s.model, &s.varmap)?;
-    model_dir::save_optimizer(dir, &s.opt.adam, &s.opt.tables())?;
-    model_dir::write_state(
+    let state = TrainerState {
+        epochs_done: report.epoch,
+        step: report.step,
+        total_steps: plan.total_steps,
+        steps_per_epoch: plan.steps_per_epoch,
+        n_train: s.n_train,
+        elapsed_s,
+        dropout_position: Some(s.model.dropout().position()?.to_string()),
+        pending: Vec::new(),
+    };
+    model_dir::save_checkpoint(
         dir,
-        &TrainerState {
-            epochs_done: report.epoch,
-            step: report.step,
-            total_steps: plan.total_steps,
-            steps_per_epoch: plan.steps_per_epoch,
-            n_train: s.n_train,
-            elapsed_s,
-            dropout_position: Some(s.model.dropout().position()?.to_string()),
-        },
+        (&s.model, &s.varmap),
+        (&s.opt.adam, &s.opt.tables()),
+        &report.json_line(),
+        &state,
     )
 }

@@ -124,6 +124,8 @@ impl Setup {
     /// The run saved in model directory `dir`, at its last checkpoint: configuration,
     /// vocabulary, clusters, weights and optimiser state as saved (checked against `data`).
     pub fn resume(data: &XcDataset, dir: &Path, device: &Device) -> Result<Self> {
+        // A checkpoint a kill interrupted is completed (or its unfinished save dropped) first.
+        model_dir::recover(dir)?;
         let config = model_dir::read_config(dir)?;
         let vocab = model_dir::read_vocab(dir, &config.model)?;
         let labels = model_dir::read_labels(dir, &config.model)?;
