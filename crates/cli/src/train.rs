@@ -42,8 +42,9 @@ pub struct Args {
     pub top_k: Option<usize>,
     /// With --plus: share of the epochs during which the encoder is detached from the extreme
     /// head.
-    #[arg(long, requires = "plus", default_value_t = TrainConfig::default().detach_fraction)]
-    pub detach_fraction: f64,
+    /// [default: 0.25]
+    #[arg(long, requires = "plus")]
+    pub detach_fraction: Option<f64>,
     /// With --plus: hidden width of the heads [default: 480, the encoder's output].
     #[arg(long, requires = "plus")]
     pub hidden_dim: Option<usize>,
@@ -54,17 +55,20 @@ pub struct Args {
     #[arg(long)]
     pub embeddings: Option<PathBuf>,
     /// Word-embedding dimension.
-    #[arg(long, default_value_t = inceptionxml::config::DEFAULT_EMBED_DIM)]
-    pub dim: usize,
+    /// [default: 300]
+    #[arg(long)]
+    pub dim: Option<usize>,
     /// Dropout before the L-way classifier [default: 0.5].
     #[arg(long)]
     pub dropout_ext: Option<f32>,
     /// Seed of shuffles and initialisation.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// [default: 0]
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Evaluate on the test split every N epochs (0: only after the last).
-    #[arg(long, default_value_t = 1)]
-    pub eval_every: usize,
+    /// [default: 1]
+    #[arg(long)]
+    pub eval_every: Option<usize>,
     /// Continue the run saved in --model (same schedule and step count).
     #[arg(long)]
     pub resume: bool,
@@ -73,8 +77,9 @@ pub struct Args {
     #[arg(long, conflicts_with = "resume")]
     pub force: bool,
     /// Largest vocabulary.
-    #[arg(long, default_value_t = TrainConfig::default().max_vocab)]
-    pub max_vocab: usize,
+    /// [default: 200000]
+    #[arg(long)]
+    pub max_vocab: Option<usize>,
     /// Train on the first N rows only.
     #[arg(long)]
     pub max_train: Option<usize>,
@@ -96,14 +101,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let data = XcDataset::open(&args.data)
         .with_context(|| format!("reading dataset {}", args.data.display()))?;
     if args.resume {
-        if let Some(e) = args.epochs {
-            let saved = model_dir::read_config(&args.model)?;
-            anyhow::ensure!(
-                e == saved.train.epochs,
-                "--resume continues the saved schedule of {} epochs; --epochs {e} would change it",
-                saved.train.epochs
-            );
-        }
+        let saved = model_dir::read_config(&args.model)?;
+        let changed = changed_on_resume(&args, &saved);
+        anyhow::ensure!(
+            changed.is_empty(),
+            "--resume continues the saved run with its own settings; these flags would change it: {}",
+            changed.join(", ")
+        );
     }
     let plus = args.plus.then(|| PlusParams {
         clusters: ClusterSource::from_arg(args.clusters.as_deref()),
@@ -120,10 +124,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         epochs: args.epochs.unwrap_or(preset.epochs),
         batch_size: args.batch_size.unwrap_or(preset.batch_size),
         lr_max: args.lr.unwrap_or(preset.lr_max),
-        detach_fraction: args.detach_fraction,
-        seed: args.seed,
-        eval_every: args.eval_every,
-        max_vocab: args.max_vocab,
+        detach_fraction: args.detach_fraction.unwrap_or(preset.detach_fraction),
+        seed: args.seed.unwrap_or(preset.seed),
+        eval_every: args.eval_every.unwrap_or(preset.eval_every),
+        max_vocab: args.max_vocab.unwrap_or(preset.max_vocab),
         max_train: args.max_train,
         embeddings: args.embeddings.clone(),
         ..preset
@@ -135,7 +139,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             out: &args.model,
             config,
             model: ModelParams {
-                embed_dim: args.dim,
+                embed_dim: args.dim.unwrap_or(inceptionxml::config::DEFAULT_EMBED_DIM),
                 dropout_ext: args.dropout_ext,
                 plus,
             },
@@ -173,4 +177,84 @@ pub fn print_summary(s: &train::TrainSummary, dir: &std::path::Path) {
         }
     }
     println!("model saved to {}", dir.display());
+}
+
+/// The flags given with `--resume` whose values differ from the saved run's (a resumed run keeps
+/// its own settings: silently ignoring a changed flag would mislead).
+fn changed_on_resume(a: &Args, saved: &model_dir::ModelDirConfig) -> Vec<String> {
+    let (t, m) = (&saved.train, &saved.model);
+    let p = m.plus.as_ref();
+    let mut out = Vec::new();
+    let mut check = |flag: &str, given: Option<String>, was: String| {
+        if let Some(g) = given {
+            if g != was {
+                out.push(format!("{flag} {g} (saved {was})"));
+            }
+        }
+    };
+    let s = |v: &dyn std::fmt::Display| v.to_string();
+    check("--epochs", a.epochs.map(|v| s(&v)), s(&t.epochs));
+    check(
+        "--batch-size",
+        a.batch_size.map(|v| s(&v)),
+        s(&t.batch_size),
+    );
+    check("--lr", a.lr.map(|v| s(&v)), s(&t.lr_max));
+    check("--dim", a.dim.map(|v| s(&v)), s(&m.embed_dim));
+    check("--seed", a.seed.map(|v| s(&v)), s(&t.seed));
+    check(
+        "--eval-every",
+        a.eval_every.map(|v| s(&v)),
+        s(&t.eval_every),
+    );
+    check("--max-vocab", a.max_vocab.map(|v| s(&v)), s(&t.max_vocab));
+    check(
+        "--max-train",
+        a.max_train.map(|v| s(&v)),
+        t.max_train.map_or("all".into(), |v| s(&v)),
+    );
+    check(
+        "--dropout-ext",
+        a.dropout_ext.map(|v| s(&v)),
+        s(&m.dropout_ext),
+    );
+    check(
+        "--embeddings",
+        a.embeddings.as_ref().map(|v| v.display().to_string()),
+        t.embeddings
+            .as_ref()
+            .map_or("none".into(), |v| v.display().to_string()),
+    );
+    check(
+        "--detach-fraction",
+        a.detach_fraction.map(|v| s(&v)),
+        s(&t.detach_fraction),
+    );
+    let plus = |f: fn(&inceptionxml::config::PlusConfig) -> String| p.map_or("none".into(), f);
+    check(
+        "--plus",
+        a.plus.then(|| "on".into()),
+        p.map_or("off".into(), |_| "on".into()),
+    );
+    check(
+        "--top-k",
+        a.top_k.map(|v| s(&v)),
+        plus(|p| p.top_k.to_string()),
+    );
+    check(
+        "--hidden-dim",
+        a.hidden_dim.map(|v| s(&v)),
+        plus(|p| p.hidden_dim.to_string()),
+    );
+    check(
+        "--dropout-meta",
+        a.dropout_meta.map(|v| s(&v)),
+        plus(|p| p.dropout_meta.to_string()),
+    );
+    check(
+        "--clusters",
+        a.clusters.clone().filter(|c| c.parse::<usize>().is_ok()),
+        plus(|p| p.n_clusters.to_string()),
+    );
+    out
 }

@@ -169,6 +169,30 @@ fn resume_continues_the_schedule() {
         ],
         "--resume",
     );
+    // So is any other setting that differs from the saved run's, each named.
+    let resume_with = |extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--resume",
+            "--quiet",
+        ];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    let o = resume_with(&["--lr", "0.1", "--dim", "128", "--batch-size", "7"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    for flag in [
+        "--lr 0.1 (saved 0.005)",
+        "--dim 128 (saved 64)",
+        "--batch-size 7 (saved 64)",
+    ] {
+        assert!(err.contains(flag), "{flag} not in {err}");
+    }
     tiny_train(&model, &["--resume"]);
     let lines = metrics_lines(&model);
     assert_eq!(lines.len(), 2);
