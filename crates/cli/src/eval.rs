@@ -46,7 +46,8 @@ fn parse_propensity(s: &str) -> Result<Propensity, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let truth = SparseMatrix::read(&args.truth)?;
+    // A truth entry with a value <= 0 is not a positive.
+    let truth = SparseMatrix::read(&args.truth)?.positives();
     let pred = SparseMatrix::read(&args.pred)?;
     if pred.n_rows != truth.n_rows || pred.n_cols != truth.n_cols {
         anyhow::bail!(
@@ -62,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let inv_psp = match &args.train_labels {
         None => None,
         Some(path) => {
-            let train = SparseMatrix::read(path)?;
+            let train = SparseMatrix::read(path)?.positives();
             if train.n_cols != truth.n_cols {
                 anyhow::bail!(
                     "{} has {} labels but {} has {}",

@@ -93,12 +93,7 @@ fn model_err(path: &Path, msg: impl Into<String>) -> Error {
 
 /// Runs `f` on a temporary sibling of `path`, then renames it over `path`.
 fn write_path_atomic(path: &Path, f: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| model_err(path, "not a file name"))?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let tmp = xmc::io::temp_sibling(path)?;
     let r = f(&tmp);
     if let Err(e) = r {
         let _ = std::fs::remove_file(&tmp);

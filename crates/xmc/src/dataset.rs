@@ -29,7 +29,8 @@ impl Split {
     /// Reads `texts` and `labels` and checks they have the same number of rows.
     pub fn read(texts: &Path, labels: &Path) -> Result<Split> {
         let (t, l) = rayon::join(|| read_texts(texts), || SparseMatrix::read(labels));
-        let (texts_v, labels_m) = (t?, l?);
+        // A label entry with a value <= 0 is not a positive (xmc::sparse::SparseMatrix::positives).
+        let (texts_v, labels_m) = (t?, l?.positives());
         if texts_v.len() != labels_m.n_rows {
             return Err(Error::mismatch(
                 labels,
@@ -166,6 +167,16 @@ mod tests {
         assert_eq!(ds.train.len(), 2);
         assert_eq!(ds.test.as_ref().map(|s| s.len()), Some(1));
         assert_eq!(ds.label_names.unwrap()[2], "z");
+    }
+
+    #[test]
+    fn non_positive_label_values_are_not_positives() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "trn_X.txt", "a b\nc\n");
+        write(d.path(), "trn_X_Y.txt", "2 5\n0:1 3:0 4:-1\n2:0.5\n");
+        let ds = XcDataset::open(d.path()).unwrap();
+        assert_eq!(ds.train.labels.row_indices(0), &[0]);
+        assert_eq!(ds.train.labels.row_indices(1), &[2]);
     }
 
     #[test]

@@ -154,12 +154,7 @@ impl AtomicFile {
                 writer: Some(BufWriter::with_capacity(1 << 20, f)),
             });
         }
-        let name = path
-            .file_name()
-            .ok_or_else(|| Error::param(format!("{}: not a file name", path.display())))?
-            .to_string_lossy()
-            .into_owned();
-        let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+        let tmp = temp_sibling(&path)?;
         let f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         Ok(AtomicFile {
             path,
@@ -220,6 +215,38 @@ impl Drop for AtomicFile {
     }
 }
 
+/// The temporary sibling `.NAME.PID.tmp` a write of `path` goes through before its rename.
+/// Leftovers of earlier writes to the same path whose process is gone (killed mid-write) are
+/// removed on the way.
+pub fn temp_sibling(path: &Path) -> Result<PathBuf> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::param(format!("{}: not a file name", path.display())))?
+        .to_string_lossy()
+        .into_owned();
+    let prefix = format!(".{name}.");
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let f = e.file_name().to_string_lossy().into_owned();
+            let pid = f
+                .strip_prefix(&prefix)
+                .and_then(|r| r.strip_suffix(".tmp"))
+                .and_then(|p| p.parse::<u32>().ok());
+            let gone = |pid: u32| {
+                pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+            };
+            if pid.is_some_and(gone) && Path::new("/proc/self").exists() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(path.with_file_name(format!("{prefix}{}.tmp", std::process::id())))
+}
+
 /// Writes `path` atomically with the closure `f`.
 pub fn write_atomic(
     path: impl AsRef<Path>,
@@ -253,6 +280,20 @@ mod tests {
         l.next_line().unwrap();
         let e = l.next_line().unwrap_err().to_string();
         assert!(e.starts_with("t.txt:2: invalid UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn stale_temporary_files_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.txt");
+        // A leftover of a process that no longer exists (pid beyond the kernel's maximum).
+        let stale = dir.path().join(".out.txt.4194399.tmp");
+        std::fs::write(&stale, "half").unwrap();
+        let other = dir.path().join(".other.txt.4194399.tmp");
+        std::fs::write(&other, "not ours").unwrap();
+        write_atomic(&p, |w| w.write_all(b"ok")).unwrap();
+        assert!(!stale.exists());
+        assert!(other.exists(), "only leftovers of this path are touched");
     }
 
     #[test]

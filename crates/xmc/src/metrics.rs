@@ -9,8 +9,9 @@
 //!   `argsort`, so its tie order is unspecified; ours is deterministic). A row with fewer than `k`
 //!   stored predictions is padded with "no label", which is never relevant. Every stored entry
 //!   counts as a prediction, whatever its score.
-//! * **Truth.** Every stored entry of a truth row is a positive (values are ignored; pyxclib sums
-//!   the values, which is the same for the usual 0/1 label files).
+//! * **Truth.** Every stored entry of a truth row is a positive; callers drop entries whose value
+//!   is not positive first ([`crate::sparse::SparseMatrix::positives`]: `3:0` and `3:-1` are not
+//!   positives; pyxclib sums the values, which is the same for the usual 0/1 label files).
 //! * **Empty truth rows** (no positive labels) are **kept**: they stay in the denominator of every
 //!   average and contribute 0 to P@k, nDCG@k and R@k (pyxclib's `Metrics(remove_invalid=False)`
 //!   default; `recall` sets `deno[deno == 0] = 1`). They contribute 0 to both the numerator and the

@@ -63,6 +63,27 @@ impl SparseMatrix {
         Ok(())
     }
 
+    /// The same matrix without its entries whose value is not positive (> 0): what a label
+    /// file means. An entry `3:0` or `3:-1` says label 3 is *not* a positive, so it is dropped.
+    pub fn positives(&self) -> SparseMatrix {
+        if self.values.iter().all(|&v| v > 0.0) {
+            return self.clone();
+        }
+        let mut out = SparseMatrix::new(self.n_cols);
+        out.indptr.reserve(self.n_rows);
+        for r in 0..self.n_rows {
+            for k in self.indptr[r]..self.indptr[r + 1] {
+                if self.values[k] > 0.0 {
+                    out.indices.push(self.indices[k]);
+                    out.values.push(self.values[k]);
+                }
+            }
+            out.indptr.push(out.indices.len());
+        }
+        out.n_rows = self.n_rows;
+        out
+    }
+
     /// Builds a matrix from rows of `(index, value)` pairs (any order within a row).
     pub fn from_rows(n_cols: usize, rows: Vec<Vec<(u32, f32)>>) -> Result<Self> {
         let mut m = SparseMatrix::new(n_cols);
