@@ -48,7 +48,8 @@ fn parse_propensity(s: &str) -> Result<Propensity, String> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     // A truth entry with a value <= 0 is not a positive.
     let truth = SparseMatrix::read(&args.truth)?.positives();
-    let pred = SparseMatrix::read(&args.pred)?;
+    // Ties keep the order of the file (another tool may have rounded its scores).
+    let pred = xmc::predictions::read_predictions_file_order(&args.pred)?;
     if pred.n_rows != truth.n_rows || pred.n_cols != truth.n_cols {
         anyhow::bail!(
             "{} has {} rows x {} labels but {} has {} rows x {} labels",

@@ -759,3 +759,17 @@ fn killed_and_resumed_runs_end_bit_identical() {
     let lines = metrics_lines(&parts);
     assert_eq!(lines.len(), 4, "one metrics line per epoch");
 }
+
+/// A `config.json` with an absurd size is refused at load, before any allocation.
+#[test]
+fn absurd_sizes_in_config_json_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    tiny_train(&model, &["--epochs", "1"]);
+    let path = model.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["model"]["seq_len"] = serde_json::json!(1u64 << 40);
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    predict_fails(&model, "seq_len");
+}

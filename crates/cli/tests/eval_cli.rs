@@ -106,3 +106,29 @@ fn malformed_and_mismatched_inputs_fail_on_one_line() {
         "{err}"
     );
 }
+
+/// Predictions with equal (rounded) scores are ranked in the file's order, as the tool that
+/// wrote them ranked them, not by label id.
+#[test]
+fn ties_keep_the_order_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let truth = dir.path().join("truth.txt");
+    let pred = dir.path().join("pred.txt");
+    std::fs::write(&truth, "2 10\n7:1\n2:1 3:0\n").unwrap();
+    std::fs::write(&pred, "2 10\n7:0.5 2:0.5\n3:0.9 2:0.9\n").unwrap();
+    let o = eval(&[
+        "--truth",
+        truth.to_str().unwrap(),
+        "--pred",
+        pred.to_str().unwrap(),
+        "--k",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    // Row 1: 7 first (file order) is a hit. Row 2: 3 first is no hit, since `3:0` in the
+    // truth is not a positive.
+    assert_eq!(v["P@1"].as_f64().unwrap(), 50.0, "{out}");
+}

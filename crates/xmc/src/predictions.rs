@@ -115,6 +115,23 @@ pub fn read_predictions(path: impl AsRef<Path>) -> Result<SparseMatrix> {
     SparseMatrix::read(path)
 }
 
+/// Reads a prediction file for evaluation: each row's values become rank keys (its length down
+/// to 1) in score order, equal scores keeping **the file's order**, so that another tool's
+/// rounded scores are ranked as that tool ranked them, not re-ordered by label id.
+pub fn read_predictions_file_order(path: impl AsRef<Path>) -> Result<SparseMatrix> {
+    SparseMatrix::read_with(path, |row| {
+        // A stable sort: ties stay in file order. NaN scores rank last.
+        row.sort_by(|a, b| {
+            let key = |x: f32| if x.is_nan() { f32::NEG_INFINITY } else { x };
+            key(b.1).total_cmp(&key(a.1))
+        });
+        let n = row.len();
+        for (i, e) in row.iter_mut().enumerate() {
+            e.1 = (n - i) as f32;
+        }
+    })
+}
+
 /// The rows of a prediction matrix in rank order (score descending, label ascending).
 pub fn ranked_rows(pred: &SparseMatrix) -> Vec<Vec<(u32, f32)>> {
     (0..pred.n_rows)
@@ -130,6 +147,16 @@ pub fn ranked_rows(pred: &SparseMatrix) -> Vec<Vec<(u32, f32)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evaluation_reading_keeps_the_files_order_for_ties() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pred.txt");
+        std::fs::write(&p, "1 10\n7:0.5 2:0.5 9:0.9 3:0.1\n").unwrap();
+        let m = read_predictions_file_order(&p).unwrap();
+        let ranked: Vec<u32> = ranked_rows(&m)[0].iter().map(|e| e.0).collect();
+        assert_eq!(ranked, vec![9, 7, 2, 3]);
+    }
 
     #[test]
     fn top_k_orders_and_breaks_ties_by_label() {

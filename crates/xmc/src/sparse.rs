@@ -187,6 +187,20 @@ impl SparseMatrix {
     }
 
     fn read_lines<R: BufRead>(lines: &mut Lines<R>) -> Result<Self> {
+        Self::read_lines_with(lines, |_| {})
+    }
+
+    /// Reads the sparse format from `path`, passing each row (in the file's entry order) through
+    /// `f` before it is stored.
+    pub fn read_with(path: impl AsRef<Path>, f: impl FnMut(&mut Vec<(u32, f32)>)) -> Result<Self> {
+        let path = path.as_ref();
+        Self::read_lines_with(&mut io::lines(path)?, f)
+    }
+
+    fn read_lines_with<R: BufRead>(
+        lines: &mut Lines<R>,
+        mut f: impl FnMut(&mut Vec<(u32, f32)>),
+    ) -> Result<Self> {
         let (n_rows, n_cols) = read_header(lines)?;
         let mut m = SparseMatrix::new(n_cols);
         m.indptr.reserve(n_rows);
@@ -201,6 +215,7 @@ impl SparseMatrix {
             }
             row.clear();
             parse_row(line, n_cols, &mut row).map_err(|msg| lines.error(msg))?;
+            f(&mut row);
             m.push_row(&mut row)
                 .map_err(|e| lines.error(e.to_string()))?;
         }
