@@ -220,7 +220,8 @@ impl Clustering {
         if n_clusters == 0 || n_clusters > u32::MAX as usize {
             return Err(lines.error(format!("bad header: {n_clusters} clusters")));
         }
-        let mut assign = Vec::with_capacity(n_labels);
+        // The header's count is not trusted for the allocation: the vector grows with the file.
+        let mut assign = Vec::with_capacity(n_labels.min(crate::io::MAX_PREALLOC));
         while let Some(line) = lines.next_line()? {
             let t = line.trim();
             let parsed: std::result::Result<Option<u32>, String> = if assign.len() == n_labels {

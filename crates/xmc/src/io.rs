@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// The most elements a reader reserves up front from a count that a file states (a header): a
+/// larger count is allowed, but the memory then grows with what the file really holds.
+pub const MAX_PREALLOC: usize = 1 << 20;
+
 /// Opens `path` for buffered reading; a missing file is an error naming it.
 pub fn open(path: &Path) -> Result<BufReader<File>> {
     let f = File::open(path).map_err(|e| Error::io(path, e))?;

@@ -203,7 +203,8 @@ impl SparseMatrix {
     ) -> Result<Self> {
         let (n_rows, n_cols) = read_header(lines)?;
         let mut m = SparseMatrix::new(n_cols);
-        m.indptr.reserve(n_rows);
+        // The header's count is not trusted for the allocation: the rows grow with the file.
+        m.indptr.reserve(n_rows.min(io::MAX_PREALLOC));
         let mut row: Vec<(u32, f32)> = Vec::with_capacity(64);
         while let Some(line) = lines.next_bytes()? {
             if m.n_rows == n_rows {
