@@ -61,19 +61,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let texts = xmc::texts::read_texts(&args.texts)?;
     let rows = p.predict_texts(&texts, args.top_k, args.batch_size, args.score)?;
-    let labels = p
-        .labels()
-        .cloned()
-        .unwrap_or_else(|| Labels::numbered(p.n_labels()));
+    let labels = p.labels();
     match args.format {
         Format::Xc => xmc::predictions::write_predictions(&args.out, &rows, p.n_labels()),
         f if args.out.as_os_str() == "-" => {
             let mut w = std::io::BufWriter::new(std::io::stdout().lock());
-            write_rows(&mut w, &rows, &labels, f)
+            write_rows(&mut w, &rows, labels, f)
                 .and_then(|_| w.flush())
                 .map_err(|e| xmc::Error::io(&args.out, e))
         }
-        f => xmc::io::write_atomic(&args.out, |w| write_rows(w, &rows, &labels, f)),
+        f => xmc::io::write_atomic(&args.out, |w| write_rows(w, &rows, labels, f)),
     }
     .with_context(|| format!("writing {}", args.out.display()))?;
     Ok(())
@@ -100,10 +97,7 @@ fn interactive(p: &Ensemble, args: &Args) -> anyhow::Result<()> {
                 .with_context(|| format!("creating {}", args.out.display()))?,
         )
     };
-    let labels = p
-        .labels()
-        .cloned()
-        .unwrap_or_else(|| Labels::numbered(p.n_labels()));
+    let labels = p.labels();
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut raw = Vec::new();
@@ -131,7 +125,7 @@ fn interactive(p: &Ensemble, args: &Args) -> anyhow::Result<()> {
                 let s: Vec<String> = row.iter().map(|(l, v)| format!("{l}:{v:.6}")).collect();
                 writeln!(out, "{}", s.join(" "))?;
             }
-            f => write_row(&mut out, i, &row, &labels, f)?,
+            f => write_row(&mut out, i, &row, labels, f)?,
         }
         out.flush()?;
     }

@@ -450,11 +450,7 @@ pub fn save_clusters(dir: &Path, index: &ClusterIndex) -> Result<()> {
     Ok(c.write(dir.join(CLUSTERS))?)
 }
 
-/// Writes `optimizer.safetensors` (`tables`: the row-Adam states of the big tables).
-pub fn save_optimizer(dir: &Path, adam: &Adam, tables: &[&RowAdam]) -> Result<()> {
-    save_optimizer_to(&dir.join(OPTIMIZER), adam, tables)
-}
-
+/// Writes the optimiser state to `path` (`tables`: the row-Adam states of the big tables).
 fn save_optimizer_to(path: &Path, adam: &Adam, tables: &[&RowAdam]) -> Result<()> {
     let mut all = adam.state_tensors()?;
     for t in tables {
@@ -492,12 +488,8 @@ pub fn load_optimizer(
     Ok(())
 }
 
-/// Appends one line to `metrics.jsonl` (a read-modify-rename, so the file is never torn).
-pub fn append_metrics_line(dir: &Path, line: &serde_json::Value) -> Result<()> {
-    append_metrics_line_to(dir, &dir.join(METRICS), line)
-}
-
-/// `metrics.jsonl` of `dir` plus `line`, written to `to`.
+/// `metrics.jsonl` of `dir` plus `line`, written to `to` (a read-modify-rename, so no file is
+/// ever torn).
 fn append_metrics_line_to(dir: &Path, to: &Path, line: &serde_json::Value) -> Result<()> {
     let path = dir.join(METRICS);
     let mut old = if path.exists() {

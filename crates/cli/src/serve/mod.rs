@@ -530,15 +530,7 @@ fn overloaded(detail: &str) -> Response {
 
 /// Annif's `{"results": [...]}` for a row ranked by `model` (whose labels name the ids).
 fn results_json(row: &[(u32, f32)], model: &Ensemble) -> serde_json::Value {
-    let numbered;
-    let labels = match model.labels() {
-        Some(l) => l,
-        None => {
-            numbered = xmc::labels::Labels::numbered(model.n_labels());
-            &numbered
-        }
-    };
-    serde_json::json!({ "results": suggestions(row, labels) })
+    serde_json::json!({ "results": suggestions(row, model.labels()) })
 }
 
 async fn suggest(

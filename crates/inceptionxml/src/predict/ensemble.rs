@@ -17,13 +17,17 @@ use crate::error::{Error, Result};
 /// results are 3-model ensembles). Each member returns its top `pool` labels per text (a label a
 /// member did not return counts 0 for it); the average is ranked and cut to k.
 pub struct Ensemble {
-    pub members: Vec<Predictor>,
+    /// At least one (checked by [`Ensemble::load`], the only constructor).
+    members: Vec<Predictor>,
 }
 
 impl Ensemble {
     /// Loads every directory; all must score the same number of labels. `exact`: no int8
     /// indexes ([`Predictor::load`]). Every member goes to `device`.
     pub fn load(dirs: &[PathBuf], exact: bool, device: &Device) -> Result<Self> {
+        if dirs.is_empty() {
+            return Err(Error::Config("an ensemble needs at least one model".into()));
+        }
         let members = dirs
             .iter()
             .map(|d| Predictor::load(d, device, !exact))
@@ -58,12 +62,12 @@ impl Ensemble {
     }
 
     pub fn n_labels(&self) -> usize {
-        self.members.first().map_or(0, Predictor::n_labels)
+        self.members[0].n_labels()
     }
 
     /// The labels' names and URIs (the first member's; an ensemble's members agree).
-    pub fn labels(&self) -> Option<&Labels> {
-        self.members.first().map(|m| &m.labels)
+    pub fn labels(&self) -> &Labels {
+        &self.members[0].labels
     }
 
     /// Labels each member contributes per text for `k` results.
