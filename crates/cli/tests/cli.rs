@@ -562,27 +562,8 @@ fn divergence_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m");
     let data = data_dir();
-    fails_with_one_line(
-        &[
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-            "--dim",
-            "64",
-            "--max-train",
-            "600",
-            "--batch-size",
-            "64",
-            "--epochs",
-            "2",
-            "--lr",
-            "100",
-            "--quiet",
-        ],
-        "diverged",
-    );
+    let args = ["--max-train", "600", "--epochs", "2", "--lr", "100"];
+    fails_with_one_line(&strs(&tiny_train_args(&data, &model, &args)), "diverged");
 }
 
 /// A model folder is always a complete model: a fresh run over it is refused without
@@ -610,29 +591,11 @@ fn a_model_folder_is_never_half_replaced() {
     let before = snapshot(&model);
     let data = data_dir();
     let args = |extra: &[&str]| {
-        let mut a: Vec<String> = [
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-            "--dim",
-            "64",
-            "--batch-size",
-            "64",
-            "--quiet",
-            "--seed",
-            "3",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
+        let mut e = vec!["--seed", "3"];
+        e.extend_from_slice(extra);
+        tiny_train_args(&data, &model, &e)
     };
-    let refused = args(&["--max-train", "600"]);
-    let refused: Vec<&str> = refused.iter().map(String::as_str).collect();
-    fails_with_one_line(&refused, "--force");
+    fails_with_one_line(&strs(&args(&["--max-train", "600"])), "--force");
     assert_eq!(snapshot(&model), before);
 
     // Killed (SIGKILL) while the replacement trains its first epoch.
@@ -653,9 +616,13 @@ fn a_model_folder_is_never_half_replaced() {
     predict_ok(&model);
 
     // Finished: the new model replaces the old one whole.
-    let done = args(&["--force", "--epochs", "1", "--max-train", "600"]);
-    let done: Vec<&str> = done.iter().map(String::as_str).collect();
-    ok(&done);
+    ok(&strs(&args(&[
+        "--force",
+        "--epochs",
+        "1",
+        "--max-train",
+        "600",
+    ])));
     assert_ne!(snapshot(&model), before);
     predict_ok(&model);
     let left: Vec<String> = std::fs::read_dir(dir.path())
@@ -689,30 +656,10 @@ fn predict_ok(model: &Path) {
 fn killed_and_resumed_runs_end_bit_identical() {
     let dir = tempfile::tempdir().unwrap();
     let data = data_dir();
-    let args = |model: &Path, extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = [
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-            "--dim",
-            "64",
-            "--batch-size",
-            "64",
-            "--max-train",
-            "3000",
-            "--epochs",
-            "4",
-            "--seed",
-            "4",
-            "--quiet",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
+    let args = |model: &Path, extra: &[&str]| {
+        let mut e = vec!["--max-train", "3000", "--epochs", "4", "--seed", "4"];
+        e.extend_from_slice(extra);
+        tiny_train_args(&data, model, &e)
     };
     let whole = dir.path().join("whole");
     let t0 = std::time::Instant::now();

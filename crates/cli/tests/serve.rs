@@ -217,20 +217,7 @@ fn fixture() -> &'static (PathBuf, PathBuf) {
             "{out}"
         );
         let model = dir.join("model");
-        ok(&[
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-            "--dim",
-            "64",
-            "--batch-size",
-            "64",
-            "--epochs",
-            "2",
-            "--quiet",
-        ]);
+        ok(&strs(&tiny_train_args(&data, &model, &["--epochs", "2"])));
         (data, model)
     })
 }
@@ -615,22 +602,8 @@ fn reload_swaps_models_under_load_and_keeps_a_good_one() {
     copy_dir(model, &served);
     // A second model of the same labels (another seed).
     let other = dir.path().join("other");
-    ok(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--model",
-        other.to_str().unwrap(),
-        "--dim",
-        "64",
-        "--batch-size",
-        "64",
-        "--epochs",
-        "1",
-        "--seed",
-        "7",
-        "--quiet",
-    ]);
+    let args = ["--epochs", "1", "--seed", "7"];
+    ok(&strs(&tiny_train_args(data, &other, &args)));
     let srv = Server::start(&["--model", served.to_str().unwrap(), "--exact"]);
     let port = srv.port;
     let probe = test_texts(3);

@@ -40,10 +40,10 @@ pub fn fails_with_one_line(args: &[&str], needle: &str) {
     assert!(lines[0].contains(needle), "{needle:?} not in {err}");
 }
 
-/// `train` on the first `max_train` cooking rows with d = 64 and batch 64, quietly.
-pub fn train_tiny(model: &Path, max_train: &str, extra: &[&str]) -> String {
-    let data = data_dir();
-    let mut args = vec![
+/// The arguments of `train` on `data` into `model` with d = 64 and batch 64, quietly, then
+/// `extra`.
+pub fn tiny_train_args(data: &Path, model: &Path, extra: &[&str]) -> Vec<String> {
+    let head = [
         "train",
         "--data",
         data.to_str().unwrap(),
@@ -51,14 +51,23 @@ pub fn train_tiny(model: &Path, max_train: &str, extra: &[&str]) -> String {
         model.to_str().unwrap(),
         "--dim",
         "64",
-        "--max-train",
-        max_train,
         "--batch-size",
         "64",
         "--quiet",
     ];
-    args.extend_from_slice(extra);
-    ok(&args)
+    head.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
+/// Borrowed views of owned arguments.
+pub fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// `train` on the first `max_train` cooking rows with d = 64 and batch 64, quietly.
+pub fn train_tiny(model: &Path, max_train: &str, extra: &[&str]) -> String {
+    let mut e = vec!["--max-train", max_train];
+    e.extend_from_slice(extra);
+    ok(&strs(&tiny_train_args(&data_dir(), model, &e)))
 }
 
 pub fn metrics_lines(model: &Path) -> Vec<serde_json::Value> {
