@@ -23,6 +23,7 @@ pub mod model_dir;
 pub mod ops;
 pub mod optim;
 pub mod predict;
+pub mod profile;
 pub mod runtime;
 pub mod train;
 

@@ -19,6 +19,8 @@ pub enum BenchWhat {
     Tokenize(tokenize::TokenizeArgs),
     /// Training samples/s: median optimiser-step time after warm-up.
     Train(model::TrainBench),
+    /// Training step per stage: time, share, GFLOP/s against this machine's GEMM peak.
+    Profile(model::TrainBench),
     /// Prediction: batch-1 latency, or queries/s at a larger batch.
     Predict(model::PredictBench),
     /// The HTTP server under load (latency, suggestions/s, overload, soak), beside `predict`.
@@ -29,6 +31,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
         BenchWhat::Tokenize(a) => tokenize::run_tokenize(a),
         BenchWhat::Train(a) => model::bench_train(a),
+        BenchWhat::Profile(a) => model::bench_profile(a),
         BenchWhat::Predict(a) => model::bench_predict(a),
         BenchWhat::Serve(a) => serve::bench_serve(a),
     }

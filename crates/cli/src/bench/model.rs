@@ -45,6 +45,17 @@ pub struct TrainBench {
     /// With --plus: hidden width hd of the heads [default: 480].
     #[arg(long, requires = "plus")]
     pub hidden_dim: Option<usize>,
+    /// The encoder's implementation on the CPU: the fused op, or candle's composed ops (the
+    /// reference, and the path other devices take).
+    #[arg(long, value_enum, default_value_t = EncoderPath::Fused)]
+    pub encoder: EncoderPath,
+}
+
+/// Which encoder implementation a CPU benchmark runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EncoderPath {
+    Fused,
+    Composed,
 }
 
 #[derive(clap::Args)]
@@ -102,7 +113,33 @@ fn rss() -> String {
     crate::common::peak_rss_mib().map_or("n/a".into(), |m| format!("{m:.0} MiB"))
 }
 
+/// Best-of-5 GFLOP/s of a 1024³ f32 matrix product with candle (the `gemm` kernels the model
+/// uses) on this device: the practical roofline for the profile.
+fn gemm_peak(device: &Device) -> anyhow::Result<f64> {
+    let n = 1024;
+    let a = candle_core::Tensor::rand(-1f32, 1f32, (n, n), device)?;
+    let b = candle_core::Tensor::rand(-1f32, 1f32, (n, n), device)?;
+    let mut best = f64::MAX;
+    for _ in 0..6 {
+        let t = Instant::now();
+        let c = a.matmul(&b)?;
+        device.synchronize()?;
+        best = best.min(t.elapsed().as_secs_f64());
+        drop(c);
+    }
+    Ok(2.0 * (n as f64).powi(3) / best / 1e9)
+}
+
+/// `bench profile`: the training benchmark with the time of every stage of the step.
+pub fn bench_profile(a: TrainBench) -> anyhow::Result<()> {
+    bench_train_with(a, true)
+}
+
 pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
+    bench_train_with(a, false)
+}
+
+fn bench_train_with(a: TrainBench, profile: bool) -> anyhow::Result<()> {
     crate::common::set_threads(a.threads)?;
     anyhow::ensure!(a.steps > 0, "--steps must be > 0");
     anyhow::ensure!(a.batch_size >= 2, "--batch-size must be >= 2");
@@ -133,10 +170,12 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
         }
     })?;
     s.opt.make_resident();
+    s.model.set_fused(a.encoder == EncoderPath::Fused);
     let mcfg = s.config.model.clone();
     let rss_model = crate::common::current_rss_mib();
     let n = s.n_train;
     let mut times = Vec::with_capacity(a.steps);
+    let mut loader_wait = 0f64;
     let mut done = 0usize;
     let (mut cands, mut touched) = (0usize, 0usize);
     let t_all = Instant::now();
@@ -150,11 +189,18 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
             s.index.clone(),
             device.clone(),
         );
-        for batch in batches {
+        let mut batches = batches.into_iter();
+        loop {
+            let t_wait = Instant::now();
+            let Some(batch) = batches.next() else { break };
             let batch = batch?;
             if batch.len != a.batch_size {
                 continue; // time full batches only
             }
+            if done >= a.warmup {
+                loader_wait += t_wait.elapsed().as_secs_f64();
+            }
+            inceptionxml::profile::enable(profile && done >= a.warmup);
             let t = Instant::now();
             let (_, st) = train_step(
                 &s.model,
@@ -178,6 +224,8 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
             }
         }
     }
+    inceptionxml::profile::enable(false);
+    let mean_step = times.iter().sum::<f64>() / times.len().max(1) as f64;
     let med = super::median(&mut times);
     println!(
         "bench train: {}, {} labels, d {}, batch {}, {} timed steps after {} warm-up: median step {:.1} ms, {:.0} samples/s (wall {:.1}s), peak RSS {}{}",
@@ -193,6 +241,22 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
         rss(),
         gpu_mem(&device)
     );
+    if profile {
+        let dims = inceptionxml::ops::encoder::Dims::new(
+            a.batch_size,
+            mcfg.seq_len,
+            mcfg.embed_dim,
+            mcfg.filters,
+        )?;
+        print_profile(
+            &inceptionxml::profile::take(),
+            times.len(),
+            mean_step,
+            loader_wait,
+            &dims,
+            gemm_peak(&device)?,
+        );
+    }
     if let Some(p) = &mcfg.plus {
         let t = times.len().max(1) as f64;
         // Bytes of the tables and their optimiser state (f32): word table + moments, label
@@ -217,6 +281,69 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The stage table of `bench profile`: milliseconds per step, share of the step, and for the
+/// encoder's matrix-product stages GFLOP per step, GFLOP/s and the share of the GEMM peak.
+fn print_profile(
+    spans: &[(&'static str, std::time::Duration, u64)],
+    steps: usize,
+    mean_step: f64,
+    loader_wait: f64,
+    dims: &inceptionxml::ops::encoder::Dims,
+    peak: f64,
+) {
+    let steps = steps.max(1) as f64;
+    let macs = dims.macs();
+    println!(
+        "profile: mean step {:.1} ms over {} steps; GEMM peak here {:.0} GFLOP/s (best 1024³ f32 product)",
+        mean_step * 1e3,
+        steps,
+        peak
+    );
+    println!(
+        "{:<36} {:>9} {:>7} {:>11} {:>9} {:>8}",
+        "stage", "ms/step", "share", "GFLOP/step", "GFLOP/s", "of peak"
+    );
+    let row = |name: &str, secs: f64, indent: bool| {
+        let ms = secs / steps * 1e3;
+        let label = if indent {
+            format!("  {name}")
+        } else {
+            name.to_string()
+        };
+        let mut line = format!(
+            "{:<36} {:>9.2} {:>6.1}%",
+            label,
+            ms,
+            100.0 * secs / steps / mean_step
+        );
+        if let Some((_, m)) = macs.iter().find(|(n, _)| *n == name) {
+            let gflop = 2.0 * m / 1e9;
+            let rate = gflop / (ms / 1e3);
+            line += &format!(
+                " {:>11.2} {:>9.1} {:>7.0}%",
+                gflop,
+                rate,
+                100.0 * rate / peak
+            );
+        }
+        println!("{line}");
+    };
+    row("loader wait", loader_wait, false);
+    let mut accounted = 0.0;
+    for (name, dt, _) in spans {
+        let top = inceptionxml::train::step::STEP.contains(name);
+        if top {
+            accounted += dt.as_secs_f64();
+        }
+        row(name, dt.as_secs_f64(), !top);
+    }
+    row(
+        "other (outside the stages)",
+        (mean_step * steps - accounted).max(0.0),
+        false,
+    );
 }
 
 pub fn bench_predict(a: PredictBench) -> anyhow::Result<()> {

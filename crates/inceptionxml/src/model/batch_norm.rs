@@ -87,24 +87,39 @@ impl BatchNorm {
             )));
         }
         let (y, mean, var) = gelu_bn::train(z, w, b, EPS)?;
+        self.update_running(&mean, &var, n)?;
+        Ok(y)
+    }
+
+    /// Moves the running statistics towards a batch's `mean` and biased `var` over `n` values
+    /// per channel (momentum [`MOMENTUM`], the variance unbiased as PyTorch does).
+    pub fn update_running(&self, mean: &[f32], var: &[f32], n: usize) -> Result<()> {
+        let c = self.channels;
+        if mean.len() != c || var.len() != c || n < 2 {
+            return Err(Error::Shape(format!(
+                "BatchNorm over {c} channels: statistics of {} / {} channels over {n} values",
+                mean.len(),
+                var.len()
+            )));
+        }
         let unbias = n as f32 / (n - 1) as f32;
         let m = MOMENTUM as f32;
         let rm: Vec<f32> = self.running_mean.as_tensor().to_vec1()?;
         let rv: Vec<f32> = self.running_var.as_tensor().to_vec1()?;
         let rm: Vec<f32> = rm
             .iter()
-            .zip(&mean)
+            .zip(mean)
             .map(|(r, x)| (1.0 - m) * r + m * x)
             .collect();
         let rv: Vec<f32> = rv
             .iter()
-            .zip(&var)
+            .zip(var)
             .map(|(r, v)| (1.0 - m) * r + m * v * unbias)
             .collect();
-        let dev = z.device();
+        let dev = self.running_mean.device();
         self.running_mean.set(&Tensor::from_vec(rm, c, dev)?)?;
         self.running_var.set(&Tensor::from_vec(rv, c, dev)?)?;
-        Ok(y)
+        Ok(())
     }
 
     /// Normalises `x` `[.., C]`. With `train`, uses the batch statistics and updates the running

@@ -67,7 +67,7 @@ impl Conv1d {
     }
 
     /// The weight as a `[k·in, out]` GEMM operand (kernel-major rows).
-    fn gemm_weight(&self) -> Result<Tensor> {
+    pub(crate) fn gemm_weight(&self) -> Result<Tensor> {
         let (o, i, k) = self.weight.dims3()?;
         Ok(self
             .weight

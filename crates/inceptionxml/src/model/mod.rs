@@ -44,6 +44,7 @@ pub mod attention;
 pub mod batch_norm;
 pub mod bench;
 pub mod embedding;
+pub mod fused;
 pub mod head;
 pub mod inception;
 pub mod init;
@@ -54,7 +55,7 @@ pub mod spectral_norm;
 pub use crate::config::{ModelConfig, PlusConfig, ScoreMode};
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
@@ -90,6 +91,10 @@ pub struct InceptionXml {
     clusters: Option<Arc<ClusterIndex>>,
     dropout: Dropout,
     trainable: Vec<(String, Var)>,
+    /// Whether the fused CPU encoder is used ([`fused`]).
+    fused: bool,
+    /// Its buffers, reused from step to step.
+    workspace: Arc<Mutex<crate::ops::encoder::Workspace>>,
 }
 
 impl InceptionXml {
@@ -168,6 +173,8 @@ impl InceptionXml {
             clusters: None,
             dropout,
             trainable,
+            fused: true,
+            workspace: Arc::default(),
         })
     }
 
@@ -228,8 +235,19 @@ impl InceptionXml {
     }
 
     /// x `[B, S, d]` -> h_f `[B, cfg.feature_dim()]`. `train`: dropout on, BatchNorm on batch
-    /// statistics (running statistics updated), one power iteration per spectral norm.
+    /// statistics (running statistics updated), one power iteration per spectral norm, and the
+    /// result differentiable through candle's autograd. In evaluation on the CPU this runs the
+    /// fused encoder ([`fused`]); training steps call [`Self::encode_fused_train`] themselves.
     pub fn encode(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !train && self.uses_fused_encoder() {
+            return self.encode_fused_eval(x);
+        }
+        self.encode_composed(x, train)
+    }
+
+    /// The encoder as composed candle ops (autograd; any device): the reference the fused
+    /// encoder is tested against.
+    pub fn encode_composed(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = &self.cfg;
         let x = self
             .dropout

@@ -255,7 +255,7 @@ fn gradient_check_full_forward() {
     .unwrap();
     let r = Tensor::from_vec(init::uniform(&mut rng, b * 3, 1.0), (b, 3), &Device::Cpu).unwrap();
     let loss = |m: &InceptionXml| -> f64 {
-        let h = m.encode(x.as_tensor(), false).unwrap();
+        let h = m.encode_composed(x.as_tensor(), false).unwrap();
         let z = m.head(&h, false).unwrap();
         (z * &r)
             .unwrap()
@@ -266,7 +266,7 @@ fn gradient_check_full_forward() {
             .to_scalar()
             .unwrap()
     };
-    let h = m.encode(x.as_tensor(), false).unwrap();
+    let h = m.encode_composed(x.as_tensor(), false).unwrap();
     let grads = (m.head(&h, false).unwrap() * &r)
         .unwrap()
         .sum_all()

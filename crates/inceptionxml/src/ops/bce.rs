@@ -12,17 +12,11 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor
 use rayon::prelude::*;
 
 use super::storage::{f32_slice, with_host_f32};
+use super::vmath;
 use crate::error::Result;
 
 /// Entries per rayon task.
 const CHUNK: usize = 1 << 14;
-
-#[inline]
-fn bce_entry(x: f32, y: f32) -> f64 {
-    let x = x as f64;
-    let y = y as f64;
-    x.max(0.0) - x * y + (-x.abs()).exp().ln_1p()
-}
 
 #[inline]
 fn check_same(a: &Layout, b: &Layout, what: &str) -> candle_core::Result<()> {
@@ -36,7 +30,8 @@ fn check_same(a: &Layout, b: &Layout, what: &str) -> candle_core::Result<()> {
     Ok(())
 }
 
-/// Sum of `ℓ(x, y)·m` and of `m` over all entries (m = 1 without a mask).
+/// Sum of `ℓ(x, y)·m` and of `m` over all entries (m = 1 without a mask), each chunk by the
+/// vectorised row kernel ([`vmath::bce_sum_row`]) and added up in f64.
 fn sums(x: &[f32], y: &[f32], m: Option<&[f32]>) -> (f64, f64) {
     x.par_chunks(CHUNK)
         .enumerate()
@@ -44,25 +39,19 @@ fn sums(x: &[f32], y: &[f32], m: Option<&[f32]>) -> (f64, f64) {
             let o = c * CHUNK;
             let ys = &y[o..o + xs.len()];
             match m {
-                None => (
-                    xs.iter().zip(ys).map(|(&a, &b)| bce_entry(a, b)).sum(),
-                    xs.len() as f64,
-                ),
+                None => (vmath::bce_sum_row(xs, ys, None), xs.len() as f64),
                 Some(m) => {
                     let ms = &m[o..o + xs.len()];
-                    let mut s = 0.0;
-                    let mut n = 0.0;
-                    for ((&a, &b), &w) in xs.iter().zip(ys).zip(ms) {
-                        if w != 0.0 {
-                            s += bce_entry(a, b) * w as f64;
-                            n += w as f64;
-                        }
-                    }
-                    (s, n)
+                    (
+                        vmath::bce_sum_row(xs, ys, Some(ms)),
+                        ms.iter().map(|&w| w as f64).sum(),
+                    )
                 }
             }
         })
-        .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
 /// `(σ(x) − y)·m·scale` per entry (m = 1 without a mask; 0 where the mask is 0).
@@ -70,23 +59,7 @@ fn grads(x: &[f32], y: &[f32], m: Option<&[f32]>, scale: f32) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
     out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
         let r = c * CHUNK..c * CHUNK + o.len();
-        let (xs, ys) = (&x[r.clone()], &y[r.clone()]);
-        match m {
-            None => {
-                for ((o, &a), &b) in o.iter_mut().zip(xs).zip(ys) {
-                    *o = (stable_sigmoid(a) - b) * scale;
-                }
-            }
-            Some(m) => {
-                for (((o, &a), &b), &w) in o.iter_mut().zip(xs).zip(ys).zip(&m[r]) {
-                    *o = if w != 0.0 {
-                        (stable_sigmoid(a) - b) * w * scale
-                    } else {
-                        0.0
-                    };
-                }
-            }
-        }
+        vmath::bce_grad_row(&x[r.clone()], &y[r.clone()], m.map(|m| &m[r]), scale, o);
     });
     out
 }
@@ -445,7 +418,10 @@ mod tests {
             3.0 * xs
                 .iter()
                 .zip(&y)
-                .map(|(&a, &b)| bce_entry(a, b))
+                .map(|(&a, &b)| {
+                    let (a, b) = (a as f64, b as f64);
+                    a.max(0.0) - a * b + (-a.abs()).exp().ln_1p()
+                })
                 .sum::<f64>()
                 / xs.len() as f64
         };

@@ -55,6 +55,16 @@ impl Dropout {
         Ok(())
     }
 
+    /// The seed of the next mask: what [`Dropout::apply`] draws before building its mask, so a
+    /// fused kernel that draws here and builds the mask with [`mask_into`] drops the same values.
+    pub fn draw_seed(&self) -> Result<u64> {
+        Ok(self
+            .rng
+            .lock()
+            .map_err(|_| Error::Poisoned("dropout RNG"))?
+            .gen())
+    }
+
     /// Inverted dropout with probability `p` when `train`; `x` itself otherwise.
     pub fn apply(&self, x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
         if !train || p <= 0.0 {
@@ -65,11 +75,7 @@ impl Dropout {
                 "dropout probability {p} outside [0, 1)"
             )));
         }
-        let seed: u64 = self
-            .rng
-            .lock()
-            .map_err(|_| Error::Poisoned("dropout RNG"))?
-            .gen();
+        let seed = self.draw_seed()?;
         if !x.device().is_cpu() {
             return Ok(x.contiguous()?.apply_op1(DropoutOp { p, seed })?);
         }
@@ -136,25 +142,59 @@ fn threshold_keep(p: f32) -> (u64, f32) {
 
 /// `n` values, each `1 / (1 − p)` with probability `1 − p` and `0` otherwise.
 pub fn mask(n: usize, p: f32, seed: u64) -> Vec<f32> {
-    // Keep when the 32-bit draw is >= p·2³².
-    let (threshold, keep) = threshold_keep(p);
     let mut out = vec![0f32; n];
-    out.par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            let mut s = seed ^ (c as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-            let mut pairs = chunk.chunks_mut(2);
-            for pair in &mut pairs {
-                let r = splitmix64(&mut s);
-                for (k, v) in pair.iter_mut().enumerate() {
-                    let draw = (r >> (32 * k)) & 0xFFFF_FFFF;
-                    *v = if draw >= threshold { keep } else { 0.0 };
-                }
-            }
-        });
+    mask_into(&mut out, p, seed);
     out
 }
 
+/// [`mask`] written into `out` (its length is the mask's).
+pub fn mask_into(out: &mut [f32], p: f32, seed: u64) {
+    out.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| mask_range(chunk, p, seed, c * CHUNK));
+}
+
+/// Values `start..start + out.len()` of [`mask`]`(_, p, seed)`: value `i` is a pure function of
+/// the seed and `i` (the `(i mod 4096)/2`-th SplitMix64 output of chunk `i / 4096`'s stream,
+/// its low or high half), so any range can be drawn alone — the fused encoder draws the rows
+/// of real words only.
+pub fn mask_range(out: &mut [f32], p: f32, seed: u64, start: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::ops::simd::has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 (checked above).
+        return unsafe { mask_range_avx2(out, p, seed, start) };
+    }
+    mask_range_body(out, p, seed, start)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn mask_range_avx2(out: &mut [f32], p: f32, seed: u64, start: usize) {
+    mask_range_body(out, p, seed, start)
+}
+
+#[inline(always)]
+fn mask_range_body(out: &mut [f32], p: f32, seed: u64, start: usize) {
+    // Keep when the 32-bit draw is >= p·2³².
+    let (threshold, keep) = threshold_keep(p);
+    for (k, v) in out.iter_mut().enumerate() {
+        let i = start + k;
+        let (c, w) = ((i / CHUNK) as u64, (i % CHUNK) as u64);
+        let state = (seed ^ c.wrapping_mul(0xD1B5_4A32_D192_ED03))
+            .wrapping_add((w / 2 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let draw = (mix64(state) >> (32 * (w & 1))) & 0xFFFF_FFFF;
+        *v = if draw >= threshold { keep } else { 0.0 };
+    }
+}
+
+#[inline(always)]
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
 fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
@@ -167,6 +207,30 @@ fn splitmix64(state: &mut u64) -> u64 {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// The random-access draws are the sequential SplitMix64 streams the masks were defined by.
+    #[test]
+    fn ranges_match_the_sequential_streams() {
+        let (p, seed, n) = (0.3f32, 77u64, 3 * CHUNK + 123);
+        let (threshold, keep) = threshold_keep(p);
+        let mut want = vec![0f32; n];
+        for (c, chunk) in want.chunks_mut(CHUNK).enumerate() {
+            let mut s = seed ^ (c as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+            for pair in chunk.chunks_mut(2) {
+                let r = splitmix64(&mut s);
+                for (k, v) in pair.iter_mut().enumerate() {
+                    let draw = (r >> (32 * k)) & 0xFFFF_FFFF;
+                    *v = if draw >= threshold { keep } else { 0.0 };
+                }
+            }
+        }
+        assert_eq!(mask(n, p, seed), want);
+        for (a, b) in [(0, 5), (1, 4097), (4095, 4200), (n - 7, n)] {
+            let mut part = vec![9f32; b - a];
+            mask_range(&mut part, p, seed, a);
+            assert_eq!(part, want[a..b], "range {a}..{b}");
+        }
+    }
 
     #[test]
     fn mask_rate_and_scale() {

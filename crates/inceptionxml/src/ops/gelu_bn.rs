@@ -5,6 +5,7 @@
 //! and ~25 backward (GELU's derivative alone is 13 elementwise ops). Here: training forward = one
 //! pass computing `a = GELU(z)`, `GELU'(z)` and per-channel sums, one pass writing `y`; backward =
 //! one reduction pass and one elementwise pass. Evaluation: one pass `y = GELU(z)·s + t`.
+//! Per-chunk sums are added in chunk order, so results do not depend on thread scheduling.
 //! On other devices (or dtypes) the composed candle ops are used.
 
 use std::sync::{Arc, Mutex};
@@ -15,43 +16,10 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::ops::storage::f32_slice;
 
+use crate::ops::vmath::{gelu, gelu_and_grad};
+
 /// Rows per parallel chunk.
 const ROWS: usize = 64;
-const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
-
-/// `(Φ(z), φ(z))`: the standard normal CDF and density. Φ uses Abramowitz & Stegun 7.1.26 for
-/// erf (absolute error < 1.5e-7, i.e. f32 rounding level), which shares its `exp(−z²/2)` with φ;
-/// about 5× cheaper than libm's `erff` plus a separate `exp`.
-#[inline(always)]
-fn normal_cdf_pdf(z: f32) -> (f32, f32) {
-    const P: f32 = 0.327_591_1;
-    const A: [f32; 5] = [
-        0.254_829_6,
-        -0.284_496_74,
-        1.421_413_8,
-        -1.453_152_1,
-        1.061_405_4,
-    ];
-    let e = (-0.5 * z * z).exp();
-    let x = z.abs() * std::f32::consts::FRAC_1_SQRT_2;
-    let t = 1.0 / (1.0 + P * x);
-    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    let tail = 0.5 * poly * e; // = 1 − Φ(|z|)
-    let cdf = if z >= 0.0 { 1.0 - tail } else { tail };
-    (cdf, FRAC_1_SQRT_2PI * e)
-}
-
-/// `(GELU(z), GELU'(z))` with the exact (erf) GELU: `z·Φ(z)` and `Φ(z) + z·φ(z)`.
-#[inline(always)]
-fn gelu_and_grad(z: f32) -> (f32, f32) {
-    let (cdf, pdf) = normal_cdf_pdf(z);
-    (z * cdf, cdf + z * pdf)
-}
-
-#[inline(always)]
-fn gelu(z: f32) -> f32 {
-    z * normal_cdf_pdf(z).0
-}
 
 /// What the training forward keeps for the backward pass and the running statistics.
 #[derive(Debug, Default)]
@@ -145,13 +113,9 @@ impl CustomOp3 for GeluBn {
                         }
                         s
                     })
-                    .reduce(
-                        || vec![0f64; 2 * c],
-                        |mut a, b| {
-                            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                            a
-                        },
-                    );
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .fold(vec![0f64; 2 * c], add_vecs);
                 let nf = n as f64;
                 let mean: Vec<f64> = (0..c).map(|j| sums[j] / nf).collect();
                 let var: Vec<f64> = (0..c)
@@ -229,7 +193,9 @@ impl CustomOp3 for GeluBn {
                         }
                         s
                     })
-                    .reduce(|| vec![0f64; 2 * c], add_vecs);
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .fold(vec![0f64; 2 * c], add_vecs);
                 (sums[..c].to_vec(), sums[c..].to_vec())
             }
             GeluBn::Train { saved, .. } => {
@@ -255,7 +221,9 @@ impl CustomOp3 for GeluBn {
                         }
                         t
                     })
-                    .reduce(|| vec![0f64; 2 * c], add_vecs);
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .fold(vec![0f64; 2 * c], add_vecs);
                 let nf = n as f64;
                 let k1: Vec<f32> = (0..c).map(|j| wv[j] * inv[j]).collect();
                 let m_dy: Vec<f32> = (0..c).map(|j| (sums[c + j] / nf) as f32).collect();
@@ -320,24 +288,4 @@ pub fn eval(
 ) -> Result<Tensor> {
     Ok(z.contiguous()?
         .apply_op3(w, b, GeluBn::Eval { eps, mean, var })?)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn gelu_matches_libm_erf() {
-        let mut worst = (0f32, 0f32);
-        for i in -4000..=4000 {
-            let z = i as f32 / 400.0;
-            let exact =
-                0.5 * z as f64 * (1.0 + candle_core::cpu::erf::erf_f64(z as f64 / 2f64.sqrt()));
-            let (g, d) = super::gelu_and_grad(z);
-            let pdf = (-0.5 * (z as f64).powi(2)).exp() / (2.0 * std::f64::consts::PI).sqrt();
-            let dexact = 0.5 * (1.0 + candle_core::cpu::erf::erf_f64(z as f64 / 2f64.sqrt()))
-                + z as f64 * pdf;
-            worst.0 = worst.0.max((g as f64 - exact).abs() as f32);
-            worst.1 = worst.1.max((d as f64 - dexact).abs() as f32);
-        }
-        assert!(worst.0 < 2e-6 && worst.1 < 2e-6, "{worst:?}");
-    }
 }

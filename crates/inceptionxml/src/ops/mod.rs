@@ -11,10 +11,13 @@ pub(crate) mod cuda;
 pub mod dropout;
 #[cfg(all(test, kernel_emulation))]
 mod emulation;
+pub mod encoder;
 pub mod gelu_bn;
 pub mod im2col;
+pub mod mm;
 pub mod simd;
 pub(crate) mod storage;
+pub mod vmath;
 
 pub use bce::{bce_with_logits, bce_with_logits_masked, stable_sigmoid};
 pub use candidates::{candidate_logits, CandidatePlan, TableGrad};

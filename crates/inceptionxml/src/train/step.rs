@@ -9,17 +9,20 @@
 
 use std::sync::Arc;
 
+use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use rayon::prelude::*;
 use xmc::shortlist;
 
 use super::batches::Batch;
 use crate::error::{Error, Result};
+use crate::model::fused::FusedTape;
 use crate::model::InceptionXml;
 use crate::ops::{
     bce_with_logits, bce_with_logits_masked, candidate_logits, stable_sigmoid, CandidatePlan,
 };
 use crate::optim::Optimizers;
+use crate::profile::span;
 
 /// What one step did besides its loss.
 #[derive(Debug, Clone, Copy, Default)]
@@ -28,6 +31,91 @@ pub struct StepStats {
     pub candidates: usize,
     /// Label-table rows updated (InceptionXML+).
     pub touched_rows: usize,
+}
+
+/// Profile span names of a training step's stages ([`crate::profile`]); the encoder's own
+/// stages are [`crate::ops::encoder::FWD`] and [`crate::ops::encoder::BWD`].
+pub const STEP: [&str; 6] = [
+    "word lookup",
+    "encoder forward",
+    "heads forward + loss",
+    "heads backward",
+    "encoder backward",
+    "optimiser",
+];
+
+/// Profile span names inside an InceptionXML+ step's "heads forward + loss".
+pub const PLUS: [&str; 5] = [
+    "meta head",
+    "meta loss",
+    "shortlist",
+    "extreme features",
+    "candidate logits + loss",
+];
+
+/// Profile span name of the plain model's loss inside "heads forward + loss".
+pub const PLAIN_LOSS: &str = "loss (B×L BCE)";
+
+/// The batch's word vectors `[B, S, d]`.
+fn lookup(model: &InceptionXml, batch: &Batch) -> Result<Tensor> {
+    let _s = span(STEP[0]);
+    model.embed(&batch.ids)
+}
+
+/// The encoder's forward in a training step, by the fused CPU op or by candle's autograd.
+enum Encoded {
+    /// Composed candle ops: the looked-up vectors are a leaf variable.
+    Composed { x: Var, h: Tensor },
+    /// The fused op: h_f is a leaf variable of the heads' graph, the encoder's backward runs
+    /// from its gradient.
+    Fused {
+        x: Tensor,
+        h: Var,
+        tape: Box<FusedTape>,
+    },
+}
+
+impl Encoded {
+    /// Encodes the looked-up word vectors `x` `[B, S, d]` in training mode.
+    fn forward(model: &InceptionXml, x: Tensor, ids: &[u32]) -> Result<Self> {
+        let _s = span(STEP[1]);
+        if model.uses_fused_encoder() {
+            let (h, tape) = model.encode_fused_train(&x, ids)?;
+            Ok(Encoded::Fused {
+                x,
+                h: Var::from_tensor(&h)?,
+                tape: Box::new(tape),
+            })
+        } else {
+            let x = Var::from_tensor(&x)?;
+            let h = model.encode_composed(x.as_tensor(), true)?;
+            Ok(Encoded::Composed { x, h })
+        }
+    }
+
+    /// h_f.
+    fn h(&self) -> &Tensor {
+        match self {
+            Encoded::Composed { h, .. } => h,
+            Encoded::Fused { h, .. } => h.as_tensor(),
+        }
+    }
+
+    /// After the heads' backward: completes `grads` with the encoder's gradients and returns
+    /// the looked-up vectors, whose gradient in `grads` moves the word rows.
+    fn backward(self, model: &InceptionXml, grads: &mut GradStore) -> Result<Tensor> {
+        let _s = span(STEP[4]);
+        match self {
+            Encoded::Composed { x, .. } => Ok(x.as_tensor().clone()),
+            Encoded::Fused { x, h, tape } => {
+                if let Some(dh) = grads.get(h.as_tensor()).cloned() {
+                    let dx = model.encode_fused_backward(*tape, &dh, grads)?;
+                    grads.insert(&x, dx);
+                }
+                Ok(x)
+            }
+        }
+    }
 }
 
 /// One optimiser step of whichever model `model` is; returns the batch loss. `detach` (only
@@ -57,21 +145,20 @@ pub fn train_step_plain(
     lr: f64,
     beta1: f64,
 ) -> Result<f32> {
-    let x = model.embed(&batch.ids)?;
-    let x = Var::from_tensor(&x)?;
-    let h = model.encode(x.as_tensor(), true)?;
-    let logits = model.head(&h, true)?;
+    let x = lookup(model, batch)?;
+    let enc = Encoded::forward(model, x, &batch.ids_host)?;
+    let sp = span(STEP[2]);
+    let logits = model.head(enc.h(), true)?;
+    let s2 = span(PLAIN_LOSS);
     let loss = bce_with_logits(&logits, &batch.targets)?;
-    let grads = loss.backward()?;
-    opt.step(
-        model,
-        &grads,
-        x.as_tensor(),
-        &batch.ids_host,
-        None,
-        lr,
-        beta1,
-    )?;
+    drop(s2);
+    drop(sp);
+    let sp = span(STEP[3]);
+    let mut grads = loss.backward()?;
+    drop(sp);
+    let x = enc.backward(model, &mut grads)?;
+    let _sp = span(STEP[5]);
+    opt.step(model, &grads, &x, &batch.ids_host, None, lr, beta1)?;
     Ok(loss.to_scalar::<f32>()?)
 }
 
@@ -95,11 +182,17 @@ pub fn train_step_plus(
             ))
         }
     };
-    let x = model.embed(&batch.ids)?;
-    let x = Var::from_tensor(&x)?;
-    let h = model.encode(x.as_tensor(), true)?;
-    let meta = plus.meta_logits(&h, true)?;
+    let x = lookup(model, batch)?;
+    let enc = Encoded::forward(model, x, &batch.ids_host)?;
+    let sp = span(STEP[2]);
+    let h = enc.h();
+    let s2 = span(PLUS[0]);
+    let meta = plus.meta_logits(h, true)?;
+    drop(s2);
+    let s2 = span(PLUS[1]);
     let meta_loss = bce_with_logits(&meta, &batch.targets)?;
+    drop(s2);
+    let s2 = span(PLUS[2]);
     let scores: Vec<f32> = {
         let mut v: Vec<f32> = meta.detach().flatten_all()?.to_vec1()?;
         v.par_iter_mut().for_each(|s| *s = stable_sigmoid(*s));
@@ -108,8 +201,12 @@ pub fn train_step_plus(
     let pos: Vec<&[u32]> = batch.positives.iter().map(Vec::as_slice).collect();
     let sl = shortlist::build(&scores, &index, plus.config().top_k, Some(&pos))?;
     let plan = Arc::new(CandidatePlan::new(&sl, &index)?);
+    drop(s2);
+    let s2 = span(PLUS[3]);
     let hin = if detach { h.detach() } else { h.clone() };
     let g = plus.extreme_features(&hin, true)?;
+    drop(s2);
+    let _s2 = span(PLUS[4]);
     let (logits, table_grad) = candidate_logits(&g, plus.table.as_tensor(), plan.clone())?;
     let dev = logits.device().clone();
     let shape = (sl.rows, sl.width);
@@ -117,16 +214,22 @@ pub fn train_step_plus(
     let m = Tensor::from_vec(sl.mask, shape, &dev)?;
     let ext_loss = bce_with_logits_masked(&logits, &y, &m)?;
     let loss = (&meta_loss + &ext_loss)?;
-    let grads = loss.backward()?;
+    drop(sp);
+    let sp = span(STEP[3]);
+    let mut grads = loss.backward()?;
+    drop(sp);
+    let x = enc.backward(model, &mut grads)?;
+    let sp = span(STEP[5]);
     let touched = opt.step(
         model,
         &grads,
-        x.as_tensor(),
+        &x,
         &batch.ids_host,
         table_grad.take(),
         lr,
         beta1,
     )?;
+    drop(sp);
     let stats = StepStats {
         candidates: plan.n_candidates(),
         touched_rows: touched,

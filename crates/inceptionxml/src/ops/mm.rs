@@ -1,0 +1,247 @@
+//! A bounds-checked strided matrix product on host slices, over the `gemm` crate that candle's
+//! CPU matmul also uses. Any row and column strides, so transposes, column slices and
+//! overlapping windows (im2col without the copy) are views, not copies.
+
+use gemm::Parallelism;
+
+use crate::error::{Error, Result};
+
+/// A read-only strided matrix view: element `(i, j)` is `data[off + i·rs + j·cs]`.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    pub data: &'a [f32],
+    pub off: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> View<'a> {
+    /// A row-major `rows × cols` matrix starting at `off` (row stride `cols`).
+    pub fn rm(data: &'a [f32], off: usize, rows: usize, cols: usize) -> Self {
+        View {
+            data,
+            off,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose (no copy).
+    pub fn t(self) -> Self {
+        View {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+
+    /// The same matrix with row stride `rs`.
+    pub fn rs(self, rs: usize) -> Self {
+        View { rs, ..self }
+    }
+}
+
+/// Where a product goes: element `(i, j)` at `off + i·rs + j·cs` of the destination slice.
+#[derive(Debug, Clone, Copy)]
+pub struct Out {
+    pub off: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl Out {
+    /// Row-major with row stride `rs`.
+    pub fn rm(off: usize, rs: usize) -> Self {
+        Out { off, rs, cs: 1 }
+    }
+}
+
+fn last_index(off: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    off + rows.saturating_sub(1) * rs + cols.saturating_sub(1) * cs
+}
+
+fn check(
+    what: &str,
+    len: usize,
+    off: usize,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+) -> Result<()> {
+    if rows > 0 && cols > 0 && last_index(off, rows, cols, rs, cs) >= len {
+        return Err(Error::Shape(format!(
+            "mm: {what} view {rows}×{cols} at {off} (strides {rs}, {cs}) exceeds {len} values"
+        )));
+    }
+    Ok(())
+}
+
+/// The parallelism for a product of this size: rayon's threads for large ones, none for small.
+pub fn par_for(m: usize, n: usize, k: usize) -> Parallelism {
+    let threads = rayon::current_num_threads();
+    if threads > 1 && m * n * k >= 1 << 18 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// `dst[out] = a·b` (or `+= a·b` with `acc`), scaled by `alpha`. Every index is checked against
+/// the slices before the product runs.
+pub fn mm(
+    dst: &mut [f32],
+    out: Out,
+    a: View,
+    b: View,
+    alpha: f32,
+    acc: bool,
+    par: Parallelism,
+) -> Result<()> {
+    if a.cols != b.rows {
+        return Err(Error::Shape(format!(
+            "mm: {}×{} times {}×{}",
+            a.rows, a.cols, b.rows, b.cols
+        )));
+    }
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    check("lhs", a.data.len(), a.off, a.rows, a.cols, a.rs, a.cs)?;
+    check("rhs", b.data.len(), b.off, b.rows, b.cols, b.rs, b.cs)?;
+    check("dst", dst.len(), out.off, m, n, out.rs, out.cs)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !acc {
+            for i in 0..m {
+                for j in 0..n {
+                    dst[out.off + i * out.rs + j * out.cs] = 0.0;
+                }
+            }
+        }
+        return Ok(());
+    }
+    // SAFETY: every element the product reads or writes was checked above to lie inside its
+    // slice; `dst` is borrowed mutably, so it cannot alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr().add(out.off),
+            out.cs as isize,
+            out.rs as isize,
+            acc,
+            a.data.as_ptr().add(a.off),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr().add(b.off),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            alpha,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: View, b: View) -> Vec<f32> {
+        let mut o = vec![0f32; a.rows * b.cols];
+        for i in 0..a.rows {
+            for j in 0..b.cols {
+                for l in 0..a.cols {
+                    o[i * b.cols + j] +=
+                        a.data[a.off + i * a.rs + l * a.cs] * b.data[b.off + l * b.rs + j * b.cs];
+                }
+            }
+        }
+        o
+    }
+
+    #[test]
+    fn strided_views_and_accumulation_match_loops() {
+        let data: Vec<f32> = (0..400)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        // a: 5×6 rows with stride 9 starting at 3; b: the transpose of a 7×6 block.
+        let a = View::rm(&data, 3, 5, 6).rs(9);
+        let b = View::rm(&data, 100, 7, 6).t();
+        let want = naive(a, b);
+        let mut dst = vec![1f32; 5 * 7];
+        mm(&mut dst, Out::rm(0, 7), a, b, 1.0, false, Parallelism::None).unwrap();
+        for (x, y) in dst.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-4);
+        }
+        mm(&mut dst, Out::rm(0, 7), a, b, -2.0, true, Parallelism::None).unwrap();
+        for (x, y) in dst.iter().zip(&want) {
+            assert!((x + y).abs() < 1e-4);
+        }
+        // Transposed destination.
+        let mut dt = vec![0f32; 7 * 5];
+        mm(
+            &mut dt,
+            Out {
+                off: 0,
+                rs: 1,
+                cs: 5,
+            },
+            a,
+            b,
+            1.0,
+            false,
+            Parallelism::None,
+        )
+        .unwrap();
+        for i in 0..5 {
+            for j in 0..7 {
+                assert!((dt[j * 5 + i] - want[i * 7 + j]).abs() < 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn out_of_bounds_views_are_errors() {
+        let data = vec![0f32; 10];
+        let a = View::rm(&data, 0, 3, 4);
+        let b = View::rm(&data, 0, 4, 2);
+        let mut dst = vec![0f32; 6];
+        assert!(mm(&mut dst, Out::rm(0, 2), a, b, 1.0, false, Parallelism::None).is_err());
+        let a = View::rm(&data, 0, 2, 2);
+        let b = View::rm(&data, 0, 2, 2);
+        let mut small = vec![0f32; 3];
+        assert!(mm(
+            &mut small,
+            Out::rm(0, 2),
+            a,
+            b,
+            1.0,
+            false,
+            Parallelism::None
+        )
+        .is_err());
+        assert!(mm(
+            &mut dst,
+            Out::rm(0, 2),
+            a,
+            View::rm(&data, 0, 3, 2),
+            1.0,
+            false,
+            Parallelism::None
+        )
+        .is_err());
+    }
+}
