@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::predictions::top_k_sparse;
+use crate::predictions::top_k;
 use crate::sparse::SparseMatrix;
 
 /// The labels of each cluster (CSR): `members(c)` lists cluster `c`'s labels in increasing order.
@@ -219,21 +219,21 @@ pub fn build(
         .into_par_iter()
         .map(|r| {
             let row = &scores[r * c..(r + 1) * c];
-            let mut cand: Vec<(u32, f32)> = row
-                .iter()
-                .enumerate()
-                .map(|(i, &s)| (i as u32, s))
-                .collect();
-            if let Some(p) = positives {
-                for &l in p[r] {
-                    let cl = index.assign[l as usize] as usize;
-                    // Applied once per cluster even when several positives share it.
-                    if cand[cl].1 < row[cl] + 1.0 {
-                        cand[cl].1 = row[cl] + 1.0;
+            let ranked = match positives {
+                None => top_k(row, k),
+                Some(p) => {
+                    let mut boosted = row.to_vec();
+                    for &l in p[r] {
+                        let cl = index.assign[l as usize] as usize;
+                        // Applied once per cluster even when several positives share it.
+                        if boosted[cl] < row[cl] + 1.0 {
+                            boosted[cl] = row[cl] + 1.0;
+                        }
                     }
+                    top_k(&boosted, k)
                 }
-            }
-            top_k_sparse(cand, k).into_iter().map(|e| e.0).collect()
+            };
+            ranked.into_iter().map(|e| e.0).collect()
         })
         .collect();
     from_clusters(clusters, index, positives)

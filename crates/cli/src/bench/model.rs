@@ -88,6 +88,9 @@ pub struct PredictBench {
     /// and rescore the best exactly. CPU only.
     #[arg(long)]
     pub exact: bool,
+    /// Also print the time of each prediction stage per batch.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -360,6 +363,7 @@ pub fn bench_predict(a: PredictBench) -> anyhow::Result<()> {
             p.predict_one(t, a.top_k, a.score)?; // warm-up
         }
         let mut lat = Vec::with_capacity(texts.len());
+        inceptionxml::profile::enable(a.profile);
         let t_all = Instant::now();
         for t in &texts {
             let t0 = Instant::now();
@@ -367,6 +371,7 @@ pub fn bench_predict(a: PredictBench) -> anyhow::Result<()> {
             lat.push(t0.elapsed().as_secs_f64());
         }
         let total = t_all.elapsed().as_secs_f64();
+        inceptionxml::profile::enable(false);
         let med = super::median(&mut lat);
         println!(
             "bench predict: {}, batch 1, {} queries, top-{}: median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, {:.0} queries/s, peak RSS {}{}",
@@ -383,9 +388,11 @@ pub fn bench_predict(a: PredictBench) -> anyhow::Result<()> {
     } else {
         let warm = texts.len().min(a.batch_size);
         p.predict_texts(&texts[..warm], a.top_k, a.batch_size, a.score)?;
+        inceptionxml::profile::enable(a.profile);
         let t0 = Instant::now();
         let rows = p.predict_texts(&texts, a.top_k, a.batch_size, a.score)?;
         let total = t0.elapsed().as_secs_f64();
+        inceptionxml::profile::enable(false);
         println!(
             "bench predict: {}, batch {}, {} queries, top-{}: {:.0} queries/s ({:.2} ms per batch), peak RSS {}{}",
             inceptionxml::device::describe(&device),
@@ -397,6 +404,12 @@ pub fn bench_predict(a: PredictBench) -> anyhow::Result<()> {
             rss(),
             gpu_mem(&device)
         );
+    }
+    if a.profile {
+        let batches = texts.len().div_ceil(a.batch_size) as f64;
+        for (name, dt, _) in inceptionxml::profile::take() {
+            println!("  {name:<36} {:>8.3} ms per batch", dt.as_secs_f64() * 1e3 / batches);
+        }
     }
     Ok(())
 }

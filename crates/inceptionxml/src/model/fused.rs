@@ -5,6 +5,8 @@
 //! (through the spectral norm's backward) in a candle `GradStore`.
 
 use candle_core::backprop::GradStore;
+use std::sync::Arc;
+
 use candle_core::{DType, Tensor, Var};
 
 use super::batch_norm::BatchNorm;
@@ -146,10 +148,34 @@ impl InceptionXml {
         Dims::new(b, s, d, c.filters)
     }
 
+    /// Keeps the encoder's evaluation parameters on the host, so that prediction does not
+    /// gather them (spectral norms, convolution layouts: ~0.5 ms) for every batch. For a model
+    /// loaded to predict; the next training forward drops them.
+    pub fn freeze_for_inference(&self) -> Result<()> {
+        let (p, _) = self.fused_params(false)?;
+        *self
+            .frozen
+            .lock()
+            .map_err(|_| Error::Poisoned("encoder parameters"))? = Some(Arc::new(p));
+        Ok(())
+    }
+
+    fn eval_params(&self) -> Result<Arc<Params>> {
+        let frozen = self
+            .frozen
+            .lock()
+            .map_err(|_| Error::Poisoned("encoder parameters"))?
+            .clone();
+        match frozen {
+            Some(p) => Ok(p),
+            None => Ok(Arc::new(self.fused_params(false)?.0)),
+        }
+    }
+
     /// Evaluation-mode encoder through the fused op: x `[B, S, d]` -> h_f `[B, F·L2]`.
     pub(crate) fn encode_fused_eval(&self, x: &Tensor) -> Result<Tensor> {
         let dims = self.fused_dims(x)?;
-        let (p, _) = self.fused_params(false)?;
+        let p = self.eval_params()?;
         let xv = host(x)?;
         // A text's words are the rows up to its last non-zero one (padding rows are zero).
         let row = dims.d;
@@ -207,6 +233,10 @@ impl InceptionXml {
                 None
             })
         };
+        *self
+            .frozen
+            .lock()
+            .map_err(|_| Error::Poisoned("encoder parameters"))? = None;
         let drop_embed = seed(c.dropout_embed)?;
         let (p, sn) = self.fused_params(true)?;
         // InceptionXML+ has no dropout after the projection (MODEL.md §3).

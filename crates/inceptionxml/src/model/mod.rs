@@ -95,6 +95,9 @@ pub struct InceptionXml {
     fused: bool,
     /// Its buffers, reused from step to step.
     workspace: Arc<Mutex<crate::ops::encoder::Workspace>>,
+    /// The encoder's evaluation parameters on the host, kept by [`Self::freeze_for_inference`]
+    /// (a loaded model for prediction); dropped by every training forward.
+    frozen: Arc<Mutex<Option<Arc<crate::ops::encoder::Params>>>>,
 }
 
 impl InceptionXml {
@@ -175,6 +178,7 @@ impl InceptionXml {
             trainable,
             fused: true,
             workspace: Arc::default(),
+            frozen: Arc::default(),
         })
     }
 

@@ -57,9 +57,7 @@ impl SnHidden {
 
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let w = self.sn.weight(train)?;
-        Ok(x.matmul(&w.t()?)?
-            .broadcast_add(self.bias.as_tensor())?
-            .gelu_erf()?)
+        crate::ops::gelu::gelu(&x.matmul(&w.t()?)?.broadcast_add(self.bias.as_tensor())?)
     }
 }
 

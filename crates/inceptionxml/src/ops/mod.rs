@@ -12,6 +12,7 @@ pub mod dropout;
 #[cfg(all(test, kernel_emulation))]
 mod emulation;
 pub mod encoder;
+pub mod gelu;
 pub mod gelu_bn;
 pub mod im2col;
 pub mod mm;

@@ -257,6 +257,25 @@ fn bce_grad_row_body(x: &[f32], y: &[f32], m: Option<&[f32]>, scale: f32, out: &
     }
 }
 
+
+#[inline(always)]
+fn gelu_row_body(z: &[f32], out: &mut [f32]) {
+    let n = z.len();
+    let out = &mut out[..n];
+    for j in 0..n {
+        out[j] = gelu(z[j]);
+    }
+}
+
+#[inline(always)]
+fn gelu_bwd_row_body(z: &[f32], g: &[f32], out: &mut [f32]) {
+    let n = z.len();
+    let (g, out) = (&g[..n], &mut out[..n]);
+    for j in 0..n {
+        out[j] = g[j] * gelu_and_grad(z[j]).1;
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod wide {
     use super::*;
@@ -322,6 +341,16 @@ mod wide {
     }
 
     #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn gelu_row(z: &[f32], out: &mut [f32]) {
+        gelu_row_body(z, out)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn gelu_bwd_row(z: &[f32], g: &[f32], out: &mut [f32]) {
+        gelu_bwd_row_body(z, g, out)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn bce_sum_row(x: &[f32], y: &[f32], m: Option<&[f32]>) -> f64 {
         bce_sum_row_body(x, y, m)
     }
@@ -336,6 +365,26 @@ mod wide {
     ) {
         bce_grad_row_body(x, y, m, scale, out)
     }
+}
+
+/// `out = GELU(z)`.
+pub fn gelu_row(z: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked above).
+        return unsafe { wide::gelu_row(z, out) };
+    }
+    gelu_row_body(z, out)
+}
+
+/// `out = g·GELU'(z)`.
+pub fn gelu_bwd_row(z: &[f32], g: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked above).
+        return unsafe { wide::gelu_bwd_row(z, g, out) };
+    }
+    gelu_bwd_row_body(z, g, out)
 }
 
 /// `Σ ℓ(x, y)·m` over a row of logits `x`, targets `y` and optional weights `m`.

@@ -33,6 +33,7 @@ pub use int8::{FastIndex, MetaIndex};
 
 use crate::config::ScoreMode;
 use crate::error::{Error, Result};
+use crate::profile::span;
 use crate::model::plus::PlusHeads;
 use crate::model::InceptionXml;
 use crate::model_dir::{self, ModelDirConfig};
@@ -103,6 +104,14 @@ fn plus_parts(model: &InceptionXml) -> Result<(&PlusHeads, &ClusterIndex)> {
     }
 }
 
+/// Profile span names of prediction's stages ([`crate::profile`]).
+pub const STAGES: [&str; 4] = [
+    "predict: lookup + encoder",
+    "predict: meta head + shortlist",
+    "predict: extreme features",
+    "predict: candidates + ranking",
+];
+
 /// Top-k rows for N×S token ids (`ids.len()` a multiple of the model's sequence length), in
 /// batches of `batch_size`, evaluation mode (no dropout, batch-norm running statistics).
 /// InceptionXML+ ranks with `score` (None: the model's configured default). With `indexes` and
@@ -131,8 +140,10 @@ pub fn rank_ids(
     let device = model.embedding_table().device().clone();
     let mut out = Ranked::default();
     for chunk in ids.chunks(batch_size.max(1) * s) {
+        let sp = span(STAGES[0]);
         let t = Tensor::from_slice(chunk, (chunk.len() / s, s), &device)?;
         let h = model.encode(&model.embed(&t)?, false)?;
+        drop(sp);
         match (mode, indexes) {
             (None, None) => out.rows.extend(exact::plain(model, &h, k)?),
             (None, Some(Indexes::Plain(ix))) => out.rows.extend(int8::plain(model, ix, &h, k)?),
@@ -175,11 +186,16 @@ fn rank_plus(
     fast: Option<&FastIndex>,
 ) -> Result<(Vec<Row>, Vec<Vec<u32>>)> {
     let (plus, index) = plus_parts(model)?;
+    let sp = span(STAGES[1]);
     let shortlisted = match fast {
         Some(fi) => int8::shortlist(plus, index, h, fi)?,
         None => exact::shortlist(plus, index, h)?,
     };
+    drop(sp);
+    let sp = span(STAGES[2]);
     let g = plus.extreme_features(h, false)?;
+    drop(sp);
+    let _sp = span(STAGES[3]);
     let rows = match fast {
         Some(fi) => int8::rank_candidates(plus, index, &shortlisted, &g, fi, k, score)?,
         None => exact::rank_candidates(plus, index, &shortlisted, &g, k, score)?,
@@ -207,6 +223,9 @@ impl Predictor {
     /// built; without, small batches are scored exactly like large ones.
     pub fn load(dir: impl AsRef<Path>, device: &Device, indexes: bool) -> Result<Self> {
         let loaded = model_dir::load(dir.as_ref(), device)?;
+        if loaded.model.uses_fused_encoder() {
+            loaded.model.freeze_for_inference()?;
+        }
         let indexes = match indexes && device.is_cpu() {
             true => Some(Indexes::build(&loaded.model)?),
             false => None,
