@@ -408,7 +408,10 @@ pub fn bench_predict(a: PredictBench) -> anyhow::Result<()> {
     if a.profile {
         let batches = texts.len().div_ceil(a.batch_size) as f64;
         for (name, dt, _) in inceptionxml::profile::take() {
-            println!("  {name:<36} {:>8.3} ms per batch", dt.as_secs_f64() * 1e3 / batches);
+            println!(
+                "  {name:<36} {:>8.3} ms per batch",
+                dt.as_secs_f64() * 1e3 / batches
+            );
         }
     }
     Ok(())

@@ -101,11 +101,20 @@ impl Head {
         (self.out_weight.as_tensor(), self.out_bias.as_tensor())
     }
 
+    /// The classifier's input `dropout_ext(h_o + h_f)` `[B, D]`.
+    pub fn classifier_input(&self, h: &Tensor, train: bool) -> Result<Tensor> {
+        self.dropout
+            .apply(&self.features(h, train)?, self.dropout_ext, train)
+    }
+
+    /// The classifier's weight `[D, L]` and bias `[L]` variables.
+    pub fn classifier(&self) -> (&Var, &Var) {
+        (&self.out_weight, &self.out_bias)
+    }
+
     /// `h_f` `[B, D]` -> logits `[B, L]`.
     pub fn forward(&self, h: &Tensor, train: bool) -> Result<Tensor> {
-        let z = self
-            .dropout
-            .apply(&self.features(h, train)?, self.dropout_ext, train)?;
+        let z = self.classifier_input(h, train)?;
         Ok(z.matmul(self.out_weight.as_tensor())?
             .broadcast_add(self.out_bias.as_tensor())?)
     }

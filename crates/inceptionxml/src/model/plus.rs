@@ -167,10 +167,20 @@ impl PlusHeads {
         Ok((self.meta_hidden.forward(&x, train)? + self.residual(h)?)?)
     }
 
+    /// h_f `[B, D]` -> the meta classifier's input after its dropout `[B, hd]`.
+    pub fn meta_input(&self, h: &Tensor, train: bool) -> Result<Tensor> {
+        let hm = self.meta_features(h, train)?;
+        self.dropout.apply(&hm, self.cfg.dropout_meta, train)
+    }
+
+    /// The meta classifier's weight `[hd, C]` and bias `[C]` variables.
+    pub fn meta_vars(&self) -> (&Var, &Var) {
+        (&self.meta_weight, &self.meta_bias)
+    }
+
     /// h_f `[B, D]` -> meta logits `[B, C]`.
     pub fn meta_logits(&self, h: &Tensor, train: bool) -> Result<Tensor> {
-        let hm = self.meta_features(h, train)?;
-        let hm = self.dropout.apply(&hm, self.cfg.dropout_meta, train)?;
+        let hm = self.meta_input(h, train)?;
         Ok(hm
             .matmul(self.meta_weight.as_tensor())?
             .broadcast_add(self.meta_bias.as_tensor())?)

@@ -33,7 +33,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::ops::dropout::{mask_into, mask_range};
-use crate::ops::mm::{mm, par_for, Out, View};
+use crate::ops::mm::{mm, mm_split_k, par_for, Out, View};
 use crate::ops::vmath::{self, BnBack};
 use crate::profile::span;
 
@@ -583,16 +583,12 @@ impl Workspace {
         let dz3 = &self.dz3[..];
         // Final convolution's weight: windowsᵀ · dz3.
         g.fin = vec![0f32; K * 3 * f * f];
-        mm(
+        mm_split_k(
             &mut g.fin,
-            Out::rm(0, f),
             View::rm(&self.h, 0, b * w2, K * 3 * f)
                 .rs(STRIDE * 3 * f)
                 .t(),
             View::rm(dz3, 3 * f, b * w2, f),
-            1.0,
-            false,
-            par_for(K * 3 * f, f, b * w2),
         )?;
         // Its input gradient: block j (4 rows) of H gets Σ_q dz3[j − q] · W_qᵀ.
         let dh = grow(&mut self.dh, b * wp * 3 * f);
@@ -641,16 +637,12 @@ impl Workspace {
         // Branch weights: windowsᵀ · dz2 (column block j).
         for (j, &(k, o)) in BRANCHES.iter().enumerate() {
             let mut w = vec![0f32; k * f * f];
-            mm(
+            mm_split_k(
                 &mut w,
-                Out::rm(0, f),
                 View::rm(&self.ppad, o * f, b * wp, k * f)
                     .rs(STRIDE * f)
                     .t(),
                 View::rm(dz2, j * f, b * wp, f).rs(3 * f),
-                1.0,
-                false,
-                par_for(k * f, f, b * wp),
             )?;
             g.conv[j] = w;
         }

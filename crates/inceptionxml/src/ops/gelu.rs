@@ -29,7 +29,12 @@ impl CustomOp1 for Gelu {
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &GeluGrad)?))
     }
 }
@@ -76,16 +81,33 @@ mod tests {
     /// Forward and gradient against candle's `gelu_erf` (itself differentiated by autograd).
     #[test]
     fn matches_candle_gelu_erf() {
-        let v: Vec<f32> = (0..20_001).map(|i| (i as f32 - 10_000.0) / 1_000.0).collect();
+        let v: Vec<f32> = (0..20_001)
+            .map(|i| (i as f32 - 10_000.0) / 1_000.0)
+            .collect();
         let x = Var::from_vec(v, (3, 6667), &Device::Cpu).unwrap();
         let w = Tensor::rand(-1f32, 1.0, (3, 6667), &Device::Cpu).unwrap();
-        let (a, b) = (gelu(x.as_tensor()).unwrap(), x.as_tensor().gelu_erf().unwrap());
+        let (a, b) = (
+            gelu(x.as_tensor()).unwrap(),
+            x.as_tensor().gelu_erf().unwrap(),
+        );
         let diff = |p: &Tensor, q: &Tensor| -> f32 {
-            (p - q).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+            (p - q)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap()
         };
         assert!(diff(&a, &b) < 2e-6);
         let ga = (&a * &w).unwrap().sum_all().unwrap().backward().unwrap();
         let gb = (&b * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        assert!(diff(ga.get(x.as_tensor()).unwrap(), gb.get(x.as_tensor()).unwrap()) < 1e-5);
+        assert!(
+            diff(
+                ga.get(x.as_tensor()).unwrap(),
+                gb.get(x.as_tensor()).unwrap()
+            ) < 1e-5
+        );
     }
 }

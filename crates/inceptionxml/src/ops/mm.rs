@@ -3,6 +3,7 @@
 //! overlapping windows (im2col without the copy) are views, not copies.
 
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -155,6 +156,60 @@ pub fn mm(
     Ok(())
 }
 
+/// `dst = a·b` for a long reduction (`a.cols` = `b.rows` large, the product small, as in a weight
+/// gradient `Xᵀ·G` over a batch): the reduction is cut into a fixed number of slices computed in
+/// parallel and their partial products added in slice order, so the result does not depend on
+/// the thread count or on scheduling. `dst` is row-major `a.rows × b.cols`.
+pub fn mm_split_k(dst: &mut [f32], a: View, b: View) -> Result<()> {
+    const SLICES: usize = 8;
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    if dst.len() != m * n || k != b.rows {
+        return Err(Error::Shape(format!(
+            "mm_split_k: {}×{} times {}×{} into {} values",
+            a.rows,
+            a.cols,
+            b.rows,
+            b.cols,
+            dst.len()
+        )));
+    }
+    let step = k.div_ceil(SLICES).max(1);
+    let parts: Vec<Vec<f32>> = (0..k.div_ceil(step))
+        .into_par_iter()
+        .map(|i| -> Result<Vec<f32>> {
+            let (k0, kn) = (i * step, step.min(k - i * step));
+            let mut part = vec![0f32; m * n];
+            let av = View {
+                off: a.off + k0 * a.cs,
+                cols: kn,
+                ..a
+            };
+            let bv = View {
+                off: b.off + k0 * b.rs,
+                rows: kn,
+                ..b
+            };
+            mm(
+                &mut part,
+                Out::rm(0, n),
+                av,
+                bv,
+                1.0,
+                false,
+                Parallelism::None,
+            )?;
+            Ok(part)
+        })
+        .collect::<Result<_>>()?;
+    dst.fill(0.0);
+    for p in &parts {
+        for (o, v) in dst.iter_mut().zip(p) {
+            *o += v;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +266,23 @@ mod tests {
                 assert!((dt[j * 5 + i] - want[i * 7 + j]).abs() < 1e-4);
             }
         }
+    }
+
+    #[test]
+    fn split_reduction_matches_one_product() {
+        let data: Vec<f32> = (0..4000)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0)
+            .collect();
+        // aᵀ of a 301×5 block with row stride 7: a long reduction of 301.
+        let a = View::rm(&data, 2, 301, 5).rs(7).t();
+        let b = View::rm(&data, 1000, 301, 3);
+        let want = naive(a, b);
+        let mut got = vec![9f32; 15];
+        mm_split_k(&mut got, a, b).unwrap();
+        for (x, y) in got.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-3, "{x} vs {y}");
+        }
+        assert!(mm_split_k(&mut got[..14], a, b).is_err());
     }
 
     #[test]

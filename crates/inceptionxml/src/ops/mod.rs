@@ -15,6 +15,7 @@ pub mod encoder;
 pub mod gelu;
 pub mod gelu_bn;
 pub mod im2col;
+pub mod linear_bce;
 pub mod mm;
 pub mod simd;
 pub(crate) mod storage;

@@ -257,7 +257,6 @@ fn bce_grad_row_body(x: &[f32], y: &[f32], m: Option<&[f32]>, scale: f32, out: &
     }
 }
 
-
 #[inline(always)]
 fn gelu_row_body(z: &[f32], out: &mut [f32]) {
     let n = z.len();

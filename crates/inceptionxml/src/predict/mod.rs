@@ -33,11 +33,11 @@ pub use int8::{FastIndex, MetaIndex};
 
 use crate::config::ScoreMode;
 use crate::error::{Error, Result};
-use crate::profile::span;
 use crate::model::plus::PlusHeads;
 use crate::model::InceptionXml;
 use crate::model_dir::{self, ModelDirConfig};
 use crate::ops::stable_sigmoid;
+use crate::profile::span;
 
 /// One ranked row: `(label, score)`, scores descending.
 pub type Row = Vec<(u32, f32)>;

@@ -18,6 +18,8 @@ use super::batches::Batch;
 use crate::error::{Error, Result};
 use crate::model::fused::FusedTape;
 use crate::model::InceptionXml;
+use crate::ops::linear_bce::linear_bce;
+use crate::ops::storage::with_host_f32;
 use crate::ops::{
     bce_with_logits, bce_with_logits_masked, candidate_logits, stable_sigmoid, CandidatePlan,
 };
@@ -60,6 +62,89 @@ pub const PLAIN_LOSS: &str = "loss (B×L BCE)";
 fn lookup(model: &InceptionXml, batch: &Batch) -> Result<Tensor> {
     let _s = span(STEP[0]);
     model.embed(&batch.ids)
+}
+
+/// A classifier `x·W + b` and its mean BCE against `targets`, as part of a step's graph: on the
+/// CPU by the fused op ([`linear_bce`]), whose input gradient enters candle's backward through
+/// `term` = `(x · dx).sum()` and whose weight gradients are inserted after it; elsewhere composed
+/// candle ops, `term` being the loss itself.
+struct Classified {
+    /// The scalar whose backward carries this classifier's gradients into the graph.
+    term: Tensor,
+    /// The fused op's mean loss, host logits and weight gradients.
+    fused: Option<FusedClassifier>,
+    /// The logits of the composed path.
+    logits: Option<Tensor>,
+}
+
+struct FusedClassifier {
+    loss: f32,
+    logits: Vec<f32>,
+    w: (Var, Tensor),
+    b: (Var, Tensor),
+}
+
+impl Classified {
+    fn new(x: &Tensor, w: &Var, b: &Var, targets: &Tensor, fused: bool) -> Result<Self> {
+        if !fused {
+            let logits = x.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?;
+            let term = bce_with_logits(&logits, targets)?;
+            return Ok(Classified {
+                term,
+                fused: None,
+                logits: Some(logits),
+            });
+        }
+        let (n, d) = x.dims2()?;
+        let c = w.dim(1)?;
+        let xs = x.contiguous()?;
+        let lb = with_host_f32(&xs, |xv| {
+            with_host_f32(w.as_tensor(), |wv| {
+                with_host_f32(b.as_tensor(), |bv| {
+                    with_host_f32(targets, |yv| linear_bce(xv, wv, bv, yv, (n, d, c)))
+                })
+            })
+        })????;
+        let lb = lb?;
+        let dev = x.device();
+        let dx = Tensor::from_vec(lb.dx, (n, d), dev)?;
+        let term = (x * dx)?.sum_all()?;
+        Ok(Classified {
+            term,
+            fused: Some(FusedClassifier {
+                loss: lb.loss,
+                logits: lb.logits,
+                w: (w.clone(), Tensor::from_vec(lb.dw, (d, c), dev)?),
+                b: (b.clone(), Tensor::from_vec(lb.db, c, dev)?),
+            }),
+            logits: None,
+        })
+    }
+
+    /// The classifier's weight gradients, after the backward of `term`.
+    fn insert_grads(&self, grads: &mut GradStore) {
+        if let Some(f) = &self.fused {
+            grads.insert(f.w.0.as_tensor(), f.w.1.clone());
+            grads.insert(f.b.0.as_tensor(), f.b.1.clone());
+        }
+    }
+
+    /// The mean loss.
+    fn loss(&self) -> Result<f32> {
+        match &self.fused {
+            Some(f) => Ok(f.loss),
+            None => Ok(self.term.to_scalar::<f32>()?),
+        }
+    }
+
+    /// The logits, row-major on the host.
+    fn logits_host(&self) -> Result<Vec<f32>> {
+        match (&self.fused, &self.logits) {
+            (Some(f), _) => Ok(f.logits.clone()),
+            (None, Some(t)) => Ok(t.detach().flatten_all()?.to_vec1()?),
+            (None, None) => Err(Error::Shape("classifier without logits".into())),
+        }
+    }
 }
 
 /// The encoder's forward in a training step, by the fused CPU op or by candle's autograd.
@@ -148,18 +233,21 @@ pub fn train_step_plain(
     let x = lookup(model, batch)?;
     let enc = Encoded::forward(model, x, &batch.ids_host)?;
     let sp = span(STEP[2]);
-    let logits = model.head(enc.h(), true)?;
+    let head = model.full_head()?;
+    let z = head.classifier_input(enc.h(), true)?;
     let s2 = span(PLAIN_LOSS);
-    let loss = bce_with_logits(&logits, &batch.targets)?;
+    let (w, b) = head.classifier();
+    let cls = Classified::new(&z, w, b, &batch.targets, model.uses_fused_encoder())?;
     drop(s2);
     drop(sp);
     let sp = span(STEP[3]);
-    let mut grads = loss.backward()?;
+    let mut grads = cls.term.backward()?;
+    cls.insert_grads(&mut grads);
     drop(sp);
     let x = enc.backward(model, &mut grads)?;
     let _sp = span(STEP[5]);
     opt.step(model, &grads, &x, &batch.ids_host, None, lr, beta1)?;
-    Ok(loss.to_scalar::<f32>()?)
+    cls.loss()
 }
 
 /// One optimiser step of InceptionXML+ on `batch` (whose targets are cluster targets): meta BCE
@@ -187,14 +275,15 @@ pub fn train_step_plus(
     let sp = span(STEP[2]);
     let h = enc.h();
     let s2 = span(PLUS[0]);
-    let meta = plus.meta_logits(h, true)?;
+    let hm = plus.meta_input(h, true)?;
     drop(s2);
     let s2 = span(PLUS[1]);
-    let meta_loss = bce_with_logits(&meta, &batch.targets)?;
+    let (w, b) = plus.meta_vars();
+    let meta = Classified::new(&hm, w, b, &batch.targets, model.uses_fused_encoder())?;
     drop(s2);
     let s2 = span(PLUS[2]);
     let scores: Vec<f32> = {
-        let mut v: Vec<f32> = meta.detach().flatten_all()?.to_vec1()?;
+        let mut v = meta.logits_host()?;
         v.par_iter_mut().for_each(|s| *s = stable_sigmoid(*s));
         v
     };
@@ -213,10 +302,11 @@ pub fn train_step_plus(
     let y = Tensor::from_vec(sl.targets, shape, &dev)?;
     let m = Tensor::from_vec(sl.mask, shape, &dev)?;
     let ext_loss = bce_with_logits_masked(&logits, &y, &m)?;
-    let loss = (&meta_loss + &ext_loss)?;
+    let loss = (&meta.term + &ext_loss)?;
     drop(sp);
     let sp = span(STEP[3]);
     let mut grads = loss.backward()?;
+    meta.insert_grads(&mut grads);
     drop(sp);
     let x = enc.backward(model, &mut grads)?;
     let sp = span(STEP[5]);
@@ -234,7 +324,7 @@ pub fn train_step_plus(
         candidates: plan.n_candidates(),
         touched_rows: touched,
     };
-    Ok((loss.to_scalar::<f32>()?, stats))
+    Ok((meta.loss()? + ext_loss.to_scalar::<f32>()?, stats))
 }
 
 #[cfg(test)]
