@@ -71,6 +71,26 @@ pub fn gelu(z: f32) -> f32 {
     z * normal_cdf_pdf(z).0
 }
 
+/// A row kernel dispatched at run time: the AVX2 + FMA compilation of `$body` where the CPU
+/// has them, the baseline one otherwise.
+macro_rules! simd_fn {
+    ($(#[$m:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:ident;) => {
+        $(#[$m])*
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2_fma() {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                // SAFETY: the CPU supports AVX2 and FMA (checked above).
+                return unsafe { wide($($arg),*) };
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
 #[inline(always)]
 fn gelu_grad_row_body(
     z: &[f32],
@@ -275,46 +295,69 @@ fn gelu_bwd_row_body(z: &[f32], g: &[f32], out: &mut [f32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod wide {
-    use super::*;
+simd_fn! {
+    /// `out = GELU(z)`.
+    pub fn gelu_row(z: &[f32], out: &mut [f32]) = gelu_row_body;
+}
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn gelu_grad_row(
+simd_fn! {
+    /// `out = g·GELU'(z)`.
+    pub fn gelu_bwd_row(z: &[f32], g: &[f32], out: &mut [f32]) = gelu_bwd_row_body;
+}
+
+simd_fn! {
+    /// `Σ ℓ(x, y)·m` over a row of logits `x`, targets `y` and optional weights `m`.
+    pub fn bce_sum_row(x: &[f32], y: &[f32], m: Option<&[f32]>) -> f64 = bce_sum_row_body;
+}
+
+simd_fn! {
+    /// `out = (σ(x) − y)·m·scale`.
+    pub fn bce_grad_row(
+        x: &[f32],
+        y: &[f32],
+        m: Option<&[f32]>,
+        scale: f32,
+        out: &mut [f32],
+    ) = bce_grad_row_body;
+}
+
+simd_fn! {
+    /// `act = GELU(z + bias)`, `dact = GELU'(z + bias)`; `s1 += act`, `s2 += act²`.
+    pub fn gelu_grad_row(
         z: &[f32],
         bias: &[f32],
         act: &mut [f32],
         dact: &mut [f32],
         s1: &mut [f32],
         s2: &mut [f32],
-    ) {
-        gelu_grad_row_body(z, bias, act, dact, s1, s2)
-    }
+    ) = gelu_grad_row_body;
+}
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn gelu_affine_row(
+simd_fn! {
+    /// `out = GELU(z + bias)·scale + shift`.
+    pub fn gelu_affine_row(
         z: &[f32],
         bias: &[f32],
         scale: &[f32],
         shift: &[f32],
         out: &mut [f32],
-    ) {
-        gelu_affine_row_body(z, bias, scale, shift, out)
-    }
+    ) = gelu_affine_row_body;
+}
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn affine_mask_row(
+simd_fn! {
+    /// `out = (a·scale + shift)·mask`.
+    pub fn affine_mask_row(
         a: &[f32],
         scale: &[f32],
         shift: &[f32],
         mask: &[f32],
         out: &mut [f32],
-    ) {
-        affine_mask_row_body(a, scale, shift, mask, out)
-    }
+    ) = affine_mask_row_body;
+}
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn bn_sums_row(
+simd_fn! {
+    /// With `g = dy·mask`: `t1 += g·(act − mean)·inv`, `t2 += g`.
+    pub fn bn_sums_row(
         dy: &[f32],
         mask: &[f32],
         act: &[f32],
@@ -322,12 +365,12 @@ mod wide {
         inv: &[f32],
         t1: &mut [f32],
         t2: &mut [f32],
-    ) {
-        bn_sums_row_body(dy, mask, act, mean, inv, t1, t2)
-    }
+    ) = bn_sums_row_body;
+}
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn bn_grad_row(
+simd_fn! {
+    /// `out = k1·(dy·mask − m_dy − x̂·m_dyx)·dact` with `x̂ = (act − mean)·inv`; `zsum += out`.
+    pub fn bn_grad_row(
         dy: &[f32],
         mask: &[f32],
         act: &[f32],
@@ -335,148 +378,7 @@ mod wide {
         c: &BnBack,
         out: &mut [f32],
         zsum: &mut [f32],
-    ) {
-        bn_grad_row_body(dy, mask, act, dact, c, out, zsum)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn gelu_row(z: &[f32], out: &mut [f32]) {
-        gelu_row_body(z, out)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn gelu_bwd_row(z: &[f32], g: &[f32], out: &mut [f32]) {
-        gelu_bwd_row_body(z, g, out)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn bce_sum_row(x: &[f32], y: &[f32], m: Option<&[f32]>) -> f64 {
-        bce_sum_row_body(x, y, m)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn bce_grad_row(
-        x: &[f32],
-        y: &[f32],
-        m: Option<&[f32]>,
-        scale: f32,
-        out: &mut [f32],
-    ) {
-        bce_grad_row_body(x, y, m, scale, out)
-    }
-}
-
-/// `out = GELU(z)`.
-pub fn gelu_row(z: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        return unsafe { wide::gelu_row(z, out) };
-    }
-    gelu_row_body(z, out)
-}
-
-/// `out = g·GELU'(z)`.
-pub fn gelu_bwd_row(z: &[f32], g: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        return unsafe { wide::gelu_bwd_row(z, g, out) };
-    }
-    gelu_bwd_row_body(z, g, out)
-}
-
-/// `Σ ℓ(x, y)·m` over a row of logits `x`, targets `y` and optional weights `m`.
-pub fn bce_sum_row(x: &[f32], y: &[f32], m: Option<&[f32]>) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        return unsafe { wide::bce_sum_row(x, y, m) };
-    }
-    bce_sum_row_body(x, y, m)
-}
-
-/// `out = (σ(x) − y)·m·scale`.
-pub fn bce_grad_row(x: &[f32], y: &[f32], m: Option<&[f32]>, scale: f32, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        return unsafe { wide::bce_grad_row(x, y, m, scale, out) };
-    }
-    bce_grad_row_body(x, y, m, scale, out)
-}
-
-/// `act = GELU(z + bias)`, `dact = GELU'(z + bias)`; `s1 += act`, `s2 += act²`.
-pub fn gelu_grad_row(
-    z: &[f32],
-    bias: &[f32],
-    act: &mut [f32],
-    dact: &mut [f32],
-    s1: &mut [f32],
-    s2: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        return unsafe { wide::gelu_grad_row(z, bias, act, dact, s1, s2) };
-    }
-    gelu_grad_row_body(z, bias, act, dact, s1, s2)
-}
-
-/// `out = GELU(z + bias)·scale + shift`.
-pub fn gelu_affine_row(z: &[f32], bias: &[f32], scale: &[f32], shift: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        return unsafe { wide::gelu_affine_row(z, bias, scale, shift, out) };
-    }
-    gelu_affine_row_body(z, bias, scale, shift, out)
-}
-
-/// `out = (a·scale + shift)·mask`.
-pub fn affine_mask_row(a: &[f32], scale: &[f32], shift: &[f32], mask: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        return unsafe { wide::affine_mask_row(a, scale, shift, mask, out) };
-    }
-    affine_mask_row_body(a, scale, shift, mask, out)
-}
-
-/// With `g = dy·mask`: `t1 += g·(act − mean)·inv`, `t2 += g`.
-pub fn bn_sums_row(
-    dy: &[f32],
-    mask: &[f32],
-    act: &[f32],
-    mean: &[f32],
-    inv: &[f32],
-    t1: &mut [f32],
-    t2: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        return unsafe { wide::bn_sums_row(dy, mask, act, mean, inv, t1, t2) };
-    }
-    bn_sums_row_body(dy, mask, act, mean, inv, t1, t2)
-}
-
-/// `out = k1·(dy·mask − m_dy − x̂·m_dyx)·dact` with `x̂ = (act − mean)·inv`; `zsum += out`.
-pub fn bn_grad_row(
-    dy: &[f32],
-    mask: &[f32],
-    act: &[f32],
-    dact: &[f32],
-    c: &BnBack,
-    out: &mut [f32],
-    zsum: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        return unsafe { wide::bn_grad_row(dy, mask, act, dact, c, out, zsum) };
-    }
-    bn_grad_row_body(dy, mask, act, dact, c, out, zsum)
+    ) = bn_grad_row_body;
 }
 
 #[cfg(test)]
