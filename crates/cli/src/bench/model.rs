@@ -251,12 +251,26 @@ fn bench_train_with(a: TrainBench, profile: bool) -> anyhow::Result<()> {
             mcfg.embed_dim,
             mcfg.filters,
         )?;
+        // Words per text (up to the last non-padding id) over the training rows.
+        let s_len = mcfg.seq_len.max(1);
+        let words = s
+            .train_ids
+            .chunks(s_len)
+            .map(|t| t.iter().rposition(|&i| i != 0).map_or(0, |i| i + 1))
+            .sum::<usize>() as f64
+            / (s.train_ids.len() / s_len).max(1) as f64;
+        println!("profile: {words:.2} words per text (padding rows are skipped)");
+        if a.encoder == EncoderPath::Composed {
+            println!(
+                "profile: composed encoder: its backward runs inside \"heads backward\" (one candle backward)"
+            );
+        }
         print_profile(
             &inceptionxml::profile::take(),
             times.len(),
             mean_step,
             loader_wait,
-            &dims,
+            &dims.macs(words),
             gemm_peak(&device)?,
         );
     }
@@ -293,11 +307,10 @@ fn print_profile(
     steps: usize,
     mean_step: f64,
     loader_wait: f64,
-    dims: &inceptionxml::ops::encoder::Dims,
+    macs: &[(&'static str, f64)],
     peak: f64,
 ) {
     let steps = steps.max(1) as f64;
-    let macs = dims.macs();
     println!(
         "profile: mean step {:.1} ms over {} steps; GEMM peak here {:.0} GFLOP/s (best 1024³ f32 product)",
         mean_step * 1e3,

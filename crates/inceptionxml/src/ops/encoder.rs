@@ -115,30 +115,32 @@ impl Dims {
     }
 
     /// Multiply–adds per batch of each stage named in [`FWD`] / [`BWD`] (products only, as
-    /// computed, padding windows included), for the profile's FLOP rates.
-    pub fn macs(&self) -> Vec<(&'static str, f64)> {
+    /// computed: padding windows included, padding word rows skipped), for texts of `words`
+    /// words on average (at most S), for the profile's FLOP rates.
+    pub fn macs(&self, words: f64) -> Vec<(&'static str, f64)> {
         let (b, s, d, f) = (self.b as f64, self.s as f64, self.d as f64, self.f as f64);
+        let n = words.clamp(0.0, s);
         let (wp, w2) = (self.wp as f64, self.w2 as f64);
         let s2 = s * s;
         let branches = 28.0 * f * f * wp * b;
         let fin = 48.0 * f * f * w2 * b;
         vec![
-            // A, N: S²d; X W2ᵀ: d²S; AW1, RN, (RN)R: 3S³; W_p M: F·S²; projection: F·S·d.
+            // A, N: n²d; X W2ᵀ: d²n; AW1, RN, (RN)R: 3S³; W_p M: F·S²; projection: F·n·d.
             (
                 FWD[1],
-                b * (2.0 * s2 * d + d * d * s + 3.0 * s2 * s + f * s2 + f * s * d),
+                b * (2.0 * n * n * d + d * d * n + 3.0 * s2 * s + f * s2 + f * n * d),
             ),
             (FWD[3], branches),
             (FWD[5], fin),
             (BWD[1], 2.0 * fin),
             (BWD[3], branches),
             (BWD[4], branches),
-            // dT, dX(T): 2F·S·d; dWp, dM: 2F·S²; 6 S×S×S products; dY, dX(N), dX(A): 3S²d.
+            // dT, dX(T): 2F·n·d; dWp, dM: 2F·S²; 6 S×S×S products; dY, dX(N), dX(A): 3n²d.
             (
                 BWD[6],
-                b * (2.0 * f * s * d + 2.0 * f * s2 + 6.0 * s2 * s + 3.0 * s2 * d),
+                b * (2.0 * f * n * d + 2.0 * f * s2 + 6.0 * s2 * s + 3.0 * n * n * d),
             ),
-            (BWD[7], b * 2.0 * d * d * s),
+            (BWD[7], b * 2.0 * d * d * n),
         ]
     }
 

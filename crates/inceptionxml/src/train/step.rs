@@ -295,13 +295,14 @@ pub fn train_step_plus(
     let hin = if detach { h.detach() } else { h.clone() };
     let g = plus.extreme_features(&hin, true)?;
     drop(s2);
-    let _s2 = span(PLUS[4]);
+    let s2 = span(PLUS[4]);
     let (logits, table_grad) = candidate_logits(&g, plus.table.as_tensor(), plan.clone())?;
     let dev = logits.device().clone();
     let shape = (sl.rows, sl.width);
     let y = Tensor::from_vec(sl.targets, shape, &dev)?;
     let m = Tensor::from_vec(sl.mask, shape, &dev)?;
     let ext_loss = bce_with_logits_masked(&logits, &y, &m)?;
+    drop(s2);
     let loss = (&meta.term + &ext_loss)?;
     drop(sp);
     let sp = span(STEP[3]);
