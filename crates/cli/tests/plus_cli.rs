@@ -99,6 +99,13 @@ fn plus_trains_resumes_predicts_and_ensembles() {
         "extreme"
     };
     assert_eq!(cfg["model"]["plus"]["score"], best);
+    // The last epoch reports the ranking the model was saved with, and its metrics.
+    assert_eq!(lines[1]["score"], best);
+    let reported = lines[1]["metrics"]["P@1"].as_f64().unwrap();
+    assert!(
+        (reported - by[best].as_f64().unwrap()).abs() < 1e-9,
+        "{reported} vs {by}"
+    );
 
     // An ensemble of a model with itself ranks exactly like the model.
     let single = dir.path().join("single.txt");

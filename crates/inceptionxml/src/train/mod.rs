@@ -311,7 +311,7 @@ type EpochEval = (
 
 /// Evaluates the model on the test split. After the last epoch of an InceptionXML+ run both
 /// rankings are scored and the better one becomes the model's default (saved in
-/// `config.json`); the metrics returned are those of the configured ranking.
+/// `config.json`); the metrics returned are those of the ranking the model is saved with.
 fn evaluate_epoch(s: &mut Setup, test: &EvalSet, last: bool, dir: &Path) -> Result<EpochEval> {
     let mut p1_by_score = Map::new();
     let Some(score) = s.config.model.plus.as_ref().map(|p| p.score) else {
@@ -325,13 +325,15 @@ fn evaluate_epoch(s: &mut Setup, test: &EvalSet, last: bool, dir: &Path) -> Resu
             ScoreMode::Extreme => ScoreMode::Combined,
             ScoreMode::Combined => ScoreMode::Extreme,
         };
-        let (m2, _) = test.evaluate(&s.model, other)?;
+        let (m2, extra2) = test.evaluate(&s.model, other)?;
         p1_by_score.insert(other.to_string(), json!(m2.p[0] * 100.0));
         if m2.p[0] > m.p[0] {
             if let Some(p) = s.config.model.plus.as_mut() {
                 p.score = other;
             }
             model_dir::write_config(dir, &s.config)?;
+            // Report the ranking the saved model will use.
+            return Ok((Some(m2), extra2, p1_by_score));
         }
     }
     Ok((Some(m), extra, p1_by_score))
