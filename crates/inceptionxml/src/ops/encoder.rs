@@ -144,6 +144,34 @@ impl Dims {
         ]
     }
 
+    /// `(b, s, d, f, l1, l2, wp, rp, w2)`.
+    fn all(
+        &self,
+    ) -> (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+    ) {
+        let Dims {
+            b,
+            s,
+            d,
+            f,
+            l1,
+            l2,
+            wp,
+            rp,
+            w2,
+        } = *self;
+        (b, s, d, f, l1, l2, wp, rp, w2)
+    }
+
     /// Width of the encoder output `F·L2`.
     pub fn out_dim(&self) -> usize {
         self.f * self.l2
@@ -310,17 +338,7 @@ impl Workspace {
         dropouts: Dropouts,
         train: bool,
     ) -> Result<Vec<f32>> {
-        let Dims {
-            b,
-            s,
-            d,
-            f,
-            l1,
-            l2,
-            wp,
-            rp,
-            w2,
-        } = dims;
+        let (b, s, d, f, l1, l2, wp, rp, w2) = dims.all();
         if x0.len() != b * s * d {
             return Err(Error::Shape(format!(
                 "fused encoder: input of {} values for {b}×{s}×{d}",
@@ -531,17 +549,7 @@ impl Workspace {
                 ))
             }
         };
-        let Dims {
-            b,
-            s,
-            d,
-            f,
-            l1,
-            l2,
-            wp,
-            rp,
-            w2,
-        } = dims;
+        let (b, s, d, f, l1, l2, wp, rp, w2) = dims.all();
         if dh_out.len() != b * f * l2 {
             return Err(Error::Shape(format!(
                 "fused encoder: output gradient of {} values for {b}×{}",
