@@ -34,6 +34,37 @@ pub struct LinearBce {
     pub db: Vec<f32>,
 }
 
+/// `x·W + b` for `x` `[b, d]`, `w` `[d, c]`, `bias` `[c]` (row-major host slices): the bias
+/// written first and the product accumulated onto it, one pass over the `[b, c]` result.
+pub fn linear(
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    (b, d, c): (usize, usize, usize),
+) -> Result<Vec<f32>> {
+    if x.len() != b * d || w.len() != d * c || bias.len() != c {
+        return Err(Error::Shape(format!(
+            "linear: x {} w {} b {} for [{b}, {d}] × [{d}, {c}]",
+            x.len(),
+            w.len(),
+            bias.len()
+        )));
+    }
+    let mut out = vec![0f32; b * c];
+    out.par_chunks_mut(c.max(1))
+        .for_each(|row| row.copy_from_slice(bias));
+    mm(
+        &mut out,
+        Out::rm(0, c),
+        View::rm(x, 0, b, d),
+        View::rm(w, 0, d, c),
+        1.0,
+        true,
+        par_for(b, c, d),
+    )?;
+    Ok(out)
+}
+
 /// Forward and backward of `mean BCE(x·W + b, y)` for `x` `[b, d]`, `w` `[d, c]`, `bias` `[c]`,
 /// targets `y` `[b, c]` (all row-major host slices).
 pub fn linear_bce(
@@ -52,20 +83,7 @@ pub fn linear_bce(
             y.len()
         )));
     }
-    let mut logits = vec![0f32; b * c];
-    // logits = b (broadcast) + x·W
-    logits
-        .par_chunks_mut(c)
-        .for_each(|row| row.copy_from_slice(bias));
-    mm(
-        &mut logits,
-        Out::rm(0, c),
-        View::rm(x, 0, b, d),
-        View::rm(w, 0, d, c),
-        1.0,
-        true,
-        par_for(b, c, d),
-    )?;
+    let logits = linear(x, w, bias, (b, d, c))?;
     let sums: Vec<f64> = logits
         .par_chunks(c)
         .zip(y.par_chunks(c))

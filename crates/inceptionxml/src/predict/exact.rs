@@ -14,11 +14,25 @@ use crate::config::ScoreMode;
 use crate::error::Result;
 use crate::model::plus::PlusHeads;
 use crate::model::InceptionXml;
+use crate::ops::linear_bce::linear;
+use crate::ops::storage::with_host_f32;
 use crate::ops::{candidate_logits, stable_sigmoid, CandidatePlan};
 
-/// Top-k rows of a plain model for encoder features `h` `[B, D]`.
+/// Top-k rows of a plain model for encoder features `h` `[B, D]`. On the CPU the output layer
+/// is one host product written straight into the logits the top-k reads ([`linear`]).
 pub fn plain(model: &InceptionXml, h: &Tensor, k: usize) -> Result<Vec<Row>> {
-    top_k_rows(&model.head(h, false)?, k)
+    let head = model.full_head()?;
+    if !h.device().is_cpu() || h.dtype() != candle_core::DType::F32 {
+        return top_k_rows(&head.forward(h, false)?, k);
+    }
+    let z = head.classifier_input(h, false)?.contiguous()?;
+    let (w, b) = head.output_layer();
+    let (n, d) = z.dims2()?;
+    let l = w.dim(1)?;
+    let logits = with_host_f32(&z, |zv| {
+        with_host_f32(w, |wv| with_host_f32(b, |bv| linear(zv, wv, bv, (n, d, l))))
+    })????;
+    Ok(top_k_host(&logits, l, k))
 }
 
 /// Per row of a `[B, L]` logit tensor, the `k` best labels with their σ scores, descending.
@@ -28,15 +42,19 @@ pub fn top_k_rows(logits: &Tensor, k: usize) -> Result<Vec<Row>> {
         .to_dtype(candle_core::DType::F32)?
         .flatten_all()?
         .to_vec1()?;
-    Ok(flat
-        .par_chunks(l.max(1))
+    Ok(top_k_host(&flat, l, k))
+}
+
+/// The same on row-major host logits with rows of `l`.
+fn top_k_host(flat: &[f32], l: usize, k: usize) -> Vec<Row> {
+    flat.par_chunks(l.max(1))
         .map(|row| {
             xmc::predictions::top_k(row, k)
                 .into_iter()
                 .map(|(c, x)| (c, stable_sigmoid(x)))
                 .collect()
         })
-        .collect())
+        .collect()
 }
 
 /// Each row's top-K clusters from the meta head over all C clusters (one f32 GEMM, which
