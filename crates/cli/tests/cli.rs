@@ -8,6 +8,26 @@ use std::process::{Command, Stdio};
 mod common;
 use common::*;
 
+/// `predict --texts -` on `model`, its standard streams piped.
+fn interactive_predict(model: &Path, top_k: &str) -> std::process::Child {
+    let args = [
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--texts",
+        "-",
+        "--top-k",
+        top_k,
+    ];
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn tiny_train(model: &Path, extra: &[&str]) -> String {
     train_tiny(model, "600", extra)
 }
@@ -110,20 +130,7 @@ fn train_predict_evaluate_round_trip() {
     }
 
     // Interactive: one answer per line, flushed before the next line is sent.
-    let mut child = Command::new(BIN)
-        .args([
-            "predict",
-            "--model",
-            model.to_str().unwrap(),
-            "--texts",
-            "-",
-            "--top-k",
-            "3",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = interactive_predict(&model, "3");
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     for q in ["how to boil an egg", "sourdough starter smells"] {
@@ -469,21 +476,7 @@ fn os_errors_are_printed_once() {
     assert!(err.contains("/nonexistent/texts.txt"), "{err}");
 
     // Interactive prediction answers a line that is not UTF-8 with an error and goes on.
-    let mut child = Command::new(BIN)
-        .args([
-            "predict",
-            "--model",
-            model.to_str().unwrap(),
-            "--texts",
-            "-",
-            "--top-k",
-            "2",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = interactive_predict(&model, "2");
     child
         .stdin
         .take()
@@ -513,22 +506,12 @@ fn an_empty_test_split_skips_evaluation() {
     std::fs::write(data.join("tst_X.txt"), "").unwrap();
     std::fs::write(data.join("tst_X_Y.txt"), "0 736\n").unwrap();
     let model = dir.path().join("m");
-    let o = run(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-        "--dim",
-        "64",
-        "--max-train",
-        "300",
-        "--epochs",
-        "2",
-        "--eval-every",
-        "0",
-        "--quiet",
-    ]);
+    let args = tiny_train_args(
+        &data,
+        &model,
+        &["--max-train", "300", "--epochs", "2", "--eval-every", "0"],
+    );
+    let o = run(&strs(&args));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("warning: the test split is empty"));
     assert_eq!(metrics_lines(&model).len(), 2);
