@@ -45,8 +45,8 @@ pub struct TrainBench {
     /// With --plus: hidden width hd of the heads [default: 480].
     #[arg(long, requires = "plus")]
     pub hidden_dim: Option<usize>,
-    /// The encoder's implementation on the CPU: the fused op, or candle's composed ops (the
-    /// reference, and the path other devices take).
+    /// The implementation of the encoder and the classifier + BCE on the CPU: the fused ops, or
+    /// candle's composed ops (the reference, and the path other devices take).
     #[arg(long, value_enum, default_value_t = EncoderPath::Fused)]
     pub encoder: EncoderPath,
 }
@@ -252,17 +252,12 @@ fn bench_train_with(a: TrainBench, profile: bool) -> anyhow::Result<()> {
             mcfg.filters,
         )?;
         // Words per text (up to the last non-padding id) over the training rows.
-        let s_len = mcfg.seq_len.max(1);
-        let words = s
-            .train_ids
-            .chunks(s_len)
-            .map(|t| t.iter().rposition(|&i| i != 0).map_or(0, |i| i + 1))
-            .sum::<usize>() as f64
-            / (s.train_ids.len() / s_len).max(1) as f64;
+        let lens = inceptionxml::model::fused::text_lengths(&s.train_ids, mcfg.seq_len);
+        let words = lens.iter().sum::<usize>() as f64 / lens.len().max(1) as f64;
         println!("profile: {words:.2} words per text (padding rows are skipped)");
         if a.encoder == EncoderPath::Composed {
             println!(
-                "profile: composed encoder: its backward runs inside \"heads backward\" (one candle backward)"
+                "profile: composed ops: the encoder's backward runs inside \"heads backward\" (one candle backward)"
             );
         }
         print_profile(

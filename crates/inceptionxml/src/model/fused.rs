@@ -4,9 +4,9 @@
 //! statistics, and turning the op's gradients back into gradients of the model's variables
 //! (through the spectral norm's backward) in a candle `GradStore`.
 
-use candle_core::backprop::GradStore;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 
 use super::batch_norm::BatchNorm;
@@ -14,7 +14,19 @@ use super::inception::Conv1d;
 use super::spectral_norm::SpectralNorm;
 use super::InceptionXml;
 use crate::error::{Error, Result};
-use crate::ops::encoder::{BnParams, Dims, Dropouts, Params};
+use crate::ops::encoder::{BnParams, Dims, Dropouts, Params, Workspace};
+
+/// Words per text of `ids` (rows of `s` ids): the positions up to its last non-padding id;
+/// the padding after it is skipped by the fused encoder and gets no gradient.
+pub fn text_lengths(ids: &[u32], s: usize) -> Vec<usize> {
+    ids.chunks(s.max(1))
+        .map(|t| {
+            t.iter()
+                .rposition(|&i| i != crate::optim::PAD_ROW)
+                .map_or(0, |i| i + 1)
+        })
+        .collect()
+}
 
 /// A spectral norm's `(u, v, σ)` at one step.
 type SnState = (Vec<f32>, Vec<f32>, f32);
@@ -45,16 +57,22 @@ fn bn_params(bn: &BatchNorm) -> Result<BnParams> {
 
 /// `W / σ` on the host and the `(u, v, σ)` it used; with `train`, one power iteration first.
 fn sn_weight(sn: &SpectralNorm, train: bool) -> Result<(Vec<f32>, SnState)> {
-    let w = host(&sn.weight(train)?)?;
+    let (w, sigma) = sn.weight_and_sigma(train)?;
     let (u, v) = sn.buffers();
     Ok((
-        w,
+        host(&w)?,
         (
             host(u.as_tensor())?,
             host(v.as_tensor())?,
-            sn.sigma_estimate()?,
+            sigma.to_scalar::<f32>()?,
         ),
     ))
+}
+
+/// The held evaluation parameters ([`InceptionXml::freeze_for_inference`]).
+fn frozen(slot: &Mutex<Option<Arc<Params>>>) -> Result<MutexGuard<'_, Option<Arc<Params>>>> {
+    slot.lock()
+        .map_err(|_| Error::Poisoned("encoder parameters"))
 }
 
 /// The gradient of the raw weight from that of `W/σ` (`σ = uᵀWv`, u and v constants):
@@ -88,16 +106,17 @@ fn conv_dims(c: &Conv1d) -> Result<(usize, usize, usize)> {
 }
 
 impl InceptionXml {
-    /// Whether [`Self::encode`] and the training step use the fused encoder: on the CPU in f32,
-    /// unless switched off with [`Self::set_fused`].
+    /// Whether [`Self::encode`] and the training step use the fused CPU ops — the encoder, and in
+    /// training the classifier + BCE ([`crate::ops::linear_bce`]): on the CPU in f32, unless
+    /// switched off with [`Self::set_fused`].
     pub fn uses_fused_encoder(&self) -> bool {
         self.fused
             && self.embedding_table().device().is_cpu()
             && self.embedding_table().dtype() == DType::F32
     }
 
-    /// Switches the fused CPU encoder on (the default) or off (the composed candle ops, kept as
-    /// the reference and for other devices).
+    /// Switches the fused CPU ops on (the default) or off (the composed candle ops, kept as the
+    /// reference and for other devices).
     pub fn set_fused(&mut self, on: bool) {
         self.fused = on;
     }
@@ -153,20 +172,13 @@ impl InceptionXml {
     /// loaded to predict; the next training forward drops them.
     pub fn freeze_for_inference(&self) -> Result<()> {
         let (p, _) = self.fused_params(false)?;
-        *self
-            .frozen
-            .lock()
-            .map_err(|_| Error::Poisoned("encoder parameters"))? = Some(Arc::new(p));
+        *frozen(&self.frozen)? = Some(Arc::new(p));
         Ok(())
     }
 
     fn eval_params(&self) -> Result<Arc<Params>> {
-        let frozen = self
-            .frozen
-            .lock()
-            .map_err(|_| Error::Poisoned("encoder parameters"))?
-            .clone();
-        match frozen {
+        let held = frozen(&self.frozen)?.clone();
+        match held {
             Some(p) => Ok(p),
             None => Ok(Arc::new(self.fused_params(false)?.0)),
         }
@@ -189,17 +201,10 @@ impl InceptionXml {
             .collect();
         // Prediction may run on several threads with one model: use the shared buffers when
         // free, private ones otherwise.
-        let h = match self.workspace.try_lock() {
-            Ok(mut ws) => ws.forward(&p, dims, &xv, &lens, Dropouts::default(), false)?,
-            Err(_) => crate::ops::encoder::Workspace::new().forward(
-                &p,
-                dims,
-                &xv,
-                &lens,
-                Dropouts::default(),
-                false,
-            )?,
-        };
+        let mut shared = self.workspace.try_lock().ok();
+        let mut private = Workspace::new();
+        let ws = shared.as_deref_mut().unwrap_or(&mut private);
+        let h = ws.forward(&p, dims, &xv, &lens, Dropouts::default(), false)?;
         Ok(Tensor::from_vec(h, (dims.b, dims.out_dim()), x.device())?)
     }
 
@@ -217,14 +222,7 @@ impl InceptionXml {
                 dims.s
             )));
         }
-        let lens: Vec<usize> = ids
-            .chunks(dims.s)
-            .map(|t| {
-                t.iter()
-                    .rposition(|&i| i != crate::optim::PAD_ROW)
-                    .map_or(0, |i| i + 1)
-            })
-            .collect();
+        let lens = text_lengths(ids, dims.s);
         let c = &self.cfg;
         let seed = |p: f32| -> Result<Option<(f32, u64)>> {
             Ok(if p > 0.0 {
@@ -233,10 +231,7 @@ impl InceptionXml {
                 None
             })
         };
-        *self
-            .frozen
-            .lock()
-            .map_err(|_| Error::Poisoned("encoder parameters"))? = None;
+        *frozen(&self.frozen)? = None;
         let drop_embed = seed(c.dropout_embed)?;
         let (p, sn) = self.fused_params(true)?;
         // InceptionXML+ has no dropout after the projection (MODEL.md §3).

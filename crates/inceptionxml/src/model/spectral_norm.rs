@@ -98,11 +98,16 @@ impl SpectralNorm {
 
     /// `W / σ`. With `train`, first one power iteration updates `u` and `v` in place.
     pub fn weight(&self, train: bool) -> Result<Tensor> {
+        Ok(self.weight_and_sigma(train)?.0)
+    }
+
+    /// [`Self::weight`] and the `σ` it divided by (a scalar tensor).
+    pub fn weight_and_sigma(&self, train: bool) -> Result<(Tensor, Tensor)> {
         if train {
             self.power_iteration()?;
         }
         let sigma = self.sigma()?;
-        Ok(self.weight.as_tensor().broadcast_div(&sigma)?)
+        Ok((self.weight.as_tensor().broadcast_div(&sigma)?, sigma))
     }
 
     /// The top singular value of the current `W`, by power iteration on `WᵀW` in f64 until it

@@ -4,7 +4,7 @@
 //! candle's composed encoder spends about two thirds of a training step outside its matrix
 //! products: every op allocates and zero-fills its result, broadcasts and narrows copy,
 //! backward passes of `narrow`/`cat`/broadcasts scatter into fresh zeroed tensors, and
-//! elementwise work runs in separate passes (`docs/BENCHMARKS.md`, "CPU training profile"). This op
+//! elementwise work runs in separate passes (`docs/BENCHMARKS.md`, "CPU speed"). This op
 //! computes the same function with the same products ([`crate::ops::mm`], the `gemm` kernels
 //! candle itself calls) and nothing else:
 //!
@@ -23,8 +23,9 @@
 //!   buffer scattered back), the BatchNorm backward in two passes, and the attention's backward
 //!   per sample.
 //!
-//! The dropout masks are [`crate::ops::dropout::mask_into`] of seeds the caller draws in the
-//! composed encoder's order, over the same flat layouts, so both paths drop the same values.
+//! The dropout masks are those of [`crate::ops::dropout::mask`] for seeds the caller draws in
+//! the composed encoder's order, over the same flat layouts (the word rows' values drawn alone
+//! by [`crate::ops::dropout::mask_range`]), so both paths drop the same values.
 //! `tests` check this op against the composed candle encoder (outputs, every parameter's
 //! gradient, the input gradient, BatchNorm statistics) and against finite differences.
 
@@ -142,34 +143,6 @@ impl Dims {
             ),
             (BWD[7], b * 2.0 * d * d * n),
         ]
-    }
-
-    /// `(b, s, d, f, l1, l2, wp, rp, w2)`.
-    fn all(
-        &self,
-    ) -> (
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-    ) {
-        let Dims {
-            b,
-            s,
-            d,
-            f,
-            l1,
-            l2,
-            wp,
-            rp,
-            w2,
-        } = *self;
-        (b, s, d, f, l1, l2, wp, rp, w2)
     }
 
     /// Width of the encoder output `F·L2`.
@@ -308,6 +281,18 @@ fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     v.as_mut_slice()
 }
 
+/// A compact `[Σ lens, d]` buffer cut into each text's rows.
+fn split_rows<'a>(buf: &'a mut [f32], lens: &[usize], d: usize) -> Vec<&'a mut [f32]> {
+    let mut parts = Vec::with_capacity(lens.len());
+    let mut rest = buf;
+    for &n in lens {
+        let (head, tail) = rest.split_at_mut(n * d);
+        parts.push(head);
+        rest = tail;
+    }
+    parts
+}
+
 /// Row `r` of sample `s` lives at buffer row `s·stride + off + r`.
 #[derive(Debug, Clone, Copy)]
 struct RowMap {
@@ -338,7 +323,17 @@ impl Workspace {
         dropouts: Dropouts,
         train: bool,
     ) -> Result<Vec<f32>> {
-        let (b, s, d, f, l1, l2, wp, rp, w2) = dims.all();
+        let Dims {
+            b,
+            s,
+            d,
+            f,
+            l1,
+            l2,
+            wp,
+            rp,
+            w2,
+        } = dims;
         if x0.len() != b * s * d {
             return Err(Error::Shape(format!(
                 "fused encoder: input of {} values for {b}×{s}×{d}",
@@ -375,20 +370,10 @@ impl Workspace {
         );
         let xc = grow(&mut self.xc, rows * d);
         {
-            let mut xc_rest = &mut xc[..];
-            let mut parts = Vec::with_capacity(b);
-            for &n in lens {
-                let (head, tail) = xc_rest.split_at_mut(n * d);
-                parts.push(head);
-                xc_rest = tail;
-            }
-            let masks: Vec<&mut [f32]> = if dr.embed.is_some() {
-                mask0.chunks_mut(s * d).collect()
-            } else {
-                Vec::new()
-            };
-            let mut masks = masks.into_iter().map(Some).collect::<Vec<_>>();
-            masks.resize_with(b, || None);
+            let parts = split_rows(xc, lens, d);
+            // One mask chunk per text, or none at all without word dropout (mask0 is empty).
+            let mut chunks = mask0.chunks_mut(s * d);
+            let masks: Vec<Option<&mut [f32]>> = (0..b).map(|_| chunks.next()).collect();
             x.par_chunks_mut(s * d)
                 .zip(x0.par_chunks(s * d))
                 .zip(parts.into_par_iter().zip(masks))
@@ -549,7 +534,17 @@ impl Workspace {
                 ))
             }
         };
-        let (b, s, d, f, l1, l2, wp, rp, w2) = dims.all();
+        let Dims {
+            b,
+            s,
+            d,
+            f,
+            l1,
+            l2,
+            wp,
+            rp,
+            w2,
+        } = dims;
         if dh_out.len() != b * f * l2 {
             return Err(Error::Shape(format!(
                 "fused encoder: output gradient of {} values for {b}×{}",
@@ -740,16 +735,7 @@ impl Workspace {
         let nd = 6 * s * s + f * s;
         let datt = grow(&mut self.datt, b * nd);
         let rows = self.offs[b];
-        let dyc = grow(&mut self.dyc, rows * d);
-        let mut dy_parts = Vec::with_capacity(b);
-        {
-            let mut rest = &mut dyc[..];
-            for &n in &self.lens {
-                let (head, tail) = rest.split_at_mut(n * d);
-                dy_parts.push(head);
-                rest = tail;
-            }
-        }
+        let dy_parts = split_rows(grow(&mut self.dyc, rows * d), &self.lens, d);
         g.x = vec![0f32; b * s * d];
         let (x, y, att, dz1) = (&self.x[..], &self.yc[..], &self.att[..], &self.dz1[..]);
         let (lens, offs) = (&self.lens[..], &self.offs[..]);

@@ -67,33 +67,27 @@ fn lookup(model: &InceptionXml, batch: &Batch) -> Result<Tensor> {
 /// A classifier `x·W + b` and its mean BCE against `targets`, as part of a step's graph: on the
 /// CPU by the fused op ([`linear_bce`]), whose input gradient enters candle's backward through
 /// `term` = `(x · dx).sum()` and whose weight gradients are inserted after it; elsewhere composed
-/// candle ops, `term` being the loss itself.
-struct Classified {
-    /// The scalar whose backward carries this classifier's gradients into the graph.
-    term: Tensor,
-    /// The fused op's mean loss, host logits and weight gradients.
-    fused: Option<FusedClassifier>,
-    /// The logits of the composed path.
-    logits: Option<Tensor>,
-}
-
-struct FusedClassifier {
-    loss: f32,
-    logits: Vec<f32>,
-    w: (Var, Tensor),
-    b: (Var, Tensor),
+/// candle ops, whose loss is itself the term.
+enum Classified {
+    Composed {
+        loss: Tensor,
+        logits: Tensor,
+    },
+    Fused {
+        term: Tensor,
+        loss: f32,
+        logits: Vec<f32>,
+        w: (Var, Tensor),
+        b: (Var, Tensor),
+    },
 }
 
 impl Classified {
     fn new(x: &Tensor, w: &Var, b: &Var, targets: &Tensor, fused: bool) -> Result<Self> {
         if !fused {
             let logits = x.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?;
-            let term = bce_with_logits(&logits, targets)?;
-            return Ok(Classified {
-                term,
-                fused: None,
-                logits: Some(logits),
-            });
+            let loss = bce_with_logits(&logits, targets)?;
+            return Ok(Classified::Composed { loss, logits });
         }
         let (n, d) = x.dims2()?;
         let c = w.dim(1)?;
@@ -108,41 +102,47 @@ impl Classified {
         let lb = lb?;
         let dev = x.device();
         let dx = Tensor::from_vec(lb.dx, (n, d), dev)?;
-        let term = (x * dx)?.sum_all()?;
-        Ok(Classified {
-            term,
-            fused: Some(FusedClassifier {
-                loss: lb.loss,
-                logits: lb.logits,
-                w: (w.clone(), Tensor::from_vec(lb.dw, (d, c), dev)?),
-                b: (b.clone(), Tensor::from_vec(lb.db, c, dev)?),
-            }),
-            logits: None,
+        Ok(Classified::Fused {
+            term: (x * dx)?.sum_all()?,
+            loss: lb.loss,
+            logits: lb.logits,
+            w: (w.clone(), Tensor::from_vec(lb.dw, (d, c), dev)?),
+            b: (b.clone(), Tensor::from_vec(lb.db, c, dev)?),
         })
     }
 
-    /// The classifier's weight gradients, after the backward of `term`.
+    /// The scalar whose backward carries this classifier's gradients into the graph.
+    fn term(&self) -> &Tensor {
+        match self {
+            Classified::Composed { loss, .. } => loss,
+            Classified::Fused { term, .. } => term,
+        }
+    }
+
+    /// The classifier's weight gradients, after the backward of [`Self::term`].
     fn insert_grads(&self, grads: &mut GradStore) {
-        if let Some(f) = &self.fused {
-            grads.insert(f.w.0.as_tensor(), f.w.1.clone());
-            grads.insert(f.b.0.as_tensor(), f.b.1.clone());
+        if let Classified::Fused { w, b, .. } = self {
+            grads.insert(w.0.as_tensor(), w.1.clone());
+            grads.insert(b.0.as_tensor(), b.1.clone());
         }
     }
 
     /// The mean loss.
     fn loss(&self) -> Result<f32> {
-        match &self.fused {
-            Some(f) => Ok(f.loss),
-            None => Ok(self.term.to_scalar::<f32>()?),
+        match self {
+            Classified::Composed { loss, .. } => Ok(loss.to_scalar::<f32>()?),
+            Classified::Fused { loss, .. } => Ok(*loss),
         }
     }
 
-    /// The logits, row-major on the host.
-    fn logits_host(&self) -> Result<Vec<f32>> {
-        match (&self.fused, &self.logits) {
-            (Some(f), _) => Ok(f.logits.clone()),
-            (None, Some(t)) => Ok(t.detach().flatten_all()?.to_vec1()?),
-            (None, None) => Err(Error::Shape("classifier without logits".into())),
+    /// σ of the logits, row-major on the host.
+    fn scores(&self) -> Result<Vec<f32>> {
+        let sig = |v: &[f32]| v.par_iter().map(|&x| stable_sigmoid(x)).collect();
+        match self {
+            Classified::Composed { logits, .. } => {
+                Ok(sig(&logits.detach().flatten_all()?.to_vec1::<f32>()?))
+            }
+            Classified::Fused { logits, .. } => Ok(sig(logits)),
         }
     }
 }
@@ -241,7 +241,7 @@ pub fn train_step_plain(
     drop(s2);
     drop(sp);
     let sp = span(STEP[3]);
-    let mut grads = cls.term.backward()?;
+    let mut grads = cls.term().backward()?;
     cls.insert_grads(&mut grads);
     drop(sp);
     let x = enc.backward(model, &mut grads)?;
@@ -282,11 +282,7 @@ pub fn train_step_plus(
     let meta = Classified::new(&hm, w, b, &batch.targets, model.uses_fused_encoder())?;
     drop(s2);
     let s2 = span(PLUS[2]);
-    let scores: Vec<f32> = {
-        let mut v = meta.logits_host()?;
-        v.par_iter_mut().for_each(|s| *s = stable_sigmoid(*s));
-        v
-    };
+    let scores = meta.scores()?;
     let pos: Vec<&[u32]> = batch.positives.iter().map(Vec::as_slice).collect();
     let sl = shortlist::build(&scores, &index, plus.config().top_k, Some(&pos))?;
     let plan = Arc::new(CandidatePlan::new(&sl, &index)?);
@@ -303,7 +299,7 @@ pub fn train_step_plus(
     let m = Tensor::from_vec(sl.mask, shape, &dev)?;
     let ext_loss = bce_with_logits_masked(&logits, &y, &m)?;
     drop(s2);
-    let loss = (&meta.term + &ext_loss)?;
+    let loss = (meta.term() + &ext_loss)?;
     drop(sp);
     let sp = span(STEP[3]);
     let mut grads = loss.backward()?;
