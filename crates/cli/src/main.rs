@@ -7,6 +7,7 @@ mod demo;
 mod eval;
 mod import;
 mod output;
+mod plot;
 mod predict;
 mod progress;
 mod serve;
@@ -40,6 +41,8 @@ enum Command {
     Train(train::Args),
     /// Rank labels for texts with a trained model.
     Predict(predict::Args),
+    /// Draw training curves (P@1, PSP@1, loss per epoch) of one or several runs as a PNG.
+    Plot(plot::Args),
     /// Train on the bundled cooking data and report test metrics.
     Demo(demo::Args),
     /// Serve models over HTTP with Annif's REST API (suggest, suggest-batch, projects).
@@ -63,6 +66,7 @@ fn main() {
         Command::Synth(a) => synth::run(a),
         Command::Train(a) => train::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Plot(a) => plot::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(a),

@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(long, required = true)]
     pub model: Vec<PathBuf>,
     /// InceptionXML+ ranking: `extreme` (σ of the extreme logit, the paper) or `combined`
-    /// (times σ of the cluster's meta logit) [default: the better one on the test split at the
+    /// (times σ of the cluster's meta logit) [default: the better one on the validation split at the
     /// end of training, saved in config.json].
     #[arg(long)]
     pub score: Option<ScoreMode>,

@@ -64,6 +64,13 @@ impl Progress {
                     "epoch {}/{}  loss {:.5}  {:.0} samples/s  {:.1}s",
                     r.epoch, r.epochs, r.loss, r.samples_per_s, r.seconds
                 );
+                if let Some(v) = &r.valid {
+                    msg.push_str(&format!(
+                        "  valid P@1 {:.2}  PSP@1 {:.2}  |",
+                        v.p[0] * 100.0,
+                        v.psp[0] * 100.0
+                    ));
+                }
                 if let Some(m) = &r.metrics {
                     msg.push_str(&format!(
                         "  P@1 {:.2}  P@5 {:.2}  PSP@1 {:.2}",

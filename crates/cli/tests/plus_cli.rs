@@ -12,7 +12,10 @@ fn train(model: &Path, extra: &[&str]) -> String {
 }
 
 fn predict(model: &[&Path], out: &Path, extra: &[&str]) {
-    let tst = data_dir().join("tst_X.txt");
+    predict_texts(model, &data_dir().join("tst_X.txt"), out, extra)
+}
+
+fn predict_texts(model: &[&Path], tst: &Path, out: &Path, extra: &[&str]) {
     let mut args = vec!["predict"];
     for m in model {
         args.push("--model");
@@ -64,7 +67,15 @@ fn plus_trains_resumes_predicts_and_ensembles() {
     assert_eq!(cfg["train"]["batch_size"], 64);
 
     // 2 epochs × 0.25 detached → the first epoch trains the encoder on the meta task only.
-    train(&model, &["--resume"]);
+    let summary = train(&model, &["--resume"]);
+    assert!(
+        summary.contains("validation metrics (620 rows held out of training) after epoch 2"),
+        "{summary}"
+    );
+    // The run's curves are drawn at its end.
+    assert!(std::fs::read(model.join("curves.png"))
+        .unwrap()
+        .starts_with(b"\x89PNG"));
     let lines = metrics_lines(&model);
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["detached"], true);
@@ -78,16 +89,34 @@ fn plus_trains_resumes_predicts_and_ensembles() {
         let c = l["candidates_per_row"].as_f64().unwrap();
         assert!(c > 46.0 && c < 736.0, "{l}");
     }
-    // Both rankings were scored after the last epoch; predict reproduces each.
+    // Both rankings were scored on the validation split (5 % of the training rows, seeded,
+    // held out) after the last epoch; predict on those rows reproduces each.
+    let trn = xmc::dataset::Split::read(
+        &data_dir().join("trn_X.txt"),
+        &data_dir().join("trn_X_Y.txt"),
+    )
+    .unwrap();
+    let (rest, valid) = trn.hold_out(0.05, 0).unwrap();
+    assert_eq!(valid.len(), 620);
+    assert_eq!(rest.len(), 12_404 - 620);
+    let valid_x = dir.path().join("valid_X.txt");
+    std::fs::write(&valid_x, valid.texts.join("\n") + "\n").unwrap();
+    let valid_p1 = |pred: &Path| {
+        let p = xmc::SparseMatrix::read(pred).unwrap();
+        xmc::metrics::evaluate(&valid.labels, &p, None, 5)
+            .unwrap()
+            .p[0]
+            * 100.0
+    };
     let by = &lines[1]["p1_by_score"];
     for mode in ["extreme", "combined"] {
         let out = dir.path().join(format!("pred_{mode}.txt"));
-        predict(&[&model], &out, &["--score", mode]);
+        predict_texts(&[&model], &valid_x, &out, &["--score", mode]);
         let want = by[mode].as_f64().unwrap();
         assert!(
-            (p_at_1(&out) - want).abs() < 0.011,
+            (valid_p1(&out) - want).abs() < 0.011,
             "{mode}: {} vs {want}",
-            p_at_1(&out)
+            valid_p1(&out)
         );
     }
     // The saved default is the better of the two.
@@ -99,13 +128,18 @@ fn plus_trains_resumes_predicts_and_ensembles() {
         "extreme"
     };
     assert_eq!(cfg["model"]["plus"]["score"], best);
-    // The last epoch reports the ranking the model was saved with, and its metrics.
+    // The last epoch reports the ranking the model was saved with: its validation metrics, and
+    // test metrics that predict's default ranking reproduces.
     assert_eq!(lines[1]["score"], best);
-    let reported = lines[1]["metrics"]["P@1"].as_f64().unwrap();
+    let reported = lines[1]["valid"]["P@1"].as_f64().unwrap();
     assert!(
         (reported - by[best].as_f64().unwrap()).abs() < 1e-9,
         "{reported} vs {by}"
     );
+    let default_pred = dir.path().join("pred_default.txt");
+    predict(&[&model], &default_pred, &[]);
+    let test_p1 = lines[1]["metrics"]["P@1"].as_f64().unwrap();
+    assert!((p_at_1(&default_pred) - test_p1).abs() < 0.011);
 
     // An ensemble of a model with itself ranks exactly like the model.
     let single = dir.path().join("single.txt");

@@ -55,6 +55,21 @@ impl Split {
     pub fn is_empty(&self) -> bool {
         self.texts.is_empty()
     }
+
+    /// The rows `rows`, in that order.
+    pub fn select(&self, rows: &[usize]) -> Split {
+        Split {
+            texts: rows.iter().map(|&r| self.texts[r].clone()).collect(),
+            labels: self.labels.select_rows(rows),
+        }
+    }
+
+    /// A seeded hold-out ([`crate::import::split`]): `(rest, held_out)`, each in file order;
+    /// `held_out` has `round(len · fraction)` rows.
+    pub fn hold_out(&self, fraction: f64, seed: u64) -> Result<(Split, Split)> {
+        let (rest, held) = crate::import::split(self.len(), fraction, seed)?;
+        Ok((self.select(&rest), self.select(&held)))
+    }
 }
 
 /// A dataset folder: the training split, an optional test split and optional label names.
@@ -167,6 +182,32 @@ mod tests {
         assert_eq!(ds.train.len(), 2);
         assert_eq!(ds.test.as_ref().map(|s| s.len()), Some(1));
         assert_eq!(ds.label_names.unwrap()[2], "z");
+    }
+
+    #[test]
+    fn hold_out_is_seeded_disjoint_and_keeps_labels_with_texts() {
+        let texts: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+        let rows: Vec<Vec<(u32, f32)>> = (0..20).map(|i| vec![(i as u32 % 7, 1.0)]).collect();
+        let split = Split {
+            texts,
+            labels: SparseMatrix::from_rows(7, rows).unwrap(),
+        };
+        let (rest, held) = split.hold_out(0.25, 3).unwrap();
+        assert_eq!((rest.len(), held.len()), (15, 5));
+        let (rest2, held2) = split.hold_out(0.25, 3).unwrap();
+        assert_eq!(
+            (rest.texts.clone(), held.texts.clone()),
+            (rest2.texts, held2.texts)
+        );
+        assert_ne!(split.hold_out(0.25, 4).unwrap().1.texts, held.texts);
+        for part in [&rest, &held] {
+            for (r, t) in part.texts.iter().enumerate() {
+                let i: u32 = t[1..].parse().unwrap();
+                assert_eq!(part.labels.row_indices(r), &[i % 7]);
+            }
+        }
+        assert!(held.texts.iter().all(|t| !rest.texts.contains(t)));
+        assert!(split.hold_out(1.0, 0).is_err());
     }
 
     #[test]

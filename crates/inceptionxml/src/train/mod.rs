@@ -5,7 +5,7 @@
 //! | [`setup`] | configuration, vocabulary, clusters, encoded data, model, optimisers (shared with `bench train`) |
 //! | [`batches`] | seeded shuffles and batches built one ahead on a background thread |
 //! | [`step`] | one optimiser step of InceptionXML or InceptionXML+ |
-//! | [`evaluate`] | metrics on the test split through the prediction code |
+//! | [`evaluate`] | metrics on the validation and test splits through the prediction code |
 //! | [`report`] | progress events and the `metrics.jsonl` line |
 //!
 //! Checkpoints go through [`crate::model_dir`]: each epoch appends to `metrics.jsonl` and saves
@@ -78,6 +78,10 @@ pub struct TrainSummary {
     /// Training throughput of this session.
     pub samples_per_s: f64,
     pub last_eval: Option<EvalRecord>,
+    /// The last evaluation of the validation split (rows held out of training).
+    pub last_valid: Option<EvalRecord>,
+    /// Rows held out of the training split for validation.
+    pub n_valid: usize,
     pub vocab_size: usize,
     pub n_train: usize,
     /// How many vocabulary words got a pre-trained vector (fresh runs only).
@@ -123,19 +127,25 @@ pub fn train(job: &TrainJob, on_event: &mut dyn FnMut(TrainEvent)) -> Result<Tra
         }
         !empty
     });
-    let test = test.map(|t| EvalSet {
-        ids: s.vocab.encode_all(&t.texts, s.config.model.seq_len),
-        labels: &t.labels,
+    let eval_set = |ids, labels| EvalSet {
+        ids,
+        labels,
         inv_prop: &inv_prop,
         k: s.config.train.eval_k,
         batch_size: s.config.train.eval_batch_size,
-    });
+    };
+    let seq_len = s.config.model.seq_len;
+    let test = test.map(|t| eval_set(s.vocab.encode_all(&t.texts, seq_len), &t.labels));
+    let valid_split = s.valid.take();
+    let valid = valid_split
+        .as_ref()
+        .map(|v| eval_set(s.vocab.encode_all(&v.texts, seq_len), &v.labels));
     let plan = Plan::new(&s, out)?;
     let cfg = s.config.train.clone();
     let mut step = s.state.as_ref().map_or(0, |st| st.step);
     let start_epoch = s.state.as_ref().map_or(0, |st| st.epochs_done);
     let mut train_s = s.state.as_ref().map_or(0.0, |st| st.elapsed_s);
-    let mut last_eval = None;
+    let (mut last_eval, mut last_valid) = (None, None);
     let (mut session_rows, mut session_s) = (0usize, 0f64);
     let end_epoch = job
         .stop_after
@@ -147,17 +157,26 @@ pub fn train(job: &TrainJob, on_event: &mut dyn FnMut(TrainEvent)) -> Result<Tra
         session_s += e.seconds;
         let last = epoch + 1 == cfg.epochs;
         let due = cfg.eval_every > 0 && (epoch + 1) % cfg.eval_every == 0;
-        let (metrics, plus_eval, p1_by_score) = match &test {
-            Some(t) if due || last => evaluate_epoch(&mut s, t, last, &work(&staging))?,
+        // The validation split (when held out) is scored first: after the last epoch it chooses
+        // InceptionXML+'s ranking, which the test split is then scored with.
+        let (valid_metrics, valid_plus, valid_p1) = match &valid {
+            Some(v) if due || last => evaluate_epoch(&mut s, v, last, &work(&staging))?,
             _ => (None, None, Map::new()),
         };
-        if let Some(m) = &metrics {
-            last_eval = Some(EvalRecord {
+        let (metrics, plus_eval, test_p1) = match &test {
+            Some(t) if due || last => evaluate_epoch(&mut s, t, false, &work(&staging))?,
+            _ => (None, None, Map::new()),
+        };
+        let p1_by_score = if valid.is_some() { valid_p1 } else { test_p1 };
+        let record = |m: &Option<Metrics>, plus: &Option<PlusEval>| {
+            m.as_ref().map(|m| EvalRecord {
                 epoch: epoch + 1,
                 metrics: m.clone(),
-                plus: plus_eval.clone(),
-            });
-        }
+                plus: plus.clone(),
+            })
+        };
+        last_valid = record(&valid_metrics, &valid_plus).or(last_valid);
+        last_eval = record(&metrics, &plus_eval).or(last_eval);
         let report = EpochReport {
             epoch: epoch + 1,
             epochs: cfg.epochs,
@@ -168,6 +187,7 @@ pub fn train(job: &TrainJob, on_event: &mut dyn FnMut(TrainEvent)) -> Result<Tra
             seconds: e.seconds,
             elapsed: train_s,
             metrics,
+            valid: valid_metrics,
             plus: s.config.model.plus.as_ref().map(|_| PlusReport {
                 detached: e.detached,
                 candidates_per_row: e.candidates as f64 / e.rows.max(1) as f64,
@@ -191,6 +211,8 @@ pub fn train(job: &TrainJob, on_event: &mut dyn FnMut(TrainEvent)) -> Result<Tra
         train_s,
         samples_per_s: session_rows as f64 / session_s.max(1e-9),
         last_eval,
+        last_valid,
+        n_valid: valid_split.as_ref().map_or(0, |v| v.len()),
         vocab_size: s.vocab.len(),
         n_train: s.n_train,
         coverage: s.coverage.clone(),
@@ -309,10 +331,11 @@ type EpochEval = (
     Map<String, serde_json::Value>,
 );
 
-/// Evaluates the model on the test split. After the last epoch of an InceptionXML+ run both
-/// rankings are scored and the better one becomes the model's default (saved in
-/// `config.json`); the metrics returned are those of the ranking the model is saved with.
-fn evaluate_epoch(s: &mut Setup, test: &EvalSet, last: bool, dir: &Path) -> Result<EpochEval> {
+/// Evaluates the model on `set` with the model's ranking. With `choose` (the validation split
+/// after the last epoch of an InceptionXML+ run) both rankings are scored and the better one
+/// becomes the model's default (saved in `config.json`); the metrics returned are those of the
+/// ranking the model is saved with.
+fn evaluate_epoch(s: &mut Setup, test: &EvalSet, choose: bool, dir: &Path) -> Result<EpochEval> {
     let mut p1_by_score = Map::new();
     let Some(score) = s.config.model.plus.as_ref().map(|p| p.score) else {
         let (m, _) = test.evaluate(&s.model, ScoreMode::Extreme)?;
@@ -320,7 +343,7 @@ fn evaluate_epoch(s: &mut Setup, test: &EvalSet, last: bool, dir: &Path) -> Resu
     };
     let (m, extra) = test.evaluate(&s.model, score)?;
     p1_by_score.insert(score.to_string(), json!(m.p[0] * 100.0));
-    if last {
+    if choose {
         let other = match score {
             ScoreMode::Extreme => ScoreMode::Combined,
             ScoreMode::Combined => ScoreMode::Extreme,

@@ -48,6 +48,8 @@ pub struct EpochReport {
     pub elapsed: f64,
     /// Test metrics, when the epoch was evaluated.
     pub metrics: Option<Metrics>,
+    /// Metrics of the validation split (rows held out of training), when there is one.
+    pub valid: Option<Metrics>,
     /// InceptionXML+ only.
     pub plus: Option<PlusReport>,
 }
@@ -61,7 +63,8 @@ pub struct PlusReport {
     pub table_rows_per_step: f64,
     /// Meta precision and shortlist recall, when evaluated.
     pub eval: Option<PlusEval>,
-    /// P@1 (×100) of each ranking evaluated.
+    /// P@1 (×100) of each ranking evaluated on the split the ranking is chosen on (the
+    /// validation split when there is one, else the test split, where it is not chosen).
     pub p1_by_score: Map<String, Value>,
 }
 
@@ -77,6 +80,9 @@ impl EpochReport {
             "elapsed": self.elapsed,
             "metrics": self.metrics.as_ref(),
         });
+        if let Some(v) = &self.valid {
+            line["valid"] = json!(v);
+        }
         if let Some(p) = &self.plus {
             line["detached"] = json!(p.detached);
             line["candidates_per_row"] = json!(p.candidates_per_row);

@@ -1,13 +1,14 @@
 //! Everything a run needs before its first step, fresh or resumed: configuration, vocabulary,
 //! label clusters, encoded data, model and optimisers. `train` and `bench train` share it.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
 use candle_nn::VarMap;
-use xmc::dataset::XcDataset;
+use xmc::dataset::{Split, XcDataset};
 use xmc::labels::Labels;
 use xmc::shortlist::ClusterIndex;
 use xmc::vocab::Vocab;
@@ -42,12 +43,32 @@ pub struct Setup {
     pub opt: Optimizers,
     /// How many vocabulary words got a pre-trained vector (fresh runs only).
     pub coverage: Option<String>,
+    /// The rows held out of the training split (`valid_fraction`), when any.
+    pub valid: Option<Split>,
 }
 
-/// The training rows a configuration uses.
-fn n_train(cfg: &TrainConfig, data: &XcDataset) -> usize {
+/// The training rows a configuration uses: the training split less its held-out validation
+/// rows (seeded by `cfg.seed`), then its first `max_train` rows.
+fn training_rows<'a>(
+    cfg: &TrainConfig,
+    data: &'a XcDataset,
+) -> Result<(Cow<'a, Split>, Option<Split>)> {
+    let (train, valid) = if cfg.valid_fraction > 0.0 {
+        let (rest, held) = data.train.hold_out(cfg.valid_fraction, cfg.seed)?;
+        (Cow::Owned(rest), Some(held))
+    } else {
+        (Cow::Borrowed(&data.train), None)
+    };
+    if train.is_empty() {
+        return Err(Error::NoTrainingRows);
+    }
+    Ok((train, valid.filter(|v| !v.is_empty())))
+}
+
+/// The training rows a configuration uses, of `train`.
+fn n_train(cfg: &TrainConfig, train: &Split) -> usize {
     cfg.max_train
-        .map_or(data.train.texts.len(), |m| m.min(data.train.texts.len()))
+        .map_or(train.texts.len(), |m| m.min(train.texts.len()))
 }
 
 /// The first `n` rows of `labels` (no copy of the row selection when that is all of them).
@@ -72,13 +93,11 @@ impl Setup {
     ) -> Result<Self> {
         config.validate()?;
         params.validate()?;
-        let n = n_train(&config, data);
-        if n == 0 {
-            return Err(Error::NoTrainingRows);
-        }
-        let tokens = xmc::text::tokenize_all(&data.train.texts[..n]);
+        let (train, valid) = training_rows(&config, data)?;
+        let n = n_train(&config, &train);
+        let tokens = xmc::text::tokenize_all(&train.texts[..n]);
         let vocab = Vocab::build(&tokens, config.max_vocab, config.min_count);
-        let train_labels = first_rows(&data.train.labels, n);
+        let train_labels = first_rows(&train.labels, n);
         let index = match &params.plus {
             Some(p) => {
                 let c = label_clusters(&p.clusters, &tokens, &train_labels, config.seed, on_event)?;
@@ -96,15 +115,15 @@ impl Setup {
         };
         let labels = data.labels();
         let mut setup = Self::build(
-            data,
+            &train.texts[..n],
             config,
             (vocab, labels),
             index,
             None,
-            n,
             train_labels,
             device,
         )?;
+        setup.valid = valid;
         let cfg = &setup.config;
         let vectors = match &cfg.train.embeddings {
             Some(p) => Some(xmc::embeddings::WordVectors::load(p)?),
@@ -143,11 +162,9 @@ impl Setup {
             None => None,
         };
         let state = model_dir::read_state(dir)?;
-        let n = n_train(&config.train, data);
-        if n == 0 {
-            return Err(Error::NoTrainingRows);
-        }
-        let train = first_rows(&data.train.labels, n);
+        let (train, valid) = training_rows(&config.train, data)?;
+        let n = n_train(&config.train, &train);
+        let train_labels = first_rows(&train.labels, n);
         let step = state.step;
         let dropout_position = match &state.dropout_position {
             Some(p) => Some(p.parse::<u128>().map_err(|_| Error::Model {
@@ -157,7 +174,17 @@ impl Setup {
             None => None,
         };
         let words = (vocab, labels);
-        let mut s = Self::build(data, config, words, index, Some(state), n, train, device)?;
+        let texts = &train.texts[..n];
+        let mut s = Self::build(
+            texts,
+            config,
+            words,
+            index,
+            Some(state),
+            train_labels,
+            device,
+        )?;
+        s.valid = valid;
         model_dir::load_weights(dir, &s.model, &s.varmap)?;
         if let Some(p) = dropout_position {
             s.model.dropout().set_position(p)?;
@@ -167,18 +194,17 @@ impl Setup {
         Ok(s)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn build(
-        data: &XcDataset,
+        texts: &[String],
         config: ModelDirConfig,
         (vocab, labels): (Vocab, Labels),
         index: Option<Arc<ClusterIndex>>,
         state: Option<TrainerState>,
-        n_train: usize,
         train_labels: SparseMatrix,
         device: &Device,
     ) -> Result<Self> {
-        let train_ids = vocab.encode_all(&data.train.texts[..n_train], config.model.seq_len);
+        let n_train = texts.len();
+        let train_ids = vocab.encode_all(texts, config.model.seq_len);
         let varmap = VarMap::new();
         let mut model = InceptionXml::new(&config.model, &varmap, device, config.train.seed)?;
         if let Some(ix) = &index {
@@ -202,6 +228,7 @@ impl Setup {
             varmap,
             opt,
             coverage: None,
+            valid: None,
         })
     }
 }
