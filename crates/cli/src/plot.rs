@@ -167,10 +167,8 @@ fn draw_panel(
     panel: &Panel,
     runs: &[Run],
 ) -> DrawResult<()> {
-    let values = |f: fn(&Point) -> Option<f64>| {
-        runs.iter()
-            .flat_map(move |r| r.points.iter().filter_map(f))
-    };
+    let values =
+        |f: fn(&Point) -> Option<f64>| runs.iter().flat_map(move |r| r.points.iter().filter_map(f));
     let all: Vec<f64> = values(panel.test)
         .chain(panel.valid.into_iter().flat_map(values))
         .filter(|v| v.is_finite())

@@ -37,7 +37,7 @@ pub struct Args {
     /// of two].
     #[arg(long, requires = "plus")]
     pub clusters: Option<String>,
-    /// With --plus: clusters shortlisted per text, K [default: C/64 within 16..=800].
+    /// With --plus: clusters shortlisted per text, K [default: C/64 within 128..=800, at most C].
     #[arg(long, requires = "plus")]
     pub top_k: Option<usize>,
     /// With --plus: share of the epochs during which the encoder is detached from the extreme
@@ -69,8 +69,9 @@ pub struct Args {
     /// [default: 1]
     #[arg(long)]
     pub eval_every: Option<usize>,
-    /// Share of the training rows held out (seeded) as a validation split, evaluated every
-    /// epoch; InceptionXML+ chooses its ranking (extreme or combined) on it, never on the test
+    /// Share of the training rows held out as a validation split (the same rows whatever
+    /// --seed, so that runs to be ensembled share it), evaluated after
+    /// every epoch (whatever --eval-every); InceptionXML+ chooses its ranking (extreme or combined) on it, never on the test
     /// split. 0: none.
     /// [default: 0; 0.05 with --plus]
     #[arg(long)]

@@ -215,7 +215,9 @@ fn plus_reads_a_cluster_file_and_rejects_a_wrong_one() {
             "1",
         ],
     );
-    assert!(out.contains("shortlist recall@16"), "{out}");
+    // The default K for 32 clusters.
+    let k = xmc::shortlist::default_top_k(32);
+    assert!(out.contains(&format!("shortlist recall@{k}")), "{out}");
     assert_eq!(
         std::fs::read_to_string(model.join("clusters.txt")).unwrap(),
         std::fs::read_to_string(&cfile).unwrap()

@@ -268,8 +268,9 @@ pub struct TrainConfig {
     /// InceptionXML+: share of the epochs (rounded) during which the encoder output is detached
     /// before the extreme head (0.25).
     pub detach_fraction: f64,
-    /// Share of the training rows held out (seeded) as a validation split: it is evaluated
-    /// every epoch and InceptionXML+ chooses its ranking on it (0: none; 0.05 with
+    /// Share of the training rows held out as a validation split (by a fixed seed: runs with
+    /// different `seed`s share it): it is evaluated
+    /// after every epoch (whatever `eval_every`) and InceptionXML+ chooses its ranking on it (0: none; 0.05 with
     /// InceptionXML+).
     pub valid_fraction: f64,
 }
@@ -507,7 +508,7 @@ impl ClusterSource {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PlusParams {
     pub clusters: ClusterSource,
-    /// Clusters shortlisted per row (default: C/64 within 16..=800).
+    /// Clusters shortlisted per row (default: C/64 within 128..=800, at most C).
     pub top_k: Option<usize>,
     /// Hidden width hd of both heads (default: |h_f|).
     pub hidden_dim: Option<usize>,
@@ -520,7 +521,7 @@ pub const DEFAULT_DROPOUT_META: f32 = 0.3;
 
 impl PlusParams {
     /// The heads' configuration for `n_clusters` clusters and encoder features of width
-    /// `feature_dim`: K = the given value or C/64 within 16..=800, always capped at C (the one
+    /// `feature_dim`: K = the given value or C/64 within 128..=800, always capped at C (the one
     /// place K is decided).
     pub fn resolve(&self, n_clusters: usize, feature_dim: usize) -> PlusConfig {
         PlusConfig {
@@ -619,7 +620,7 @@ mod tests {
         assert_eq!((d.epochs, d.batch_size, d.eval_every), (20, 128, 0));
         // K: the default rule and an explicit value are both capped at C.
         let plus = PlusParams::default();
-        assert_eq!(plus.resolve(2048, 480).top_k, 32);
+        assert_eq!(plus.resolve(2048, 480).top_k, 128);
         assert_eq!(plus.resolve(8, 480).top_k, 8);
         let k900 = PlusParams {
             top_k: Some(900),

@@ -39,7 +39,7 @@ pub struct TrainBench {
     /// [default: L/10 as a power of two].
     #[arg(long, requires = "plus")]
     pub clusters: Option<String>,
-    /// With --plus: clusters shortlisted per row [default: C/64 within 16..=800].
+    /// With --plus: clusters shortlisted per row [default: C/64 within 128..=800, at most C].
     #[arg(long, requires = "plus")]
     pub top_k: Option<usize>,
     /// With --plus: hidden width hd of the heads [default: 480].

@@ -157,11 +157,11 @@ pub fn train(job: &TrainJob, on_event: &mut dyn FnMut(TrainEvent)) -> Result<Tra
         session_s += e.seconds;
         let last = epoch + 1 == cfg.epochs;
         let due = cfg.eval_every > 0 && (epoch + 1) % cfg.eval_every == 0;
-        // The validation split (when held out) is scored first: after the last epoch it chooses
-        // InceptionXML+'s ranking, which the test split is then scored with.
+        // The validation split (when held out; small) is scored every epoch, first: after the
+        // last epoch it chooses InceptionXML+'s ranking, which the test split is then scored with.
         let (valid_metrics, valid_plus, valid_p1) = match &valid {
-            Some(v) if due || last => evaluate_epoch(&mut s, v, last, &work(&staging))?,
-            _ => (None, None, Map::new()),
+            Some(v) => evaluate_epoch(&mut s, v, last, &work(&staging))?,
+            None => (None, None, Map::new()),
         };
         let (metrics, plus_eval, test_p1) = match &test {
             Some(t) if due || last => evaluate_epoch(&mut s, t, false, &work(&staging))?,

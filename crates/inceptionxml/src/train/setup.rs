@@ -47,14 +47,18 @@ pub struct Setup {
     pub valid: Option<Split>,
 }
 
+/// The seed of the validation hold-out: fixed, not the run's `seed`, so that runs on the same
+/// data with different seeds (an ensemble's members) share one validation split.
+pub const VALID_SEED: u64 = 0;
+
 /// The training rows a configuration uses: the training split less its held-out validation
-/// rows (seeded by `cfg.seed`), then its first `max_train` rows.
+/// rows ([`VALID_SEED`]), then its first `max_train` rows.
 fn training_rows<'a>(
     cfg: &TrainConfig,
     data: &'a XcDataset,
 ) -> Result<(Cow<'a, Split>, Option<Split>)> {
     let (train, valid) = if cfg.valid_fraction > 0.0 {
-        let (rest, held) = data.train.hold_out(cfg.valid_fraction, cfg.seed)?;
+        let (rest, held) = data.train.hold_out(cfg.valid_fraction, VALID_SEED)?;
         (Cow::Owned(rest), Some(held))
     } else {
         (Cow::Borrowed(&data.train), None)
