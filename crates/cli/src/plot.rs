@@ -248,37 +248,18 @@ fn draw_panel(
     Ok(())
 }
 
-/// Encodes the RGB buffer as PNG into a file beside `out`, then renames it into place.
+/// Encodes the RGB buffer as PNG into `out` ([`xmc::io::write_atomic`]: written beside, renamed
+/// into place; an earlier file stays whole on failure).
 fn write_png(out: &Path, rgb: &[u8], (width, height): (u32, u32)) -> anyhow::Result<()> {
-    let dir = out
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = tempfile_in(dir, out)?;
-    let result = (|| -> anyhow::Result<()> {
-        let file = std::fs::File::create(&tmp)?;
-        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width, height);
+    xmc::io::write_atomic(out, |w| {
+        let mut enc = png::Encoder::new(w, width, height);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
-        let mut w = enc.write_header()?;
-        w.write_image_data(rgb)?;
-        w.finish()?;
-        std::fs::rename(&tmp, out)?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing {}", out.display()))
-}
-
-/// A fresh name beside `out` for the file being written.
-fn tempfile_in(dir: &Path, out: &Path) -> anyhow::Result<PathBuf> {
-    let base = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| anyhow!("{}: not a file name", out.display()))?;
-    Ok(dir.join(format!(".{base}.{}.tmp", std::process::id())))
+        let mut w = enc.write_header().map_err(std::io::Error::other)?;
+        w.write_image_data(rgb).map_err(std::io::Error::other)?;
+        w.finish().map_err(std::io::Error::other)
+    })
+    .with_context(|| format!("writing {}", out.display()))
 }
 
 #[cfg(test)]

@@ -34,9 +34,13 @@ fn predict_texts(model: &[&Path], tst: &Path, out: &Path, extra: &[&str]) {
 }
 
 fn p_at_1(pred: &Path) -> f64 {
-    let p = xmc::SparseMatrix::read(pred).unwrap();
     let truth = xmc::SparseMatrix::read(data_dir().join("tst_X_Y.txt")).unwrap();
-    let m = xmc::metrics::evaluate(&truth, &p, None, 5).unwrap();
+    p_at_1_of(&truth, pred)
+}
+
+fn p_at_1_of(truth: &xmc::SparseMatrix, pred: &Path) -> f64 {
+    let p = xmc::SparseMatrix::read(pred).unwrap();
+    let m = xmc::metrics::evaluate(truth, &p, None, 5).unwrap();
     m.p[0] * 100.0
 }
 
@@ -101,13 +105,7 @@ fn plus_trains_resumes_predicts_and_ensembles() {
     assert_eq!(rest.len(), 12_404 - 620);
     let valid_x = dir.path().join("valid_X.txt");
     std::fs::write(&valid_x, valid.texts.join("\n") + "\n").unwrap();
-    let valid_p1 = |pred: &Path| {
-        let p = xmc::SparseMatrix::read(pred).unwrap();
-        xmc::metrics::evaluate(&valid.labels, &p, None, 5)
-            .unwrap()
-            .p[0]
-            * 100.0
-    };
+    let valid_p1 = |pred: &Path| p_at_1_of(&valid.labels, pred);
     let by = &lines[1]["p1_by_score"];
     for mode in ["extreme", "combined"] {
         let out = dir.path().join(format!("pred_{mode}.txt"));
