@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use inceptionxml::config::{ClusterSource, ModelParams, PlusParams, Preset, TrainConfig};
+use inceptionxml::config::{
+    ClusterSource, ModelParams, OutputBias, PlusParams, Preset, TrainConfig,
+};
 use inceptionxml::model_dir;
 use inceptionxml::train::{self, TrainJob};
 use xmc::dataset::XcDataset;
@@ -76,6 +78,11 @@ pub struct Args {
     /// [default: 0; 0.05 with --plus]
     #[arg(long)]
     pub valid_fraction: Option<f64>,
+    /// Plain InceptionXML: the classifier's initial bias, zero (the authors' code) or each
+    /// label's log prior odds in the training rows.
+    /// [default: zero]
+    #[arg(long, value_enum, conflicts_with = "plus")]
+    pub output_bias: Option<OutputBiasArg>,
     /// Continue the run saved in --model (same schedule and step count).
     #[arg(long)]
     pub resume: bool,
@@ -101,6 +108,22 @@ pub struct Args {
     /// No progress bar or per-epoch lines.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// `--output-bias`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputBiasArg {
+    Zero,
+    Prior,
+}
+
+impl From<OutputBiasArg> for OutputBias {
+    fn from(a: OutputBiasArg) -> Self {
+        match a {
+            OutputBiasArg::Zero => OutputBias::Zero,
+            OutputBiasArg::Prior => OutputBias::Prior,
+        }
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -138,6 +161,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         max_train: args.max_train,
         valid_fraction: args.valid_fraction.unwrap_or(preset.valid_fraction),
         embeddings: args.embeddings.clone(),
+        output_bias: args
+            .output_bias
+            .map_or(preset.output_bias, OutputBias::from),
         ..preset
     };
     let mut progress = Progress::new(!args.quiet);
@@ -239,6 +265,11 @@ fn changed_on_resume(a: &Args, saved: &model_dir::ModelDirConfig) -> Vec<String>
         "--valid-fraction",
         a.valid_fraction.map(|v| s(&v)),
         s(&t.valid_fraction),
+    );
+    check(
+        "--output-bias",
+        a.output_bias.map(|v| s(&OutputBias::from(v).name())),
+        s(&t.output_bias.name()),
     );
     check("--max-vocab", a.max_vocab.map(|v| s(&v)), s(&t.max_vocab));
     check(

@@ -273,6 +273,46 @@ pub struct TrainConfig {
     /// after every epoch (whatever `eval_every`) and InceptionXML+ chooses its ranking on it (0: none; 0.05 with
     /// InceptionXML+).
     pub valid_fraction: f64,
+    /// Initial bias of plain InceptionXML's L-way classifier (zero, as the paper's code; or
+    /// each label's log prior odds in the training rows).
+    pub output_bias: OutputBias,
+}
+
+/// How plain InceptionXML's classifier bias starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputBias {
+    /// Zero, as in the authors' code: every label starts at probability 1/2 and the first
+    /// epochs are spent pushing all L logits down (Adam moves a bias by about lr per step).
+    #[default]
+    Zero,
+    /// `ln(p / (1 - p))` with `p = (n_l + 1/2) / (N + 1)`, label l's share of the N training
+    /// rows: the classifier starts at the label prior and learns features from the first step.
+    Prior,
+}
+
+impl OutputBias {
+    /// The name `config.json` and `--output-bias` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputBias::Zero => "zero",
+            OutputBias::Prior => "prior",
+        }
+    }
+
+    /// The initial bias of each label from its count among `n_rows` training rows.
+    pub fn values(self, counts: &[usize], n_rows: usize) -> Vec<f32> {
+        match self {
+            OutputBias::Zero => vec![0.0; counts.len()],
+            OutputBias::Prior => counts
+                .iter()
+                .map(|&c| {
+                    let p = (c as f64 + 0.5) / (n_rows as f64 + 1.0);
+                    (p / (1.0 - p)).ln() as f32
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -298,6 +338,7 @@ impl Default for TrainConfig {
             embeddings: None,
             detach_fraction: 0.25,
             valid_fraction: 0.0,
+            output_bias: OutputBias::Zero,
         }
     }
 }

@@ -140,6 +140,15 @@ impl Setup {
             cfg.train.seed,
         )?;
         setup.model.set_embeddings(&table)?;
+        if setup.model.plus().is_none() {
+            let bias = cfg
+                .train
+                .output_bias
+                .values(&setup.train_labels.col_counts(), setup.n_train);
+            let head = setup.model.full_head()?;
+            let var = &head.out_bias;
+            var.set(&candle_core::Tensor::from_vec(bias, var.dims(), device)?)?;
+        }
         setup.coverage = Some(cov.to_string());
         Ok(setup)
     }
