@@ -11,7 +11,7 @@ use candle_core::{DType, Tensor, Var};
 
 use super::batch_norm::BatchNorm;
 use super::inception::Conv1d;
-use super::spectral_norm::SpectralNorm;
+use super::spectral_norm::{sn_backward, SnState};
 use super::InceptionXml;
 use crate::error::{Error, Result};
 use crate::ops::encoder::{BnParams, Dims, Dropouts, Params, Workspace};
@@ -27,9 +27,6 @@ pub fn text_lengths(ids: &[u32], s: usize) -> Vec<usize> {
         })
         .collect()
 }
-
-/// A spectral norm's `(u, v, σ)` at one step.
-type SnState = (Vec<f32>, Vec<f32>, f32);
 
 /// What a fused training forward hands to its backward: the parameters it used and the
 /// spectral norms' `(u, v, σ)` at that step.
@@ -55,37 +52,10 @@ fn bn_params(bn: &BatchNorm) -> Result<BnParams> {
     })
 }
 
-/// `W / σ` on the host and the `(u, v, σ)` it used; with `train`, one power iteration first.
-fn sn_weight(sn: &SpectralNorm, train: bool) -> Result<(Vec<f32>, SnState)> {
-    let (w, sigma) = sn.weight_and_sigma(train)?;
-    let (u, v) = sn.buffers();
-    Ok((
-        host(&w)?,
-        (
-            host(u.as_tensor())?,
-            host(v.as_tensor())?,
-            sigma.to_scalar::<f32>()?,
-        ),
-    ))
-}
-
 /// The held evaluation parameters ([`InceptionXml::freeze_for_inference`]).
 fn frozen(slot: &Mutex<Option<Arc<Params>>>) -> Result<MutexGuard<'_, Option<Arc<Params>>>> {
     slot.lock()
         .map_err(|_| Error::Poisoned("encoder parameters"))
-}
-
-/// The gradient of the raw weight from that of `W/σ` (`σ = uᵀWv`, u and v constants):
-/// `(G − ⟨G, W/σ⟩ u vᵀ) / σ`.
-fn sn_backward(g: &[f32], w_sn: &[f32], (u, v, sigma): &SnState) -> Vec<f32> {
-    let gw: f64 = g.iter().zip(w_sn).map(|(a, b)| *a as f64 * *b as f64).sum();
-    let n_in = v.len();
-    g.iter()
-        .enumerate()
-        .map(|(k, gk)| {
-            ((*gk as f64 - gw * (u[k / n_in] * v[k % n_in]) as f64) / *sigma as f64) as f32
-        })
-        .collect()
 }
 
 /// PyTorch layout `[out, in, k]` from the GEMM layout `[k·in, out]`.
@@ -123,8 +93,8 @@ impl InceptionXml {
 
     fn fused_params(&self, train: bool) -> Result<(Params, [SnState; 2])> {
         let att = &self.attention;
-        let (w1, sn1) = sn_weight(&att.words.sn, train)?;
-        let (w2, sn2) = sn_weight(&att.dims.sn, train)?;
+        let (w1, sn1) = att.words.sn.host_weight(train)?;
+        let (w2, sn2) = att.dims.sn.host_weight(train)?;
         let inc = &self.inception;
         let gemm = |c: &Conv1d| host(&c.gemm_weight()?);
         let mut conv_bias = Vec::new();

@@ -20,10 +20,11 @@ use candle_nn::VarMap;
 use rand_chacha::ChaCha8Rng;
 
 use super::init;
-use super::spectral_norm::SpectralNorm;
+use super::spectral_norm::{SnState, SpectralNorm};
 use crate::config::PlusConfig;
 use crate::error::Result;
 use crate::ops::dropout::Dropout;
+use crate::ops::residual_hidden;
 
 /// Name of the label table in the `VarMap` (rows in cluster order).
 pub const TABLE_NAME: &str = "extreme.table";
@@ -196,6 +197,56 @@ impl PlusHeads {
         let x = self.dropout.apply(h, self.dropout_hidden, train)?;
         let g = (self.ext_hidden.forward(&x, train)? + self.residual(h)?)?;
         self.dropout.apply(&g, self.dropout_ext, train)
+    }
+}
+
+/// Which hidden layer of the heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hidden {
+    Meta,
+    Extreme,
+}
+
+impl PlusHeads {
+    /// Whether the fused CPU hidden layers apply (hd = D: the residual is the identity).
+    pub fn fusable(&self) -> bool {
+        self.pool.is_none()
+    }
+
+    /// The training forward of hidden layer `which` as one fused host op ([`residual_hidden`]):
+    /// one power iteration, then `dropout(GELU(SN(W)·dropout(h) + b) + h)` for `h` `[b, D]`
+    /// (row-major host values), with the masks [`Self::meta_input`] /
+    /// [`Self::extreme_features`] draw, in their order. Returns the output, the backward's tape
+    /// and the spectral norm's state (for the raw weight's gradient, [`sn_backward`]).
+    ///
+    /// [`residual_hidden`]: crate::ops::residual_hidden
+    /// [`sn_backward`]: super::spectral_norm::sn_backward
+    pub fn hidden_train_fused(
+        &self,
+        which: Hidden,
+        h: &[f32],
+        b: usize,
+    ) -> Result<(Vec<f32>, residual_hidden::HiddenTape, SnState)> {
+        let (layer, p2) = match which {
+            Hidden::Meta => (&self.meta_hidden, self.cfg.dropout_meta),
+            Hidden::Extreme => (&self.ext_hidden, self.dropout_ext),
+        };
+        let d = self.cfg.hidden_dim;
+        let m1 = self.dropout.host_mask(b * d, self.dropout_hidden)?;
+        let (w, sn) = layer.sn.host_weight(true)?;
+        let bias = layer.bias.as_tensor().to_vec1::<f32>()?;
+        let m2 = self.dropout.host_mask(b * d, p2)?;
+        let (out, tape) = residual_hidden::forward(h, w, &bias, (b, d), m1, m2)?;
+        Ok((out, tape, sn))
+    }
+
+    /// The variables of hidden layer `which`: the raw SN weight and the bias.
+    pub fn hidden_vars(&self, which: Hidden) -> (&Var, &Var) {
+        let layer = match which {
+            Hidden::Meta => &self.meta_hidden,
+            Hidden::Extreme => &self.ext_hidden,
+        };
+        (layer.sn.raw_weight(), &layer.bias)
     }
 }
 

@@ -110,6 +110,25 @@ impl SpectralNorm {
         Ok((self.weight.as_tensor().broadcast_div(&sigma)?, sigma))
     }
 
+    /// `W / σ` as host values (row-major `[out, in]`) and the `(u, v, σ)` it used; with
+    /// `train`, one power iteration first. The fused CPU ops take the weight this way.
+    pub fn host_weight(&self, train: bool) -> Result<(Vec<f32>, SnState)> {
+        let host = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.flatten_all()?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1()?)
+        };
+        let (w, sigma) = self.weight_and_sigma(train)?;
+        Ok((
+            host(&w)?,
+            (
+                host(self.u.as_tensor())?,
+                host(self.v.as_tensor())?,
+                sigma.to_scalar::<f32>()?,
+            ),
+        ))
+    }
+
     /// The top singular value of the current `W`, by power iteration on `WᵀW` in f64 until it
     /// converges (relative change below 1e-13, at most 100,000 iterations). Leaves `u`, `v` alone.
     pub fn exact_sigma(&self) -> Result<f64> {
@@ -117,6 +136,22 @@ impl SpectralNorm {
         let w: Vec<Vec<f64>> = w.to_vec2()?;
         Ok(top_singular_value(&w))
     }
+}
+
+/// The `(u, v, σ)` a normalised weight was made with ([`SpectralNorm::host_weight`]).
+pub type SnState = (Vec<f32>, Vec<f32>, f32);
+
+/// The gradient of the raw weight from that of `W/σ` (`σ = uᵀWv`, u and v constants):
+/// `(G − ⟨G, W/σ⟩ u vᵀ) / σ`.
+pub fn sn_backward(g: &[f32], w_sn: &[f32], (u, v, sigma): &SnState) -> Vec<f32> {
+    let gw: f64 = g.iter().zip(w_sn).map(|(a, b)| *a as f64 * *b as f64).sum();
+    let n_in = v.len();
+    g.iter()
+        .enumerate()
+        .map(|(k, gk)| {
+            ((*gk as f64 - gw * (u[k / n_in] * v[k % n_in]) as f64) / *sigma as f64) as f32
+        })
+        .collect()
 }
 
 /// Top singular value of a dense matrix (rows), by power iteration on `WᵀW` in f64.

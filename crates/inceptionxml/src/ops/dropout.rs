@@ -65,16 +65,22 @@ impl Dropout {
             .gen())
     }
 
+    /// The mask of `n` values [`Dropout::apply`] would multiply by in training (drawn the same
+    /// way, so a fused host op that takes it drops the same values); none when `p` is 0.
+    pub fn host_mask(&self, n: usize, p: f32) -> Result<Option<Vec<f32>>> {
+        if p <= 0.0 {
+            return Ok(None);
+        }
+        check_p(p)?;
+        Ok(Some(mask(n, p, self.draw_seed()?)))
+    }
+
     /// Inverted dropout with probability `p` when `train`; `x` itself otherwise.
     pub fn apply(&self, x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
         if !train || p <= 0.0 {
             return Ok(x.clone());
         }
-        if !(0.0..1.0).contains(&p) {
-            return Err(Error::Config(format!(
-                "dropout probability {p} outside [0, 1)"
-            )));
-        }
+        check_p(p)?;
         let seed = self.draw_seed()?;
         if !x.device().is_cpu() {
             return Ok(x.contiguous()?.apply_op1(DropoutOp { p, seed })?);
@@ -83,6 +89,15 @@ impl Dropout {
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         Ok(x.mul(&mask)?)
     }
+}
+
+fn check_p(p: f32) -> Result<()> {
+    if !(0.0..1.0).contains(&p) {
+        return Err(Error::Config(format!(
+            "dropout probability {p} outside [0, 1)"
+        )));
+    }
+    Ok(())
 }
 
 /// `x · mask(p, seed)` as one op whose backward applies the same mask to the gradient.

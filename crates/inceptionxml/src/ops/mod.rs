@@ -17,6 +17,7 @@ pub mod gelu_bn;
 pub mod im2col;
 pub mod linear_bce;
 pub mod mm;
+pub mod residual_hidden;
 pub mod simd;
 pub(crate) mod storage;
 pub mod vmath;

@@ -12,13 +12,16 @@ use std::sync::Arc;
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use rayon::prelude::*;
-use xmc::shortlist;
+use xmc::shortlist::{self, ClusterIndex};
 
 use super::batches::Batch;
 use crate::error::{Error, Result};
 use crate::model::fused::FusedTape;
+use crate::model::plus::{Hidden, PlusHeads};
+use crate::model::spectral_norm::sn_backward;
 use crate::model::InceptionXml;
 use crate::ops::linear_bce::linear_bce;
+use crate::ops::residual_hidden;
 use crate::ops::storage::with_host_f32;
 use crate::ops::{
     bce_with_logits, bce_with_logits_masked, candidate_logits, stable_sigmoid, CandidatePlan,
@@ -262,6 +265,40 @@ pub fn train_step_plus(
     beta1: f64,
     detach: bool,
 ) -> Result<(f32, StepStats)> {
+    let bw = plus_backward(model, batch, detach)?;
+    let sp = span(STEP[5]);
+    let touched = opt.step(
+        model,
+        &bw.grads,
+        &bw.x,
+        &batch.ids_host,
+        bw.table_grad,
+        lr,
+        beta1,
+    )?;
+    drop(sp);
+    let stats = StepStats {
+        candidates: bw.candidates,
+        touched_rows: touched,
+    };
+    Ok((bw.loss, stats))
+}
+
+/// An InceptionXML+ step's forward and backward, before any update.
+struct PlusBackward {
+    /// Every dense variable's gradient, and that of `x`.
+    grads: GradStore,
+    /// The looked-up word vectors.
+    x: Tensor,
+    /// The gradient of the candidate rows of the label table.
+    table_grad: Option<crate::ops::candidates::TableRows>,
+    loss: f32,
+    candidates: usize,
+}
+
+/// The forward and backward of an InceptionXML+ step: with the fused encoder (and hd = D) the
+/// heads by fused host ops ([`plus_fused`]), otherwise composed candle ops.
+fn plus_backward(model: &InceptionXml, batch: &Batch, detach: bool) -> Result<PlusBackward> {
     let (plus, index) = match (model.plus(), model.clusters()) {
         (Some(p), Some(ix)) => (p, ix.clone()),
         _ => {
@@ -272,6 +309,12 @@ pub fn train_step_plus(
     };
     let x = lookup(model, batch)?;
     let enc = Encoded::forward(model, x, &batch.ids_host)?;
+    if plus.fusable() {
+        if let Encoded::Fused { h, .. } = &enc {
+            let h = h.clone();
+            return plus_fused(model, plus, &index, batch, (enc, h), detach);
+        }
+    }
     let sp = span(STEP[2]);
     let h = enc.h();
     let s2 = span(PLUS[0]);
@@ -283,22 +326,13 @@ pub fn train_step_plus(
     drop(s2);
     let s2 = span(PLUS[2]);
     let scores = meta.scores()?;
-    let pos: Vec<&[u32]> = batch.positives.iter().map(Vec::as_slice).collect();
-    let sl = shortlist::build(&scores, &index, plus.config().top_k, Some(&pos))?;
-    let plan = Arc::new(CandidatePlan::new(&sl, &index)?);
+    let (plan, sl) = shortlist_plan(&scores, batch, &index, plus)?;
     drop(s2);
     let s2 = span(PLUS[3]);
     let hin = if detach { h.detach() } else { h.clone() };
     let g = plus.extreme_features(&hin, true)?;
     drop(s2);
-    let s2 = span(PLUS[4]);
-    let (logits, table_grad) = candidate_logits(&g, plus.table.as_tensor(), plan.clone())?;
-    let dev = logits.device().clone();
-    let shape = (sl.rows, sl.width);
-    let y = Tensor::from_vec(sl.targets, shape, &dev)?;
-    let m = Tensor::from_vec(sl.mask, shape, &dev)?;
-    let ext_loss = bce_with_logits_masked(&logits, &y, &m)?;
-    drop(s2);
+    let (ext_loss, table_grad) = extreme_loss(&g, plus, plan.clone(), sl)?;
     let loss = (meta.term() + &ext_loss)?;
     drop(sp);
     let sp = span(STEP[3]);
@@ -306,22 +340,122 @@ pub fn train_step_plus(
     meta.insert_grads(&mut grads);
     drop(sp);
     let x = enc.backward(model, &mut grads)?;
-    let sp = span(STEP[5]);
-    let touched = opt.step(
-        model,
-        &grads,
-        &x,
-        &batch.ids_host,
-        table_grad.take(),
-        lr,
-        beta1,
-    )?;
-    drop(sp);
-    let stats = StepStats {
+    Ok(PlusBackward {
+        grads,
+        x,
+        table_grad: table_grad.take(),
+        loss: meta.loss()? + ext_loss.to_scalar::<f32>()?,
         candidates: plan.n_candidates(),
-        touched_rows: touched,
+    })
+}
+
+/// The shortlist of a batch from its meta scores (positives forced in) and its candidate plan.
+fn shortlist_plan(
+    scores: &[f32],
+    batch: &Batch,
+    index: &ClusterIndex,
+    plus: &PlusHeads,
+) -> Result<(Arc<CandidatePlan>, shortlist::Shortlist)> {
+    let pos: Vec<&[u32]> = batch.positives.iter().map(Vec::as_slice).collect();
+    let sl = shortlist::build(scores, index, plus.config().top_k, Some(&pos))?;
+    let plan = Arc::new(CandidatePlan::new(&sl, index)?);
+    Ok((plan, sl))
+}
+
+/// The candidates' logits from the extreme features `g` and their masked BCE (candle graph,
+/// for the label table's sparse gradient).
+fn extreme_loss(
+    g: &Tensor,
+    plus: &PlusHeads,
+    plan: Arc<CandidatePlan>,
+    sl: shortlist::Shortlist,
+) -> Result<(Tensor, crate::ops::TableGrad)> {
+    let _s = span(PLUS[4]);
+    let (logits, table_grad) = candidate_logits(g, plus.table.as_tensor(), plan)?;
+    let dev = logits.device().clone();
+    let shape = (sl.rows, sl.width);
+    let y = Tensor::from_vec(sl.targets, shape, &dev)?;
+    let m = Tensor::from_vec(sl.mask, shape, &dev)?;
+    Ok((bce_with_logits_masked(&logits, &y, &m)?, table_grad))
+}
+
+/// The rest of an InceptionXML+ step's forward and backward after the fused encoder's forward,
+/// the heads by fused host ops: the two hidden layers ([`crate::ops::residual_hidden`]) and the
+/// meta classifier + BCE ([`linear_bce`]) forward and backward outside candle's graph; only the
+/// candidate scoring and its masked BCE go through autograd (for the table's sparse gradient).
+/// The same values, masks and gradients as the composed heads (tested on twin models).
+fn plus_fused(
+    model: &InceptionXml,
+    plus: &PlusHeads,
+    index: &ClusterIndex,
+    batch: &Batch,
+    (enc, h): (Encoded, Var),
+    detach: bool,
+) -> Result<PlusBackward> {
+    let sp = span(STEP[2]);
+    let (b, d) = h.as_tensor().dims2()?;
+    let hv = h.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+    let dev = h.as_tensor().device().clone();
+    let s2 = span(PLUS[0]);
+    let (hm, tape_m, sn_m) = plus.hidden_train_fused(Hidden::Meta, &hv, b)?;
+    drop(s2);
+    let s2 = span(PLUS[1]);
+    let (mw, mb) = plus.meta_vars();
+    let c = mw.dim(1)?;
+    let meta = with_host_f32(mw.as_tensor(), |wv| {
+        with_host_f32(mb.as_tensor(), |bv| {
+            with_host_f32(&batch.targets, |yv| linear_bce(&hm, wv, bv, yv, (b, d, c)))
+        })
+    })????;
+    drop(hm);
+    let mut gm = residual_hidden::backward(&tape_m, &meta.dx)?;
+    drop(s2);
+    let s2 = span(PLUS[2]);
+    let scores: Vec<f32> = meta.logits.par_iter().map(|&x| stable_sigmoid(x)).collect();
+    let (plan, sl) = shortlist_plan(&scores, batch, index, plus)?;
+    drop(scores);
+    drop(s2);
+    let s2 = span(PLUS[3]);
+    let (g, tape_e, sn_e) = plus.hidden_train_fused(Hidden::Extreme, &hv, b)?;
+    let g = Var::from_vec(g, (b, d), &dev)?;
+    drop(s2);
+    let (ext_loss, table_grad) = extreme_loss(g.as_tensor(), plus, plan.clone(), sl)?;
+    drop(sp);
+    let sp = span(STEP[3]);
+    let mut grads = ext_loss.backward()?;
+    let dg = match grads.remove(g.as_tensor()) {
+        Some(t) => t.flatten_all()?.to_vec1::<f32>()?,
+        None => vec![0f32; b * d],
     };
-    Ok((meta.loss()? + ext_loss.to_scalar::<f32>()?, stats))
+    let ge = residual_hidden::backward(&tape_e, &dg)?;
+    let mut dh = std::mem::take(&mut gm.dh);
+    if !detach {
+        dh.par_iter_mut().zip(&ge.dh).for_each(|(a, e)| *a += e);
+    }
+    let put = |grads: &mut GradStore, v: &Var, g: Vec<f32>| -> Result<()> {
+        grads.insert(v.as_tensor(), Tensor::from_vec(g, v.shape(), &dev)?);
+        Ok(())
+    };
+    put(&mut grads, mw, meta.dw)?;
+    put(&mut grads, mb, meta.db)?;
+    for (which, tape, sn, hg) in [
+        (Hidden::Meta, &tape_m, sn_m, gm),
+        (Hidden::Extreme, &tape_e, sn_e, ge),
+    ] {
+        let (w, bias) = plus.hidden_vars(which);
+        put(&mut grads, w, sn_backward(&hg.dw, tape.weight(), &sn))?;
+        put(&mut grads, bias, hg.db)?;
+    }
+    put(&mut grads, &h, dh)?;
+    drop(sp);
+    let x = enc.backward(model, &mut grads)?;
+    Ok(PlusBackward {
+        grads,
+        x,
+        table_grad: table_grad.take(),
+        loss: meta.loss + ext_loss.to_scalar::<f32>()?,
+        candidates: plan.n_candidates(),
+    })
 }
 
 #[cfg(test)]
@@ -334,6 +468,93 @@ mod tests {
     use candle_nn::VarMap;
     use xmc::shortlist::ClusterIndex;
     use xmc::SparseMatrix;
+
+    /// The fused InceptionXML+ step (fused encoder and heads) against the composed candle ops
+    /// on twin models (same masks, same power iterations), with and without the detached
+    /// encoder: the loss, the gradient of every variable and of the looked-up vectors, and the
+    /// label table's row gradient agree.
+    #[test]
+    fn fused_plus_step_matches_composed_ops() {
+        let rel = |a: &[f32], b: &[f32]| {
+            assert_eq!(a.len(), b.len());
+            let scale = a.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+        };
+        let host = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+        for detach in [false, true] {
+            let make = |fused: bool| {
+                let mut cfg = ModelConfig::new(40, 12);
+                cfg.embed_dim = 64;
+                cfg.seq_len = 8;
+                cfg.plus = Some(PlusConfig {
+                    n_clusters: 4,
+                    hidden_dim: cfg.feature_dim(),
+                    top_k: 2,
+                    dropout_meta: 0.3,
+                    score: ScoreMode::Extreme,
+                });
+                let varmap = VarMap::new();
+                let mut model = InceptionXml::new(&cfg, &varmap, &Device::Cpu, 3).unwrap();
+                model.set_fused(fused);
+                let assign: Vec<u32> = (0..12).map(|l| l % 4).collect();
+                let index = Arc::new(ClusterIndex::new(assign, 4).unwrap());
+                model.set_clusters(index.clone()).unwrap();
+                (model, index)
+            };
+            let (ma, index) = make(false);
+            let (mb, _) = make(true);
+            assert!(mb.uses_fused_encoder() && !ma.uses_fused_encoder());
+            let labels =
+                SparseMatrix::from_index_rows(12, &[vec![5], vec![6, 1], vec![0], vec![11, 2]])
+                    .unwrap();
+            let ids: Vec<u32> = (0..32).map(|i| 1 + (i * 7) % 38).collect();
+            let batch =
+                make_batch(&ids, 8, &labels, &[0, 1, 2, 3], Some(&index), &Device::Cpu).unwrap();
+            let a = plus_backward(&ma, &batch, detach).unwrap();
+            let b = plus_backward(&mb, &batch, detach).unwrap();
+            assert!(
+                (a.loss - b.loss).abs() < 1e-5,
+                "loss {} vs {}",
+                a.loss,
+                b.loss
+            );
+            assert_eq!(a.candidates, b.candidates);
+            let mut n = 0;
+            for ((name, va), (_, vb)) in ma.trainable_vars().iter().zip(mb.trainable_vars()) {
+                let ga = a.grads.get(va.as_tensor());
+                let gb = b.grads.get(vb.as_tensor());
+                let (Some(ga), Some(gb)) = (ga, gb) else {
+                    panic!("detach {detach}: {name}: gradient on one side only");
+                };
+                let e = rel(&host(ga), &host(gb));
+                assert!(
+                    e < 2e-3,
+                    "detach {detach}: gradient of {name} differs by {e}"
+                );
+                n += 1;
+            }
+            assert_eq!(
+                n,
+                ma.trainable_vars().len(),
+                "every variable has a gradient"
+            );
+            let e = rel(
+                &host(a.grads.get(&a.x).unwrap()),
+                &host(b.grads.get(&b.x).unwrap()),
+            );
+            assert!(
+                e < 2e-3,
+                "detach {detach}: word-vector gradient differs by {e}"
+            );
+            let ((ra, ta), (rb, tb)) = (a.table_grad.unwrap(), b.table_grad.unwrap());
+            assert_eq!(ra, rb);
+            let e = rel(&host(&ta), &host(&tb));
+            assert!(
+                e < 2e-3,
+                "detach {detach}: label-table gradient differs by {e}"
+            );
+        }
+    }
 
     /// One InceptionXML+ step moves exactly the label-table rows of the shortlisted clusters.
     #[test]
