@@ -22,7 +22,6 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 use xmc::shortlist::{ClusterIndex, Shortlist};
 
-use super::simd::{axpy, dot};
 use super::storage::f32_slice;
 use crate::error::{Error, Result};
 
@@ -162,46 +161,137 @@ impl CandidatePlan {
     }
 
     /// Logits `rows × width` (padding 0) from `g` (`rows × dim`) and the table (`L × dim`).
+    ///
+    /// By distinct block: a block's table rows are read once for all the batch rows that
+    /// scored it, in register tiles of 2 table rows × 4 batch rows ([`kernels::score_block`]);
+    /// the block-major results are then put in slot order.
     pub fn scores(&self, g: &[f32], table: &[f32], dim: usize) -> Vec<f32> {
+        let mut by_block = vec![0f32; self.block_major_len()];
+        self.block_chunks(&mut by_block, |len| len)
+            .into_par_iter()
+            .with_min_len(2)
+            .for_each(|(o, u)| {
+                let (start, len) = self.uniq[u];
+                let w = &table[start as usize * dim..(start + len) as usize * dim];
+                let users = &self.users[self.users_off[u]..self.users_off[u + 1]];
+                kernels::score_block(w, dim, users, g, o);
+            });
         let mut out = vec![0f32; self.rows * self.width];
-        // One task per (row, block): batch-1 prediction spreads its blocks over the cores.
-        let mut tasks: Vec<(&mut [f32], Block, usize)> = Vec::new();
-        for (r, (chunk, blocks)) in out.chunks_mut(self.width).zip(&self.row_blocks).enumerate() {
-            let mut rest = chunk;
-            for &b in blocks {
-                let (head, tail) = std::mem::take(&mut rest).split_at_mut(b.len as usize);
-                tasks.push((head, b, r));
-                rest = tail;
-            }
-        }
-        tasks.into_par_iter().with_min_len(4).for_each(|(o, b, r)| {
-            let gr = &g[r * dim..(r + 1) * dim];
-            let w = &table[b.start as usize * dim..(b.start + b.len) as usize * dim];
-            for (o, wrow) in o.iter_mut().zip(w.chunks_exact(dim)) {
-                *o = dot(wrow, gr);
-            }
-        });
+        let src = self.block_major_sources();
+        out.par_chunks_mut(self.width.max(1))
+            .zip(&self.row_blocks)
+            .zip(&src)
+            .for_each(|((o, blocks), at)| {
+                for (b, &at) in blocks.iter().zip(at) {
+                    let (slot, len) = (b.slot as usize, b.len as usize);
+                    o[slot..slot + len].copy_from_slice(&by_block[at..at + len]);
+                }
+            });
         out
     }
 
     /// `∂g` (`rows × dim`) from `∂logits` (`rows × width`).
+    ///
+    /// By distinct block (its table rows read once), over [`GRAD_SLICES`] fixed slices of the
+    /// blocks, each adding into its own `rows × dim` buffer; the buffers are summed in slice
+    /// order, so the result does not depend on the thread count or on scheduling.
     pub fn grad_input(&self, dlog: &[f32], table: &[f32], dim: usize) -> Vec<f32> {
-        let mut out = vec![0f32; self.rows * dim];
-        out.par_chunks_mut(dim)
-            .zip(&self.row_blocks)
+        let n = self.rows * dim;
+        let slices = self.block_slices(GRAD_SLICES);
+        let parts: Vec<Vec<f32>> = slices
+            .par_iter()
+            .map(|range| {
+                let mut acc = vec![0f32; n];
+                for u in range.clone() {
+                    let (start, len) = self.uniq[u];
+                    let w = &table[start as usize * dim..(start + len) as usize * dim];
+                    let users = &self.users[self.users_off[u]..self.users_off[u + 1]];
+                    kernels::grad_input_block(w, dim, users, dlog, self.width, &mut acc);
+                }
+                acc
+            })
+            .collect();
+        let mut out = vec![0f32; n];
+        out.par_chunks_mut(dim.max(1))
             .enumerate()
-            .for_each(|(r, (o, blocks))| {
-                let d = &dlog[r * self.width..(r + 1) * self.width];
-                for b in blocks {
-                    let w = &table[b.start as usize * dim..(b.start + b.len) as usize * dim];
-                    let ds = &d[b.slot as usize..(b.slot + b.len) as usize];
-                    for (&a, wrow) in ds.iter().zip(w.chunks_exact(dim)) {
-                        if a != 0.0 {
-                            axpy(o, a, wrow);
-                        }
+            .for_each(|(r, o)| {
+                for p in &parts {
+                    for (a, b) in o.iter_mut().zip(&p[r * dim..(r + 1) * dim]) {
+                        *a += b;
                     }
                 }
             });
+        out
+    }
+
+    /// Values in the block-major layout: block `u`'s users one after another, `len(u)` values
+    /// each.
+    fn block_major_len(&self) -> usize {
+        (0..self.uniq.len())
+            .map(|u| (self.users_off[u + 1] - self.users_off[u]) * self.uniq[u].1 as usize)
+            .sum()
+    }
+
+    /// `out` cut into one chunk per distinct block, `size(len)` values per user of the block.
+    fn block_chunks<'a>(
+        &self,
+        out: &'a mut [f32],
+        size: impl Fn(usize) -> usize,
+    ) -> Vec<(&'a mut [f32], usize)> {
+        let mut parts = Vec::with_capacity(self.uniq.len());
+        let mut rest = out;
+        for (u, &(_, len)) in self.uniq.iter().enumerate() {
+            let n = (self.users_off[u + 1] - self.users_off[u]) * size(len as usize);
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(n);
+            parts.push((head, u));
+            rest = tail;
+        }
+        parts
+    }
+
+    /// Per batch row and block (slot order), where its values start in the block-major layout.
+    fn block_major_sources(&self) -> Vec<Vec<usize>> {
+        let mut src: Vec<Vec<(u32, usize)>> = self
+            .row_blocks
+            .iter()
+            .map(|b| Vec::with_capacity(b.len()))
+            .collect();
+        let mut at = 0;
+        for (u, &(_, len)) in self.uniq.iter().enumerate() {
+            for &(r, slot) in &self.users[self.users_off[u]..self.users_off[u + 1]] {
+                src[r as usize].push((slot, at));
+                at += len as usize;
+            }
+        }
+        src.into_iter()
+            .map(|mut v| {
+                v.sort_unstable();
+                v.into_iter().map(|x| x.1).collect()
+            })
+            .collect()
+    }
+
+    /// The distinct blocks cut into at most `n` contiguous ranges of about equal work (users ×
+    /// rows): a function of the plan only.
+    fn block_slices(&self, n: usize) -> Vec<std::ops::Range<usize>> {
+        let work: Vec<usize> = (0..self.uniq.len())
+            .map(|u| (self.users_off[u + 1] - self.users_off[u]) * self.uniq[u].1 as usize)
+            .collect();
+        let total: usize = work.iter().sum();
+        let per = total.div_ceil(n.max(1)).max(1);
+        let mut out = Vec::with_capacity(n);
+        let (mut from, mut acc) = (0, 0);
+        for (u, w) in work.iter().enumerate() {
+            acc += w;
+            if acc >= per {
+                out.push(from..u + 1);
+                from = u + 1;
+                acc = 0;
+            }
+        }
+        if from < work.len() {
+            out.push(from..work.len());
+        }
         out
     }
 
@@ -211,7 +301,9 @@ impl CandidatePlan {
     }
 
     /// The gradient of every touched table row, in [`CandidatePlan::touched`] order
-    /// (`n_touched() × dim`).
+    /// (`n_touched() × dim`): by distinct block (blocks are disjoint, so they run in parallel
+    /// without locks), in register tiles of 4 table rows × 16 values summed over the block's
+    /// users ([`kernels::grad_table_block`]).
     pub fn grad_table(&self, dlog: &[f32], g: &[f32], dim: usize) -> Vec<f32> {
         let mut out = vec![0f32; self.n_touched() * dim];
         let mut parts: Vec<(&mut [f32], usize)> = Vec::with_capacity(self.uniq.len());
@@ -222,18 +314,352 @@ impl CandidatePlan {
             rest = tail;
         }
         parts.into_par_iter().for_each(|(o, u)| {
-            for &(r, slot) in &self.users[self.users_off[u]..self.users_off[u + 1]] {
+            let users = &self.users[self.users_off[u]..self.users_off[u + 1]];
+            kernels::grad_table_block(o, dim, users, dlog, self.width, g);
+        });
+        out
+    }
+}
+
+/// Slices of the distinct blocks in [`CandidatePlan::grad_input`] (fixed, for determinism).
+const GRAD_SLICES: usize = 8;
+
+/// The per-block kernels of the CPU path: AVX2 + FMA register tiles where the CPU has them
+/// ([`kernels::avx`]), plain loops otherwise ([`kernels::plain`]). Every kernel sees one
+/// distinct block `w` (`len × dim`, a cluster's table rows) and its users `(row, slot)`.
+mod kernels {
+    /// Plain loops: the reference, and the path of CPUs without AVX2 + FMA.
+    pub mod plain {
+        fn dot(a: &[f32], b: &[f32]) -> f32 {
+            a.iter().zip(b).map(|(x, y)| x * y).sum()
+        }
+
+        /// `out[j·len + i] = w[i]·g[r_j]`.
+        pub fn score_block(
+            w: &[f32],
+            dim: usize,
+            users: &[(u32, u32)],
+            g: &[f32],
+            out: &mut [f32],
+        ) {
+            let len = w.len() / dim.max(1);
+            for (j, &(r, _)) in users.iter().enumerate() {
+                let gr = &g[r as usize * dim..(r as usize + 1) * dim];
+                for i in 0..len {
+                    out[j * len + i] = dot(&w[i * dim..(i + 1) * dim], gr);
+                }
+            }
+        }
+
+        /// `acc[r_j] += Σ_i dlog[r_j, slot_j + i]·w[i]`.
+        pub fn grad_input_block(
+            w: &[f32],
+            dim: usize,
+            users: &[(u32, u32)],
+            dlog: &[f32],
+            width: usize,
+            acc: &mut [f32],
+        ) {
+            let len = w.len() / dim.max(1);
+            for &(r, slot) in users {
                 let (r, slot) = (r as usize, slot as usize);
-                let gr = &g[r * dim..(r + 1) * dim];
-                let d = &dlog[r * self.width + slot..];
-                for (orow, &a) in o.chunks_exact_mut(dim).zip(d) {
-                    if a != 0.0 {
-                        axpy(orow, a, gr);
+                let o = &mut acc[r * dim..(r + 1) * dim];
+                for i in 0..len {
+                    let a = dlog[r * width + slot + i];
+                    for (o, &x) in o.iter_mut().zip(&w[i * dim..(i + 1) * dim]) {
+                        *o += a * x;
                     }
                 }
             }
-        });
-        out
+        }
+
+        /// `out[i] = Σ_j dlog[r_j, slot_j + i]·g[r_j]`.
+        pub fn grad_table_block(
+            out: &mut [f32],
+            dim: usize,
+            users: &[(u32, u32)],
+            dlog: &[f32],
+            width: usize,
+            g: &[f32],
+        ) {
+            let len = out.len() / dim.max(1);
+            out.fill(0.0);
+            for &(r, slot) in users {
+                let (r, slot) = (r as usize, slot as usize);
+                let gr = &g[r * dim..(r + 1) * dim];
+                for i in 0..len {
+                    let a = dlog[r * width + slot + i];
+                    for (o, &x) in out[i * dim..(i + 1) * dim].iter_mut().zip(gr) {
+                        *o += a * x;
+                    }
+                }
+            }
+        }
+    }
+
+    /// AVX2 + FMA register tiles (8 accumulators each, enough independent FMAs to cover their
+    /// latency on both ports): scores 2 table rows × 4 users, the input gradient 64 values of a
+    /// user's row, the table gradient 4 table rows × 16 values. Callers check the CPU.
+    #[cfg(target_arch = "x86_64")]
+    pub mod avx {
+        use std::arch::x86_64::*;
+
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn hsum(v: __m256) -> f32 {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+            _mm_cvtss_f32(s)
+        }
+
+        /// See [`super::plain::score_block`].
+        ///
+        /// # Safety
+        /// The CPU must support AVX2 and FMA.
+        #[target_feature(enable = "avx2,fma")]
+        pub unsafe fn score_block(
+            w: &[f32],
+            dim: usize,
+            users: &[(u32, u32)],
+            g: &[f32],
+            out: &mut [f32],
+        ) {
+            let len = w.len() / dim.max(1);
+            let n8 = dim / 8 * 8;
+            assert!(out.len() >= users.len() * len && w.len() >= len * dim);
+            for &(r, _) in users {
+                assert!((r as usize + 1) * dim <= g.len());
+            }
+            let wp = w.as_ptr();
+            let grow = |j: usize| g.as_ptr().add(users[j].0 as usize * dim);
+            let mut j = 0;
+            while j + 4 <= users.len() {
+                let gs = [grow(j), grow(j + 1), grow(j + 2), grow(j + 3)];
+                let mut i = 0;
+                while i + 2 <= len {
+                    let (w0, w1) = (wp.add(i * dim), wp.add((i + 1) * dim));
+                    let mut acc = [_mm256_setzero_ps(); 8];
+                    let mut k = 0;
+                    while k < n8 {
+                        let a0 = _mm256_loadu_ps(w0.add(k));
+                        let a1 = _mm256_loadu_ps(w1.add(k));
+                        for (q, gq) in gs.iter().enumerate() {
+                            let b = _mm256_loadu_ps(gq.add(k));
+                            acc[q] = _mm256_fmadd_ps(a0, b, acc[q]);
+                            acc[4 + q] = _mm256_fmadd_ps(a1, b, acc[4 + q]);
+                        }
+                        k += 8;
+                    }
+                    for (q, gq) in gs.iter().enumerate() {
+                        let (mut s0, mut s1) = (hsum(acc[q]), hsum(acc[4 + q]));
+                        for t in n8..dim {
+                            let b = *gq.add(t);
+                            s0 += *w0.add(t) * b;
+                            s1 += *w1.add(t) * b;
+                        }
+                        out[(j + q) * len + i] = s0;
+                        out[(j + q) * len + i + 1] = s1;
+                    }
+                    i += 2;
+                }
+                if i < len {
+                    for (q, gq) in gs.iter().enumerate() {
+                        out[(j + q) * len + i] = dot(wp.add(i * dim), *gq, dim);
+                    }
+                }
+                j += 4;
+            }
+            while j < users.len() {
+                let gq = grow(j);
+                for i in 0..len {
+                    out[j * len + i] = dot(wp.add(i * dim), gq, dim);
+                }
+                j += 1;
+            }
+        }
+
+        /// `a·b` over `n` values.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn dot(a: *const f32, b: *const f32, n: usize) -> f32 {
+            let n8 = n / 8 * 8;
+            let mut acc = [_mm256_setzero_ps(); 2];
+            let mut k = 0;
+            while k < n8 {
+                let q = (k / 8) & 1;
+                acc[q] =
+                    _mm256_fmadd_ps(_mm256_loadu_ps(a.add(k)), _mm256_loadu_ps(b.add(k)), acc[q]);
+                k += 8;
+            }
+            let mut s = hsum(_mm256_add_ps(acc[0], acc[1]));
+            for t in n8..n {
+                s += *a.add(t) * *b.add(t);
+            }
+            s
+        }
+
+        /// See [`super::plain::grad_input_block`].
+        ///
+        /// # Safety
+        /// The CPU must support AVX2 and FMA.
+        #[target_feature(enable = "avx2,fma")]
+        pub unsafe fn grad_input_block(
+            w: &[f32],
+            dim: usize,
+            users: &[(u32, u32)],
+            dlog: &[f32],
+            width: usize,
+            acc: &mut [f32],
+        ) {
+            let len = w.len() / dim.max(1);
+            let wp = w.as_ptr();
+            for &(r, slot) in users {
+                let (r, slot) = (r as usize, slot as usize);
+                let d = &dlog[r * width + slot..r * width + slot + len];
+                if d.iter().all(|&x| x == 0.0) {
+                    continue;
+                }
+                let o = &mut acc[r * dim..(r + 1) * dim];
+                let op = o.as_mut_ptr();
+                let mut k = 0;
+                while k + 64 <= dim {
+                    let mut s = [_mm256_setzero_ps(); 8];
+                    for (i, &a) in d.iter().enumerate() {
+                        let c = _mm256_set1_ps(a);
+                        let wi = wp.add(i * dim + k);
+                        for (q, sq) in s.iter_mut().enumerate() {
+                            *sq = _mm256_fmadd_ps(c, _mm256_loadu_ps(wi.add(8 * q)), *sq);
+                        }
+                    }
+                    for (q, sq) in s.iter().enumerate() {
+                        let p = op.add(k + 8 * q);
+                        _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), *sq));
+                    }
+                    k += 64;
+                }
+                while k + 8 <= dim {
+                    let mut s = _mm256_setzero_ps();
+                    for (i, &a) in d.iter().enumerate() {
+                        s = _mm256_fmadd_ps(
+                            _mm256_set1_ps(a),
+                            _mm256_loadu_ps(wp.add(i * dim + k)),
+                            s,
+                        );
+                    }
+                    let p = op.add(k);
+                    _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), s));
+                    k += 8;
+                }
+                for t in k..dim {
+                    let mut s = 0f32;
+                    for (i, &a) in d.iter().enumerate() {
+                        s += a * w[i * dim + t];
+                    }
+                    o[t] += s;
+                }
+            }
+        }
+
+        /// See [`super::plain::grad_table_block`].
+        ///
+        /// # Safety
+        /// The CPU must support AVX2 and FMA.
+        #[target_feature(enable = "avx2,fma")]
+        pub unsafe fn grad_table_block(
+            out: &mut [f32],
+            dim: usize,
+            users: &[(u32, u32)],
+            dlog: &[f32],
+            width: usize,
+            g: &[f32],
+        ) {
+            let len = out.len() / dim.max(1);
+            for &(r, slot) in users {
+                assert!((r as usize + 1) * dim <= g.len());
+                assert!(r as usize * width + slot as usize + len <= dlog.len());
+            }
+            let coef = |j: usize, i: usize| {
+                let (r, slot) = (users[j].0 as usize, users[j].1 as usize);
+                *dlog.get_unchecked(r * width + slot + i)
+            };
+            let grow = |j: usize| g.as_ptr().add(users[j].0 as usize * dim);
+            let op = out.as_mut_ptr();
+            let mut i0 = 0;
+            while i0 < len {
+                let ri = (len - i0).min(4);
+                let mut k = 0;
+                while k + 16 <= dim {
+                    let mut s = [_mm256_setzero_ps(); 8];
+                    for j in 0..users.len() {
+                        let gj = grow(j).add(k);
+                        let (b0, b1) = (_mm256_loadu_ps(gj), _mm256_loadu_ps(gj.add(8)));
+                        for a in 0..ri {
+                            let c = _mm256_set1_ps(coef(j, i0 + a));
+                            s[2 * a] = _mm256_fmadd_ps(c, b0, s[2 * a]);
+                            s[2 * a + 1] = _mm256_fmadd_ps(c, b1, s[2 * a + 1]);
+                        }
+                    }
+                    for a in 0..ri {
+                        let p = op.add((i0 + a) * dim + k);
+                        _mm256_storeu_ps(p, s[2 * a]);
+                        _mm256_storeu_ps(p.add(8), s[2 * a + 1]);
+                    }
+                    k += 16;
+                }
+                for t in k..dim {
+                    for a in 0..ri {
+                        let mut s = 0f32;
+                        for j in 0..users.len() {
+                            s += coef(j, i0 + a) * *grow(j).add(t);
+                        }
+                        out[(i0 + a) * dim + t] = s;
+                    }
+                }
+                i0 += ri;
+            }
+        }
+    }
+
+    macro_rules! dispatch {
+        ($(#[$m:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?);) => {
+            $(#[$m])*
+            pub fn $name($($arg: $ty),*) {
+                #[cfg(target_arch = "x86_64")]
+                if crate::ops::simd::has_avx2_fma() {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked above).
+                    return unsafe { avx::$name($($arg),*) };
+                }
+                plain::$name($($arg),*)
+            }
+        };
+    }
+
+    dispatch! {
+        /// Scores of a block's rows for each of its users, user-major: `out[j·len + i]`.
+        pub fn score_block(w: &[f32], dim: usize, users: &[(u32, u32)], g: &[f32], out: &mut [f32]);
+    }
+
+    dispatch! {
+        /// Adds a block's contribution to its users' input gradients.
+        pub fn grad_input_block(
+            w: &[f32],
+            dim: usize,
+            users: &[(u32, u32)],
+            dlog: &[f32],
+            width: usize,
+            acc: &mut [f32],
+        );
+    }
+
+    dispatch! {
+        /// A block's table-row gradients.
+        pub fn grad_table_block(
+            out: &mut [f32],
+            dim: usize,
+            users: &[(u32, u32)],
+            dlog: &[f32],
+            width: usize,
+            g: &[f32],
+        );
     }
 }
 
@@ -604,6 +1030,119 @@ mod tests {
                 }
                 None => assert!(row.iter().all(|&v| v == 0.0), "untouched row {p}"),
             }
+        }
+    }
+
+    /// The tiled block kernels against plain loops over (row, slot), at sizes that exercise the
+    /// full tiles and every remainder (dims 480 and 37, blocks of 1–13 rows, 1–40 users).
+    #[test]
+    fn tiled_kernels_match_plain_loops() {
+        for dim in [480usize, 37] {
+            let (rows, n_blocks) = (40, 9);
+            let sizes: Vec<u32> = (0..n_blocks).map(|b| 1 + (b * 5 % 13) as u32).collect();
+            let starts: Vec<u32> = sizes
+                .iter()
+                .scan(0u32, |a, &l| {
+                    let s = *a;
+                    *a += l;
+                    Some(s)
+                })
+                .collect();
+            let n_table = (starts[n_blocks - 1] + sizes[n_blocks - 1]) as usize;
+            // Row r scores blocks (r·b + 1) mod 7 < 4, in an order of its own.
+            let blocks: Vec<Vec<(u32, u32)>> = (0..rows)
+                .map(|r| {
+                    let mut v: Vec<usize> = (0..n_blocks).filter(|b| (r * b + 1) % 7 < 4).collect();
+                    let k = r % v.len().max(1);
+                    v.rotate_left(k);
+                    v.iter().map(|&b| (starts[b], sizes[b])).collect()
+                })
+                .collect();
+            let plan = CandidatePlan::from_blocks(&blocks);
+            let table = values(n_table * dim, 3);
+            let g = values(rows * dim, 4);
+            let dlog: Vec<f32> = values(rows * plan.width(), 5);
+            let mut want_s = vec![0f32; rows * plan.width()];
+            let mut want_g = vec![0f32; rows * dim];
+            let mut want_t = vec![0f32; n_table * dim];
+            for (r, bs) in plan.row_blocks.iter().enumerate() {
+                for b in bs {
+                    for i in 0..b.len as usize {
+                        let p = b.start as usize + i;
+                        let at = r * plan.width() + b.slot as usize + i;
+                        let (w, x) = (&table[p * dim..(p + 1) * dim], &g[r * dim..(r + 1) * dim]);
+                        want_s[at] = w.iter().zip(x).map(|(a, b)| a * b).sum();
+                        for k in 0..dim {
+                            want_g[r * dim + k] += dlog[at] * w[k];
+                            want_t[p * dim + k] += dlog[at] * x[k];
+                        }
+                    }
+                }
+            }
+            let close = |a: &[f32], b: &[f32], what: &str| {
+                assert_eq!(a.len(), b.len(), "{what}");
+                for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                    assert!(
+                        (x - y).abs() < 1e-3 * (1.0 + y.abs()),
+                        "{what}[{i}] {x} vs {y}"
+                    );
+                }
+            };
+            let mut masked = want_s.clone();
+            // Padding slots are 0 in the scores.
+            for (r, bs) in plan.row_blocks.iter().enumerate() {
+                let used: u32 = bs.iter().map(|b| b.len).sum();
+                for s in used as usize..plan.width() {
+                    masked[r * plan.width() + s] = 0.0;
+                }
+            }
+            close(&plan.scores(&g, &table, dim), &masked, "scores");
+            // Padding slots of dlog do not count in the backward (the loss gives them 0).
+            let mut dl = dlog.clone();
+            for (r, bs) in plan.row_blocks.iter().enumerate() {
+                let used: u32 = bs.iter().map(|b| b.len).sum();
+                for s in used as usize..plan.width() {
+                    dl[r * plan.width() + s] = 0.0;
+                }
+            }
+            close(&plan.grad_input(&dl, &table, dim), &want_g, "grad_input");
+            let touched = plan.touched();
+            let got = plan.grad_table(&dl, &g, dim);
+            let want: Vec<f32> = touched
+                .iter()
+                .flat_map(|&p| want_t[p as usize * dim..(p as usize + 1) * dim].to_vec())
+                .collect();
+            close(&got, &want, "grad_table");
+            // The dispatched (AVX2 where the CPU has it) block kernels against the plain loops.
+            for u in 0..plan.uniq.len() {
+                let (start, len) = plan.uniq[u];
+                let w = &table[start as usize * dim..(start + len) as usize * dim];
+                let users = &plan.users[plan.users_off[u]..plan.users_off[u + 1]];
+                let n = users.len() * len as usize;
+                let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+                kernels::score_block(w, dim, users, &g, &mut a);
+                kernels::plain::score_block(w, dim, users, &g, &mut b);
+                close(&a, &b, "score_block");
+                let n = rows * dim;
+                let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+                kernels::grad_input_block(w, dim, users, &dl, plan.width(), &mut a);
+                kernels::plain::grad_input_block(w, dim, users, &dl, plan.width(), &mut b);
+                close(&a, &b, "grad_input_block");
+                let n = len as usize * dim;
+                let (mut a, mut b) = (vec![1f32; n], vec![2f32; n]);
+                kernels::grad_table_block(&mut a, dim, users, &dl, plan.width(), &g);
+                kernels::plain::grad_table_block(&mut b, dim, users, &dl, plan.width(), &g);
+                close(&a, &b, "grad_table_block");
+            }
+            // The same result on one thread as on several (fixed slices).
+            let one = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap();
+            assert_eq!(
+                one.install(|| plan.grad_input(&dl, &table, dim)),
+                plan.grad_input(&dl, &table, dim)
+            );
         }
     }
 
