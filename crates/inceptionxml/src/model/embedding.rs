@@ -5,6 +5,7 @@
 //! trainer updates the touched rows itself from the gradient with respect to the gathered input.
 
 use candle_core::{Device, Tensor, Var};
+use rayon::prelude::*;
 use candle_nn::VarMap;
 use rand_chacha::ChaCha8Rng;
 
@@ -65,6 +66,25 @@ impl Embedding {
     /// ids `[B, S]` (u32) -> `[B, S, d]`, with no gradient path to the table.
     pub fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, s) = ids.dims2()?;
+        let table = self.table.as_tensor();
+        if table.device().is_cpu() && ids.device().is_cpu() {
+            // A parallel row copy on the host (candle's index_select copies on one thread).
+            let ids = ids.flatten_all()?.to_vec1::<u32>()?;
+            if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.vocab_size) {
+                return Err(Error::Shape(format!(
+                    "word id {bad} >= vocabulary size {}",
+                    self.vocab_size
+                )));
+            }
+            let d = self.dim;
+            let mut out = vec![0f32; ids.len() * d];
+            crate::ops::storage::with_host_f32(table, |t| {
+                out.par_chunks_mut(d.max(1))
+                    .zip(&ids)
+                    .for_each(|(o, &i)| o.copy_from_slice(&t[i as usize * d..(i as usize + 1) * d]));
+            })?;
+            return Ok(Tensor::from_vec(out, (b, s, d), table.device())?);
+        }
         let flat = ids.flatten_all()?;
         let rows = self.table.as_tensor().detach().index_select(&flat, 0)?;
         Ok(rows.reshape((b, s, self.dim))?)

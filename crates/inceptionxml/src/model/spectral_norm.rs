@@ -144,14 +144,26 @@ pub type SnState = (Vec<f32>, Vec<f32>, f32);
 /// The gradient of the raw weight from that of `W/σ` (`σ = uᵀWv`, u and v constants):
 /// `(G − ⟨G, W/σ⟩ u vᵀ) / σ`.
 pub fn sn_backward(g: &[f32], w_sn: &[f32], (u, v, sigma): &SnState) -> Vec<f32> {
-    let gw: f64 = g.iter().zip(w_sn).map(|(a, b)| *a as f64 * *b as f64).sum();
-    let n_in = v.len();
-    g.iter()
+    use rayon::prelude::*;
+    let n_in = v.len().max(1);
+    // Row sums in f64, added in row order (deterministic whatever the threads).
+    let gw: f64 = g
+        .par_chunks(n_in)
+        .zip(w_sn.par_chunks(n_in))
+        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>())
+        .collect::<Vec<f64>>()
+        .iter()
+        .sum();
+    let mut out = vec![0f32; g.len()];
+    out.par_chunks_mut(n_in)
+        .zip(g.par_chunks(n_in))
         .enumerate()
-        .map(|(k, gk)| {
-            ((*gk as f64 - gw * (u[k / n_in] * v[k % n_in]) as f64) / *sigma as f64) as f32
-        })
-        .collect()
+        .for_each(|(i, (o, gr))| {
+            for (j, (o, gk)) in o.iter_mut().zip(gr).enumerate() {
+                *o = ((*gk as f64 - gw * (u[i] * v[j]) as f64) / *sigma as f64) as f32;
+            }
+        });
+    out
 }
 
 /// Top singular value of a dense matrix (rows), by power iteration on `WᵀW` in f64.

@@ -330,6 +330,26 @@ pub fn bce_with_logits_masked(logits: &Tensor, targets: &Tensor, mask: &Tensor) 
     Ok(x.apply_op3(&y, &m, BceMasked)?)
 }
 
+/// The masked mean BCE `Σ m·ℓ / Σ m` of host logits `x` and its gradient `(σ(x) − y)·m / Σ m`
+/// (0 where nothing counts), as [`bce_with_logits_masked`] and its backward compute them: for
+/// fused CPU callers outside candle's graph.
+pub fn bce_masked_host(x: &[f32], y: &[f32], m: &[f32]) -> Result<(f32, Vec<f32>)> {
+    if x.len() != y.len() || x.len() != m.len() {
+        return Err(crate::error::Error::Shape(format!(
+            "bce: {} logits, {} targets, {} mask values",
+            x.len(),
+            y.len(),
+            m.len()
+        )));
+    }
+    let (s, n) = sums(x, y, Some(m));
+    if n > 0.0 {
+        Ok(((s / n) as f32, grads(x, y, Some(m), (1.0 / n) as f32)))
+    } else {
+        Ok((0.0, vec![0.0; x.len()]))
+    }
+}
+
 /// σ(x) for one value without overflow (used to turn logits into scores).
 pub fn stable_sigmoid(x: f32) -> f32 {
     if x >= 0.0 {

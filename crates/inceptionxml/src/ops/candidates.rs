@@ -300,6 +300,18 @@ impl CandidatePlan {
         self.uniq.iter().map(|u| u.1 as usize).sum()
     }
 
+    /// The batch's distinct blocks `(start, len)` of table rows: disjoint, by increasing start
+    /// (their rows are [`CandidatePlan::touched`]).
+    pub fn runs(&self) -> &[(u32, u32)] {
+        &self.uniq
+    }
+
+    /// The gradient rows of distinct block `u` ([`CandidatePlan::runs`]) into `out` (`len × dim`).
+    pub fn grad_block(&self, u: usize, dlog: &[f32], g: &[f32], dim: usize, out: &mut [f32]) {
+        let users = &self.users[self.users_off[u]..self.users_off[u + 1]];
+        kernels::grad_table_block(out, dim, users, dlog, self.width, g);
+    }
+
     /// The gradient of every touched table row, in [`CandidatePlan::touched`] order
     /// (`n_touched() × dim`): by distinct block (blocks are disjoint, so they run in parallel
     /// without locks), in register tiles of 4 table rows × 16 values summed over the block's
@@ -313,10 +325,9 @@ impl CandidatePlan {
             parts.push((head, u));
             rest = tail;
         }
-        parts.into_par_iter().for_each(|(o, u)| {
-            let users = &self.users[self.users_off[u]..self.users_off[u + 1]];
-            kernels::grad_table_block(o, dim, users, dlog, self.width, g);
-        });
+        parts
+            .into_par_iter()
+            .for_each(|(o, u)| self.grad_block(u, dlog, g, dim, o));
         out
     }
 }

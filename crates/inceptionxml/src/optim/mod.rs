@@ -16,7 +16,7 @@ use candle_core::{Tensor, Var};
 
 use crate::error::Result;
 use crate::model::InceptionXml;
-use crate::ops::candidates::TableRows;
+use crate::ops::candidates::{CandidatePlan, TableRows};
 
 /// The optimiser state of a run: dense Adam over the model's dense parameters, lazy row Adam
 /// for the word table and, for InceptionXML+, lazy row Adam for the label table.
@@ -34,6 +34,22 @@ pub fn dense_vars(model: &InceptionXml) -> Vec<(String, Var)> {
         .into_iter()
         .filter(|(_, v)| v.as_tensor().id() != table)
         .collect()
+}
+
+/// The label-table update of an InceptionXML+ step.
+pub enum TableUpdate<'a> {
+    /// No table rows (plain InceptionXML, or a batch that touched none).
+    None,
+    /// Gradient rows from a backward pass ([`crate::ops::TableGrad`]).
+    Rows(TableRows),
+    /// The candidates' rows, their gradient computed block by block during the update
+    /// ([`RowAdam::step_runs`]) from the logits' gradient `dlog` (`rows × width`) and the
+    /// extreme features `g` (`rows × hd`), host values.
+    Candidates {
+        plan: &'a CandidatePlan,
+        dlog: &'a [f32],
+        g: &'a [f32],
+    },
 }
 
 impl Optimizers {
@@ -56,8 +72,8 @@ impl Optimizers {
 
     /// One step of every optimiser after a backward pass: dense Adam from `grads`; the word
     /// rows the batch looked up (`ids`, row-major) from the gradient of the looked-up vectors
-    /// `x`; for InceptionXML+, the label-table rows of `table_grad` (a step with no rows when
-    /// the batch touched none, so every optimiser counts the same steps). Returns the number of
+    /// `x`; for InceptionXML+, the label-table rows of `table` (a step with no rows when the
+    /// batch touched none, so every optimiser counts the same steps). Returns the number of
     /// label-table rows updated.
     #[allow(clippy::too_many_arguments)]
     pub fn step(
@@ -66,19 +82,25 @@ impl Optimizers {
         grads: &GradStore,
         x: &Tensor,
         ids: &[u32],
-        table_grad: Option<TableRows>,
+        table: TableUpdate<'_>,
         lr: f64,
         beta1: f64,
     ) -> Result<usize> {
         self.adam.step(grads, lr, beta1)?;
         let mut touched = 0;
         if let (Some(opt), Some(plus)) = (self.labels.as_mut(), model.plus()) {
-            match table_grad {
-                Some((rows, g)) => {
+            match table {
+                TableUpdate::Rows((rows, g)) => {
                     opt.step_rows(&plus.table, &rows, &g, lr, beta1)?;
                     touched = rows.len();
                 }
-                None => opt.step(&plus.table, &[], &[], lr, beta1)?,
+                TableUpdate::Candidates { plan, dlog, g } => {
+                    let dim = opt.dim();
+                    let grad = |u: usize, out: &mut [f32]| plan.grad_block(u, dlog, g, dim, out);
+                    opt.step_runs(&plus.table, plan.runs(), &grad, lr, beta1)?;
+                    touched = plan.n_touched();
+                }
+                TableUpdate::None => opt.step(&plus.table, &[], &[], lr, beta1)?,
             }
         }
         let table = model.embedding_table();

@@ -12,7 +12,9 @@
 
 use std::collections::HashMap;
 
-use candle_core::{CpuStorage, CustomOp1, DType, Device, InplaceOp2, Layout, Shape, Tensor, Var};
+use candle_core::{
+    CpuStorage, CustomOp1, DType, Device, InplaceOp1, InplaceOp2, Layout, Shape, Tensor, Var,
+};
 use rayon::prelude::*;
 
 use super::adam::{AdamCoef, AdamConsts, Moments, MomentsMut};
@@ -230,6 +232,63 @@ impl InplaceOp2 for RowKernel<'_> {
     }
 }
 
+/// A table gradient given by runs of rows: run `u` covers rows `runs[u].0..runs[u].0 + runs[u].1`
+/// (runs disjoint, increasing), and `grad(u, out)` writes its gradient rows into `out`
+/// (`len × dim`).
+pub type RunGrad<'a> = dyn Fn(usize, &mut [f32]) + Sync + 'a;
+
+/// The row-Adam update of [`RowAdam::step_runs`]: each run's gradient is computed into a small
+/// buffer and applied at once, so no gradient of the touched rows is ever materialised.
+struct RunKernel<'a> {
+    coef: AdamCoef,
+    dim: usize,
+    runs: &'a [(u32, u32)],
+    grad: &'a RunGrad<'a>,
+    moments: MomentsMut<'a>,
+}
+
+/// `data` cut into the disjoint increasing runs `(start, len)` of `dim`-wide rows.
+fn runs_mut<'a>(mut data: &'a mut [f32], dim: usize, runs: &[(u32, u32)]) -> Vec<&'a mut [f32]> {
+    let mut out = Vec::with_capacity(runs.len());
+    let mut base = 0usize;
+    for &(start, len) in runs {
+        let (_, rest) = std::mem::take(&mut data).split_at_mut(start as usize * dim - base);
+        let (run, rest) = rest.split_at_mut(len as usize * dim);
+        out.push(run);
+        data = rest;
+        base = (start + len) as usize * dim;
+    }
+    out
+}
+
+impl InplaceOp1 for RunKernel<'_> {
+    fn name(&self) -> &'static str {
+        "row-adam-runs"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
+        let p = f32_slice_mut(s, l, "row-adam table")?;
+        let (mut m, mut v) = self.moments.host("row-adam")?;
+        if p.len() != m.len() {
+            candle_core::bail!("row-adam: table has {} values, state {}", p.len(), m.len());
+        }
+        let dim = self.dim;
+        let prow = runs_mut(p, dim, self.runs);
+        let mrow = runs_mut(&mut m, dim, self.runs);
+        let vrow = runs_mut(&mut v, dim, self.runs);
+        let coef = self.coef;
+        prow.into_par_iter()
+            .zip(mrow.into_par_iter().zip(vrow.into_par_iter()))
+            .enumerate()
+            .for_each(|(u, (p, (m, v)))| {
+                let mut g = vec![0f32; p.len()];
+                (self.grad)(u, &mut g);
+                coef.apply(p, &g, m, v);
+            });
+        Ok(())
+    }
+}
+
 /// Lazy Adam state for one `rows × dim` table.
 pub struct RowAdam {
     /// Name prefix of the saved state (`rowadam` for the word table).
@@ -281,6 +340,11 @@ impl RowAdam {
     /// untouched zero pages): lets a benchmark count the tables' full size before the first step.
     pub fn make_resident(&mut self) {
         self.moments.make_resident();
+    }
+
+    /// Width of a row.
+    pub fn dim(&self) -> usize {
+        self.dim
     }
 
     /// Global step count so far.
@@ -377,6 +441,60 @@ impl RowAdam {
             moments: self.moments.borrow_mut(),
         };
         table.as_tensor().inplace_op2(&grads, &kernel)?;
+        Ok(())
+    }
+
+    /// [`RowAdam::step`] for the rows of `runs` (disjoint, increasing `(start, len)`), whose
+    /// gradient rows `grad` computes run by run as the update goes (on the CPU; a table without
+    /// a pad row). Counts one global step even when no row is touched.
+    pub fn step_runs(
+        &mut self,
+        table: &Var,
+        runs: &[(u32, u32)],
+        grad: &RunGrad<'_>,
+        lr: f64,
+        beta1: f64,
+    ) -> Result<()> {
+        if table.dims() != [self.rows, self.dim] {
+            return Err(Error::Shape(format!(
+                "row-adam: table {:?} but state for {}×{}",
+                table.dims(),
+                self.rows,
+                self.dim
+            )));
+        }
+        if self.pad.is_some() || !table.device().is_cpu() {
+            return Err(Error::Shape(
+                "row-adam: runs of rows update a CPU table without a pad row only".into(),
+            ));
+        }
+        let mut end = 0u64;
+        for &(start, len) in runs {
+            if (start as u64) < end || len == 0 {
+                return Err(Error::Shape(
+                    "row-adam: runs must be non-empty, disjoint and increasing".into(),
+                ));
+            }
+            end = start as u64 + len as u64;
+        }
+        if end > self.rows as u64 {
+            return Err(Error::Shape(format!(
+                "row-adam: run ends at row {end} > {} rows",
+                self.rows
+            )));
+        }
+        self.step += 1;
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let kernel = RunKernel {
+            coef: AdamCoef::new(lr, beta1, self.consts, self.step),
+            dim: self.dim,
+            runs,
+            grad,
+            moments: self.moments.borrow_mut(),
+        };
+        table.as_tensor().inplace_op1(&kernel)?;
         Ok(())
     }
 
@@ -544,5 +662,48 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("rowadam.m"));
+    }
+
+    /// Updating runs of rows with gradients computed run by run equals the update from the
+    /// same gradient rows; bad runs are refused.
+    #[test]
+    fn runs_match_rows() {
+        let (rows, dim) = (12, 5);
+        let init: Vec<f32> = (0..rows * dim).map(|i| (i as f32 * 0.37).sin()).collect();
+        let runs = [(1u32, 3u32), (6, 2), (9, 3)];
+        let ids: Vec<u32> = runs.iter().flat_map(|&(s, l)| s..s + l).collect();
+        let grad_of = |row: u32, k: usize| ((row as usize * dim + k) as f32 * 0.71).cos();
+        let g: Vec<f32> = ids
+            .iter()
+            .flat_map(|&r| (0..dim).map(move |k| grad_of(r, k)))
+            .collect();
+        let a = Var::from_slice(&init, (rows, dim), &Device::Cpu).unwrap();
+        let b = Var::from_slice(&init, (rows, dim), &Device::Cpu).unwrap();
+        let mut oa = RowAdam::named("t", None, rows, dim, AdamConsts::default());
+        let mut ob = RowAdam::named("t", None, rows, dim, AdamConsts::default());
+        for _ in 0..3 {
+            oa.step(&a, &ids, &g, 0.1, 0.9).unwrap();
+            let grad = |u: usize, out: &mut [f32]| {
+                let (start, len) = runs[u];
+                for (i, row) in (start..start + len).enumerate() {
+                    for k in 0..dim {
+                        out[i * dim + k] = grad_of(row, k);
+                    }
+                }
+            };
+            ob.step_runs(&b, &runs, &grad, 0.1, 0.9).unwrap();
+        }
+        let va: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+        let vb: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(va, vb);
+        assert_eq!(oa.steps(), ob.steps());
+        let none = |_: usize, _: &mut [f32]| {};
+        assert!(ob
+            .step_runs(&b, &[(3, 2), (4, 1)], &none, 0.1, 0.9)
+            .is_err());
+        assert!(ob.step_runs(&b, &[(10, 3)], &none, 0.1, 0.9).is_err());
+        assert!(ob.step_runs(&b, &[(2, 0)], &none, 0.1, 0.9).is_err());
+        let mut padded = RowAdam::new(rows, dim, AdamConsts::default());
+        assert!(padded.step_runs(&b, &[(2, 1)], &none, 0.1, 0.9).is_err());
     }
 }

@@ -20,13 +20,14 @@ use crate::model::fused::FusedTape;
 use crate::model::plus::{Hidden, PlusHeads};
 use crate::model::spectral_norm::sn_backward;
 use crate::model::InceptionXml;
+use crate::ops::bce::bce_masked_host;
 use crate::ops::linear_bce::linear_bce;
 use crate::ops::residual_hidden;
 use crate::ops::storage::with_host_f32;
 use crate::ops::{
     bce_with_logits, bce_with_logits_masked, candidate_logits, stable_sigmoid, CandidatePlan,
 };
-use crate::optim::Optimizers;
+use crate::optim::{Optimizers, TableUpdate};
 use crate::profile::span;
 
 /// What one step did besides its loss.
@@ -56,6 +57,13 @@ pub const PLUS: [&str; 5] = [
     "shortlist",
     "extreme features",
     "candidate logits + loss",
+];
+
+/// Profile span names inside a fused InceptionXML+ step's "heads backward".
+pub const PLUS_BWD: [&str; 3] = [
+    "candidates backward",
+    "extreme hidden backward",
+    "head gradients out",
 ];
 
 /// Profile span name of the plain model's loss inside "heads forward + loss".
@@ -249,7 +257,15 @@ pub fn train_step_plain(
     drop(sp);
     let x = enc.backward(model, &mut grads)?;
     let _sp = span(STEP[5]);
-    opt.step(model, &grads, &x, &batch.ids_host, None, lr, beta1)?;
+    opt.step(
+        model,
+        &grads,
+        &x,
+        &batch.ids_host,
+        TableUpdate::None,
+        lr,
+        beta1,
+    )?;
     cls.loss()
 }
 
@@ -267,15 +283,16 @@ pub fn train_step_plus(
 ) -> Result<(f32, StepStats)> {
     let bw = plus_backward(model, batch, detach)?;
     let sp = span(STEP[5]);
-    let touched = opt.step(
-        model,
-        &bw.grads,
-        &bw.x,
-        &batch.ids_host,
-        bw.table_grad,
-        lr,
-        beta1,
-    )?;
+    let table = match &bw.table {
+        PlusTable::Rows(Some(rows)) => TableUpdate::Rows(rows.clone()),
+        PlusTable::Rows(None) => TableUpdate::None,
+        PlusTable::Candidates { dlog, g } => TableUpdate::Candidates {
+            plan: &bw.plan,
+            dlog,
+            g,
+        },
+    };
+    let touched = opt.step(model, &bw.grads, &bw.x, &batch.ids_host, table, lr, beta1)?;
     drop(sp);
     let stats = StepStats {
         candidates: bw.candidates,
@@ -290,10 +307,21 @@ struct PlusBackward {
     grads: GradStore,
     /// The looked-up word vectors.
     x: Tensor,
-    /// The gradient of the candidate rows of the label table.
-    table_grad: Option<crate::ops::candidates::TableRows>,
+    /// The candidate rows' gradient.
+    table: PlusTable,
+    /// The batch's candidates.
+    plan: Arc<CandidatePlan>,
     loss: f32,
     candidates: usize,
+}
+
+/// The label table's gradient after an InceptionXML+ backward.
+enum PlusTable {
+    /// Gradient rows from candle's backward (none when the batch touched no row).
+    Rows(Option<crate::ops::candidates::TableRows>),
+    /// Computed block by block during the update from the logits' gradient `dlog` and the
+    /// extreme features `g` (host values; [`TableUpdate::Candidates`]).
+    Candidates { dlog: Vec<f32>, g: Vec<f32> },
 }
 
 /// The forward and backward of an InceptionXML+ step: with the fused encoder (and hd = D) the
@@ -343,9 +371,10 @@ fn plus_backward(model: &InceptionXml, batch: &Batch, detach: bool) -> Result<Pl
     Ok(PlusBackward {
         grads,
         x,
-        table_grad: table_grad.take(),
+        table: PlusTable::Rows(table_grad.take()),
         loss: meta.loss()? + ext_loss.to_scalar::<f32>()?,
         candidates: plan.n_candidates(),
+        plan,
     })
 }
 
@@ -417,21 +446,26 @@ fn plus_fused(
     drop(s2);
     let s2 = span(PLUS[3]);
     let (g, tape_e, sn_e) = plus.hidden_train_fused(Hidden::Extreme, &hv, b)?;
-    let g = Var::from_vec(g, (b, d), &dev)?;
     drop(s2);
-    let (ext_loss, table_grad) = extreme_loss(g.as_tensor(), plus, plan.clone(), sl)?;
+    let s2 = span(PLUS[4]);
+    let (ext_loss, dlog) = with_host_f32(plus.table.as_tensor(), |t| {
+        bce_masked_host(&plan.scores(&g, t, d), &sl.targets, &sl.mask)
+    })??;
+    drop(s2);
     drop(sp);
     let sp = span(STEP[3]);
-    let mut grads = ext_loss.backward()?;
-    let dg = match grads.remove(g.as_tensor()) {
-        Some(t) => t.flatten_all()?.to_vec1::<f32>()?,
-        None => vec![0f32; b * d],
-    };
+    let s2 = span(PLUS_BWD[0]);
+    let dg = with_host_f32(plus.table.as_tensor(), |t| plan.grad_input(&dlog, t, d))?;
+    drop(s2);
+    let s2 = span(PLUS_BWD[1]);
     let ge = residual_hidden::backward(&tape_e, &dg)?;
+    drop(s2);
+    let _s2 = span(PLUS_BWD[2]);
     let mut dh = std::mem::take(&mut gm.dh);
     if !detach {
         dh.par_iter_mut().zip(&ge.dh).for_each(|(a, e)| *a += e);
     }
+    let mut grads = GradStore::default();
     let put = |grads: &mut GradStore, v: &Var, g: Vec<f32>| -> Result<()> {
         grads.insert(v.as_tensor(), Tensor::from_vec(g, v.shape(), &dev)?);
         Ok(())
@@ -447,14 +481,16 @@ fn plus_fused(
         put(&mut grads, bias, hg.db)?;
     }
     put(&mut grads, &h, dh)?;
+    drop(_s2);
     drop(sp);
     let x = enc.backward(model, &mut grads)?;
     Ok(PlusBackward {
         grads,
         x,
-        table_grad: table_grad.take(),
-        loss: meta.loss + ext_loss.to_scalar::<f32>()?,
+        table: PlusTable::Candidates { dlog, g },
+        loss: meta.loss + ext_loss,
         candidates: plan.n_candidates(),
+        plan,
     })
 }
 
@@ -546,9 +582,16 @@ mod tests {
                 e < 2e-3,
                 "detach {detach}: word-vector gradient differs by {e}"
             );
-            let ((ra, ta), (rb, tb)) = (a.table_grad.unwrap(), b.table_grad.unwrap());
+            let PlusTable::Rows(Some((ra, ta))) = a.table else {
+                panic!("the composed step leaves gradient rows");
+            };
+            let PlusTable::Candidates { dlog, g } = &b.table else {
+                panic!("the fused step leaves the candidates' gradient to the update");
+            };
+            let rb = b.plan.touched();
             assert_eq!(ra, rb);
-            let e = rel(&host(&ta), &host(&tb));
+            let d = ma.config().feature_dim();
+            let e = rel(&host(&ta), &b.plan.grad_table(dlog, g, d));
             assert!(
                 e < 2e-3,
                 "detach {detach}: label-table gradient differs by {e}"
