@@ -5,9 +5,9 @@
 //! trainer updates the touched rows itself from the gradient with respect to the gathered input.
 
 use candle_core::{Device, Tensor, Var};
-use rayon::prelude::*;
 use candle_nn::VarMap;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use super::init;
 use crate::error::{Error, Result};
@@ -79,9 +79,9 @@ impl Embedding {
             let d = self.dim;
             let mut out = vec![0f32; ids.len() * d];
             crate::ops::storage::with_host_f32(table, |t| {
-                out.par_chunks_mut(d.max(1))
-                    .zip(&ids)
-                    .for_each(|(o, &i)| o.copy_from_slice(&t[i as usize * d..(i as usize + 1) * d]));
+                out.par_chunks_mut(d.max(1)).zip(&ids).for_each(|(o, &i)| {
+                    o.copy_from_slice(&t[i as usize * d..(i as usize + 1) * d])
+                });
             })?;
             return Ok(Tensor::from_vec(out, (b, s, d), table.device())?);
         }

@@ -150,7 +150,12 @@ pub fn sn_backward(g: &[f32], w_sn: &[f32], (u, v, sigma): &SnState) -> Vec<f32>
     let gw: f64 = g
         .par_chunks(n_in)
         .zip(w_sn.par_chunks(n_in))
-        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>())
+        .map(|(a, b)| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| *x as f64 * *y as f64)
+                .sum::<f64>()
+        })
         .collect::<Vec<f64>>()
         .iter()
         .sum();

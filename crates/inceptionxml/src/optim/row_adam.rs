@@ -342,6 +342,19 @@ impl RowAdam {
         self.moments.make_resident();
     }
 
+    /// Whether `table` has the shape of this state.
+    fn check_table(&self, table: &Var) -> Result<()> {
+        if table.dims() != [self.rows, self.dim] {
+            return Err(Error::Shape(format!(
+                "row-adam: table {:?} but state for {}×{}",
+                table.dims(),
+                self.rows,
+                self.dim
+            )));
+        }
+        Ok(())
+    }
+
     /// Width of a row.
     pub fn dim(&self) -> usize {
         self.dim
@@ -391,14 +404,7 @@ impl RowAdam {
         lr: f64,
         beta1: f64,
     ) -> Result<()> {
-        if table.dims() != [self.rows, self.dim] {
-            return Err(Error::Shape(format!(
-                "row-adam: table {:?} but state for {}×{}",
-                table.dims(),
-                self.rows,
-                self.dim
-            )));
-        }
+        self.check_table(table)?;
         if grads.dims() != [ids.len(), self.dim] {
             return Err(Error::Shape(format!(
                 "row-adam: {} ids × {} but gradient rows {:?}",
@@ -455,14 +461,7 @@ impl RowAdam {
         lr: f64,
         beta1: f64,
     ) -> Result<()> {
-        if table.dims() != [self.rows, self.dim] {
-            return Err(Error::Shape(format!(
-                "row-adam: table {:?} but state for {}×{}",
-                table.dims(),
-                self.rows,
-                self.dim
-            )));
-        }
+        self.check_table(table)?;
         if self.pad.is_some() || !table.device().is_cpu() {
             return Err(Error::Shape(
                 "row-adam: runs of rows update a CPU table without a pad row only".into(),

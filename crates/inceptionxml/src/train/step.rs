@@ -505,6 +505,28 @@ mod tests {
     use xmc::shortlist::ClusterIndex;
     use xmc::SparseMatrix;
 
+    /// A 12-label InceptionXML+ model over 4 clusters (label l in cluster l % 4; in cluster
+    /// order the table rows of cluster c are 3c..3c+3), encoder fused or composed.
+    fn tiny_plus(seq_len: usize, top_k: usize, fused: bool) -> (InceptionXml, Arc<ClusterIndex>) {
+        let mut cfg = ModelConfig::new(40, 12);
+        cfg.embed_dim = 64;
+        cfg.seq_len = seq_len;
+        cfg.plus = Some(PlusConfig {
+            n_clusters: 4,
+            hidden_dim: cfg.feature_dim(),
+            top_k,
+            dropout_meta: 0.3,
+            score: ScoreMode::Extreme,
+        });
+        let varmap = VarMap::new();
+        let mut model = InceptionXml::new(&cfg, &varmap, &Device::Cpu, 3).unwrap();
+        model.set_fused(fused);
+        let assign: Vec<u32> = (0..12).map(|l| l % 4).collect();
+        let index = Arc::new(ClusterIndex::new(assign, 4).unwrap());
+        model.set_clusters(index.clone()).unwrap();
+        (model, index)
+    }
+
     /// The fused InceptionXML+ step (fused encoder and heads) against the composed candle ops
     /// on twin models (same masks, same power iterations), with and without the detached
     /// encoder: the loss, the gradient of every variable and of the looked-up vectors, and the
@@ -518,25 +540,7 @@ mod tests {
         };
         let host = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
         for detach in [false, true] {
-            let make = |fused: bool| {
-                let mut cfg = ModelConfig::new(40, 12);
-                cfg.embed_dim = 64;
-                cfg.seq_len = 8;
-                cfg.plus = Some(PlusConfig {
-                    n_clusters: 4,
-                    hidden_dim: cfg.feature_dim(),
-                    top_k: 2,
-                    dropout_meta: 0.3,
-                    score: ScoreMode::Extreme,
-                });
-                let varmap = VarMap::new();
-                let mut model = InceptionXml::new(&cfg, &varmap, &Device::Cpu, 3).unwrap();
-                model.set_fused(fused);
-                let assign: Vec<u32> = (0..12).map(|l| l % 4).collect();
-                let index = Arc::new(ClusterIndex::new(assign, 4).unwrap());
-                model.set_clusters(index.clone()).unwrap();
-                (model, index)
-            };
+            let make = |fused: bool| tiny_plus(8, 2, fused);
             let (ma, index) = make(false);
             let (mb, _) = make(true);
             assert!(mb.uses_fused_encoder() && !ma.uses_fused_encoder());
@@ -602,21 +606,8 @@ mod tests {
     /// One InceptionXML+ step moves exactly the label-table rows of the shortlisted clusters.
     #[test]
     fn a_plus_step_updates_only_candidate_rows() {
-        let mut cfg = ModelConfig::new(40, 12);
-        cfg.embed_dim = 64;
-        cfg.plus = Some(PlusConfig {
-            n_clusters: 4,
-            hidden_dim: cfg.feature_dim(),
-            top_k: 1,
-            dropout_meta: 0.3,
-            score: ScoreMode::Extreme,
-        });
-        let varmap = VarMap::new();
-        let mut model = InceptionXml::new(&cfg, &varmap, &Device::Cpu, 3).unwrap();
-        // Labels l -> cluster l % 4; in cluster order the table rows of cluster c are 3c..3c+3.
-        let assign: Vec<u32> = (0..12).map(|l| l % 4).collect();
-        let index = Arc::new(ClusterIndex::new(assign, 4).unwrap());
-        model.set_clusters(index.clone()).unwrap();
+        let (model, index) = tiny_plus(ModelConfig::new(40, 12).seq_len, 1, true);
+        let cfg = model.config().clone();
         let mut opt = Optimizers::new(&model, AdamConsts::default()).unwrap();
         // Two rows, positives in clusters 1 and 2: with K = 1 the forced clusters are exactly those.
         let labels = SparseMatrix::from_index_rows(12, &[vec![5], vec![6]]).unwrap();
