@@ -285,3 +285,49 @@ pub fn label_clusters(
     });
     Ok(c)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{OutputBias, DEFAULT_EMBED_DIM};
+
+    /// A fresh plain run's classifier bias: zero, or each label's log prior odds over the
+    /// training rows (label 0 in all 4 rows, label 1 in one, label 2 in none).
+    #[test]
+    fn output_bias_starts_at_zero_or_the_label_log_odds() {
+        let labels =
+            SparseMatrix::from_index_rows(3, &[vec![0], vec![0, 1], vec![0], vec![0]]).unwrap();
+        let texts = ["a b", "b c", "c d", "d e"].map(String::from).to_vec();
+        let data = XcDataset {
+            dir: std::path::PathBuf::new(),
+            train: Split { texts, labels },
+            test: None,
+            label_names: None,
+            label_uris: None,
+            n_labels: 3,
+        };
+        let odds = |n: f64| {
+            let p = (n + 0.5) / 5.0;
+            (p / (1.0 - p)).ln() as f32
+        };
+        for (bias, want) in [
+            (OutputBias::Zero, vec![0.0; 3]),
+            (OutputBias::Prior, vec![odds(4.0), odds(1.0), odds(0.0)]),
+        ] {
+            let config = TrainConfig {
+                output_bias: bias,
+                ..TrainConfig::default()
+            };
+            let params = ModelParams {
+                embed_dim: DEFAULT_EMBED_DIM,
+                dropout_ext: None,
+                plus: None,
+            };
+            let s = Setup::fresh(&data, config, &params, &Device::Cpu, &mut |_| {}).unwrap();
+            let got: Vec<f32> = s.model.full_head().unwrap().out_bias.to_vec1().unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-5, "{bias:?}: {got:?} vs {want:?}");
+            }
+        }
+    }
+}
