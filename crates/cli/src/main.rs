@@ -11,6 +11,7 @@ mod plot;
 mod predict;
 mod progress;
 mod serve;
+mod split;
 mod stats;
 mod synth;
 mod train;
@@ -35,6 +36,8 @@ enum Command {
     Cluster(cluster::Args),
     /// Turn an Annif or fastText corpus into a dataset folder (XC layout, seeded test split).
     Import(import::Args),
+    /// Write the validation rows `train --valid-fraction` holds out as a dataset folder (tst_*).
+    Split(split::Args),
     /// Write a seeded Zipf-distributed synthetic dataset (for scale tests).
     Synth(synth::Args),
     /// Train an InceptionXML model on a dataset folder.
@@ -63,6 +66,7 @@ fn main() {
         Command::Eval(a) => eval::run(a),
         Command::Cluster(a) => cluster::run(a),
         Command::Import(a) => import::run(a),
+        Command::Split(a) => split::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Train(a) => train::run(a),
         Command::Predict(a) => predict::run(a),

@@ -1,6 +1,6 @@
 //! End-to-end InceptionXML+ runs of the `inceptionxml` binary on the bundled cooking data:
 //! `train --plus` (clusters computed or read from a file), resume, the shortlist metrics,
-//! `predict --score`, ensembles, and bad cluster files.
+//! `predict --score` on the validation rows `split` writes, ensembles, and bad cluster files.
 
 use std::path::Path;
 
@@ -94,17 +94,25 @@ fn plus_trains_resumes_predicts_and_ensembles() {
         assert!(c > 46.0 && c < 736.0, "{l}");
     }
     // Both rankings were scored on the validation split (5 % of the training rows, seeded,
-    // held out) after the last epoch; predict on those rows reproduces each.
-    let trn = xmc::dataset::Split::read(
-        &data_dir().join("trn_X.txt"),
-        &data_dir().join("trn_X_Y.txt"),
-    )
-    .unwrap();
-    let (rest, valid) = trn.hold_out(0.05, 0).unwrap();
+    // held out) after the last epoch; `split` writes those rows, and predict on them reproduces
+    // each.
+    let split_dir = dir.path().join("valid");
+    let said = ok(&[
+        "split",
+        "--data",
+        data_dir().to_str().unwrap(),
+        "--out",
+        split_dir.to_str().unwrap(),
+        "--valid-fraction",
+        "0.05",
+    ]);
+    assert!(said.contains("11784 training rows"), "{said}");
+    let valid = xmc::dataset::XcDataset::open(&split_dir)
+        .unwrap()
+        .test
+        .unwrap();
     assert_eq!(valid.len(), 620);
-    assert_eq!(rest.len(), 12_404 - 620);
-    let valid_x = dir.path().join("valid_X.txt");
-    std::fs::write(&valid_x, valid.texts.join("\n") + "\n").unwrap();
+    let valid_x = split_dir.join("tst_X.txt");
     let valid_p1 = |pred: &Path| p_at_1_of(&valid.labels, pred);
     let by = &lines[1]["p1_by_score"];
     for mode in ["extreme", "combined"] {

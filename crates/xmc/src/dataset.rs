@@ -11,9 +11,11 @@
 //! Opening checks that texts and labels have the same number of rows, that the test labels have the
 //! same label count as the training labels, and that `Y.txt` and `Y.tsv` name exactly L labels.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::io::{build_folder, write_atomic};
 use crate::labels::Labels;
 use crate::sparse::SparseMatrix;
 use crate::texts::read_texts;
@@ -69,6 +71,17 @@ impl Split {
     pub fn hold_out(&self, fraction: f64, seed: u64) -> Result<(Split, Split)> {
         let (rest, held) = crate::import::split(self.len(), fraction, seed)?;
         Ok((self.select(&rest), self.select(&held)))
+    }
+
+    /// Writes `{prefix}_X.txt` and `{prefix}_X_Y.txt` in `dir`.
+    pub fn write(&self, dir: &Path, prefix: &str) -> Result<()> {
+        if let Some(i) = self.texts.iter().position(|t| t.contains(['\n', '\r'])) {
+            return Err(Error::param(format!("text {i} contains a line break")));
+        }
+        write_atomic(dir.join(format!("{prefix}_X.txt")), |f| {
+            self.texts.iter().try_for_each(|t| writeln!(f, "{t}"))
+        })?;
+        self.labels.write(dir.join(format!("{prefix}_X_Y.txt")))
     }
 }
 
@@ -146,6 +159,38 @@ impl XcDataset {
         })
     }
 
+    /// Writes the seeded hold-out of the training split ([`Split::hold_out`]) as the new dataset
+    /// folder `out`: `trn_*` the rows kept for training, `tst_*` the `round(n · fraction)` rows held
+    /// out, and the label files (`Y.txt`, `Y.tsv`) as they are. With the seed `train` uses, these
+    /// are exactly its validation rows. Returns the row counts `(kept, held)`.
+    pub fn write_hold_out(&self, out: &Path, fraction: f64, seed: u64) -> Result<(usize, usize)> {
+        if fraction <= 0.0 {
+            return Err(Error::param(format!(
+                "hold-out fraction {fraction}: must be above 0"
+            )));
+        }
+        let (rest, held) = self.train.hold_out(fraction, seed)?;
+        if held.is_empty() || rest.is_empty() {
+            return Err(Error::param(format!(
+                "hold-out fraction {fraction} of {} rows leaves {} kept and {} held out",
+                self.train.len(),
+                rest.len(),
+                held.len()
+            )));
+        }
+        build_folder(out, |tmp| {
+            rest.write(tmp, "trn")?;
+            held.write(tmp, "tst")?;
+            for name in ["Y.txt", "Y.tsv"] {
+                let from = self.dir.join(name);
+                if from.exists() {
+                    std::fs::copy(&from, tmp.join(name)).map_err(|e| Error::io(&from, e))?;
+                }
+            }
+            Ok((rest.len(), held.len()))
+        })
+    }
+
     /// Every label's name (from `Y.txt`, else `Y.tsv`, else its index) and URI (from `Y.tsv`).
     pub fn labels(&self) -> Labels {
         let mut l = match (&self.label_names, &self.label_uris) {
@@ -208,6 +253,35 @@ mod tests {
         }
         assert!(held.texts.iter().all(|t| !rest.texts.contains(t)));
         assert!(split.hold_out(1.0, 0).is_err());
+    }
+
+    #[test]
+    fn written_hold_out_is_the_hold_out_and_leaves_nothing_on_error() {
+        let d = tempfile::tempdir().unwrap();
+        let texts: String = (0..10).map(|i| format!("t{i}\n")).collect();
+        write(d.path(), "trn_X.txt", &texts);
+        let labels: String = (0..10).map(|i| format!("{}:1\n", i % 3)).collect();
+        write(d.path(), "trn_X_Y.txt", &format!("10 3\n{labels}"));
+        write(d.path(), "Y.txt", "x\ny\nz\n");
+        let ds = XcDataset::open(d.path()).unwrap();
+        let out = d.path().join("valid");
+        assert_eq!(ds.write_hold_out(&out, 0.3, 5).unwrap(), (7, 3));
+        let written = XcDataset::open(&out).unwrap();
+        let (rest, held) = ds.train.hold_out(0.3, 5).unwrap();
+        assert_eq!(written.train.texts, rest.texts);
+        assert_eq!(written.train.labels, rest.labels);
+        let test = written.test.unwrap();
+        assert_eq!((test.texts, test.labels), (held.texts, held.labels));
+        assert_eq!(written.label_names, ds.label_names);
+        // An existing folder is refused and left as it is; a bad fraction writes nothing.
+        let e = ds.write_hold_out(&out, 0.3, 5).unwrap_err().to_string();
+        assert!(e.contains("already exists"), "{e}");
+        let other = d.path().join("other");
+        assert!(ds.write_hold_out(&other, 0.0, 0).is_err());
+        assert!(ds.write_hold_out(&other, 0.01, 0).is_err(), "no row held out");
+        assert!(!other.exists());
+        let names: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(names.iter().all(|n| !n.to_string_lossy().ends_with(".tmp")), "{names:?}");
     }
 
     #[test]

@@ -8,14 +8,14 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
-use crate::io::{lines, write_atomic};
+use crate::io::{build_folder, lines, write_atomic};
 use crate::labels::Labels;
 use crate::sparse::SparseMatrix;
 
@@ -174,39 +174,21 @@ impl Corpus {
     /// and `Y.tsv` when any label has a URI). `out` must not exist yet; the folder is built
     /// beside it and renamed into place.
     pub fn write_xc(&self, out: &Path, test_fraction: f64, seed: u64) -> Result<(usize, usize)> {
-        if out.exists() {
-            return Err(Error::io(
-                out,
-                std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "already exists (choose a new folder)",
-                ),
-            ));
-        }
         let (train, test) = split(self.texts.len(), test_fraction, seed)?;
         if train.is_empty() {
             return Err(Error::param("no training rows to write".to_string()));
         }
-        let name = out
-            .file_name()
-            .ok_or_else(|| Error::param(format!("{}: not a folder name", out.display())))?;
-        let tmp: PathBuf = out.with_file_name(format!(
-            ".{}.{}.tmp",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        let written = (|| {
-            std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            self.write_split(&tmp, "trn", &train)?;
-            if !test.is_empty() {
-                self.write_split(&tmp, "tst", &test)?;
+        for (i, n) in self.labels.names.iter().enumerate() {
+            if n.contains(['\n', '\r']) {
+                return Err(Error::param(format!(
+                    "label {i} name contains a line break"
+                )));
             }
-            for (i, n) in self.labels.names.iter().enumerate() {
-                if n.contains(['\n', '\r']) {
-                    return Err(Error::param(format!(
-                        "label {i} name contains a line break"
-                    )));
-                }
+        }
+        build_folder(out, |tmp| {
+            self.write_split(tmp, "trn", &train)?;
+            if !test.is_empty() {
+                self.write_split(tmp, "tst", &test)?;
             }
             write_atomic(tmp.join("Y.txt"), |f| {
                 self.labels
@@ -217,12 +199,8 @@ impl Corpus {
             if self.labels.uris.iter().any(Option::is_some) {
                 self.labels.write_tsv(tmp.join("Y.tsv"))?;
             }
-            std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        written.map(|_| (train.len(), test.len()))
+            Ok((train.len(), test.len()))
+        })
     }
 
     fn write_split(&self, dir: &Path, prefix: &str, rows: &[usize]) -> Result<()> {

@@ -261,6 +261,39 @@ pub fn write_atomic(
     file.commit()
 }
 
+/// Builds the folder `out`, which must not exist yet, with `f` in a temporary folder beside it,
+/// renamed into place when `f` succeeds and removed when it fails: an interrupted or failed write
+/// leaves nothing half-written at `out`.
+pub fn build_folder<T>(out: &Path, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    if out.exists() {
+        return Err(Error::io(
+            out,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "already exists (choose a new folder)",
+            ),
+        ));
+    }
+    let name = out
+        .file_name()
+        .ok_or_else(|| Error::param(format!("{}: not a folder name", out.display())))?;
+    let tmp: PathBuf = out.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let built = (|| {
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let v = f(&tmp)?;
+        std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+        Ok(v)
+    })();
+    if built.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    built
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

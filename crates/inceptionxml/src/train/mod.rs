@@ -27,7 +27,7 @@ use xmc::metrics::{inverse_propensity, Metrics, Propensity};
 
 pub use evaluate::{EvalSet, PlusEval};
 pub use report::{EpochReport, PlusReport, TrainEvent};
-pub use setup::Setup;
+pub use setup::{Setup, VALID_SEED};
 pub use step::{train_step, StepStats};
 
 use crate::config::{ModelParams, ScoreMode, TrainConfig};
