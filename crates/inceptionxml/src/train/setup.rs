@@ -149,7 +149,8 @@ impl Setup {
             let var = &head.out_bias;
             var.set(&candle_core::Tensor::from_vec(bias, var.dims(), device)?)?;
         }
-        setup.coverage = Some(cov.to_string());
+        // Reported only when pre-trained vectors were given (without them it is always 0 %).
+        setup.coverage = vectors.is_some().then(|| cov.to_string());
         Ok(setup)
     }
 
