@@ -9,10 +9,12 @@ use xmc::dataset::XcDataset;
 
 /// Flags of `inceptionxml split`.
 #[derive(clap::Args)]
-#[command(after_help = "The new folder's trn_* are the rows a run with the same --valid-fraction \
+#[command(
+    after_help = "The new folder's trn_* are the rows a run with the same --valid-fraction \
 trains on and its tst_* the rows it validates on (the hold-out's seed is fixed, whatever the run's \
 --seed). Evaluate with `eval --truth OUT/tst_X_Y.txt --train-labels DATA/trn_X_Y.txt`: the \
-propensities of PSP@k come from the whole training split, as in `train`.")]
+propensities of PSP@k come from the whole training split, as in `train`."
+)]
 pub struct Args {
     /// Dataset folder whose training split is divided.
     #[arg(long)]

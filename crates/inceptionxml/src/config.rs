@@ -431,7 +431,7 @@ pub enum Preset {
     Plain,
     /// InceptionXML+ (MODEL.md §5, paper Table 7): 35 epochs, batch 256, lr 0.008, 33 % warm-up.
     Plus,
-    /// The bundled-data demo: InceptionXML, 20 epochs (about seven minutes on two cores),
+    /// The bundled-data demo: InceptionXML, 20 epochs (under two minutes on two cores),
     /// evaluated once at the end.
     Demo,
 }

@@ -278,10 +278,19 @@ mod tests {
         assert!(e.contains("already exists"), "{e}");
         let other = d.path().join("other");
         assert!(ds.write_hold_out(&other, 0.0, 0).is_err());
-        assert!(ds.write_hold_out(&other, 0.01, 0).is_err(), "no row held out");
+        assert!(
+            ds.write_hold_out(&other, 0.01, 0).is_err(),
+            "no row held out"
+        );
         assert!(!other.exists());
-        let names: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert!(names.iter().all(|n| !n.to_string_lossy().ends_with(".tmp")), "{names:?}");
+        let names: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.to_string_lossy().ends_with(".tmp")),
+            "{names:?}"
+        );
     }
 
     #[test]
