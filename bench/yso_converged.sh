@@ -2,7 +2,8 @@
 # The converged-accuracy figures of docs/BENCHMARKS.md ("Converged accuracy on yso_finna_sv"):
 # InceptionXML+ runs two at a time (one thread each, side by side on the 2 cores): C 2,048 / K 128
 # (the default since), C 512 / K 32, C 2,048 / K 32 (the old default K), C 2,048 / K 128 seed 1;
-# ensembles, evaluation on the validation and test splits, prediction latency/throughput, curves.
+# then plain InceptionXML (12 epochs, both cores); ensembles, evaluation on the validation and
+# test splits, prediction latency/throughput, curves.
 #
 # usage: bench/yso_converged.sh BINARY OUT_DIR
 #   YSO  yso_finna_sv in XC layout (default ../shared/data/yso_finna_sv/xc)
@@ -37,22 +38,38 @@ for r in $RUNS; do
   sed -n '/validation metrics/,$p' "$OUT/$r.log"
 done
 
-# The validation rows (train --valid-fraction 0.05 holds them out by a fixed seed) are not
-# written by train; ensembles are compared on the test split here, chosen on validation in
-# BENCHMARKS.md with the same rows written by a few lines of Rust (xmc::dataset::Split::hold_out).
+# Plain InceptionXML (prior-initialised classifier bias, the default since), 12 epochs at lr 0.01,
+# on both cores.
+if [ ! -e "$OUT/plain_p12/curves.png" ]; then
+  if [ -e "$OUT/plain_p12/trainer_state.json" ]; then
+    "$BIN" train --resume --data "$YSO" --model "$OUT/plain_p12" --quiet
+  else
+    "$BIN" train --data "$YSO" --model "$OUT/plain_p12" --epochs 12 --valid-fraction 0.05 \
+      --lr 0.01 --quiet
+  fi > "$OUT/plain_p12.log" 2>&1
+fi
+sed -n '/validation metrics/,$p' "$OUT/plain_p12.log"
+
+# The validation rows train --valid-fraction 0.05 holds out (fixed seed), as a dataset folder:
+# ensembles are chosen on them, and only reported on the test split.
+[ -e "$OUT/valid/tst_X.txt" ] || "$BIN" split --data "$YSO" --out "$OUT/valid" --valid-fraction 0.05
 ensemble() { # name, runs...
   local name=$1
   shift
   local flags=()
   for r in "$@"; do flags+=(--model "$OUT/$r"); done
-  echo "== ensemble $name (scores averaged)"
-  "$BIN" predict "${flags[@]}" --texts "$YSO/tst_X.txt" --out "$OUT/ens_$name.txt"
-  "$BIN" eval --truth "$YSO/tst_X_Y.txt" --pred "$OUT/ens_$name.txt" \
-    --train-labels "$YSO/trn_X_Y.txt"
+  for split in valid test; do
+    local x="$YSO/tst_X.txt" y="$YSO/tst_X_Y.txt"
+    if [ "$split" = valid ]; then x="$OUT/valid/tst_X.txt" y="$OUT/valid/tst_X_Y.txt"; fi
+    echo "== ensemble $name (scores averaged), $split split"
+    "$BIN" predict "${flags[@]}" --texts "$x" --out "$OUT/ens_${name}_$split.txt" --top-k 5
+    "$BIN" eval --truth "$y" --pred "$OUT/ens_${name}_$split.txt" --train-labels "$YSO/trn_X_Y.txt"
+  done
 }
 ensemble ab plus_c2048_k128 plus_c512_k32
 ensemble a_s1 plus_c2048_k128 plus_c2048_k128_s1
 ensemble ab_s1 plus_c2048_k128 plus_c512_k32 plus_c2048_k128_s1
+ensemble a_plain plus_c2048_k128 plain_p12
 
 echo "== prediction: batch 1 (ms/query) and batch 256 (queries/s), 2 threads"
 for r in plus_c2048_k128; do
@@ -62,3 +79,5 @@ for r in plus_c2048_k128; do
 done
 "$BIN" plot --metrics "$OUT/plus_c2048_k128" --metrics "$OUT/plus_c512_k32" \
   --metrics "$OUT/plus_c2048_k32" --out "$OUT/yso_curves.png"
+"$BIN" plot --metrics "$OUT/plain_p12" --metrics "$OUT/plus_c2048_k128" \
+  --out "$OUT/yso_curves_plain.png"
