@@ -281,24 +281,32 @@ pub fn train_step_plus(
     beta1: f64,
     detach: bool,
 ) -> Result<(f32, StepStats)> {
-    let bw = plus_backward(model, batch, detach)?;
+    let PlusBackward {
+        grads,
+        x,
+        table,
+        plan,
+        loss,
+        candidates,
+    } = plus_backward(model, batch, detach)?;
     let sp = span(STEP[5]);
-    let table = match &bw.table {
-        PlusTable::Rows(Some(rows)) => TableUpdate::Rows(rows.clone()),
+    // The gradient rows move into the update (no copy); the host values are lent to it.
+    let update = match table {
+        PlusTable::Rows(Some(rows)) => TableUpdate::Rows(rows),
         PlusTable::Rows(None) => TableUpdate::None,
-        PlusTable::Candidates { dlog, g } => TableUpdate::Candidates {
-            plan: &bw.plan,
+        PlusTable::Candidates { ref dlog, ref g } => TableUpdate::Candidates {
+            plan: &plan,
             dlog,
             g,
         },
     };
-    let touched = opt.step(model, &bw.grads, &bw.x, &batch.ids_host, table, lr, beta1)?;
+    let touched = opt.step(model, &grads, &x, &batch.ids_host, update, lr, beta1)?;
     drop(sp);
     let stats = StepStats {
-        candidates: bw.candidates,
+        candidates,
         touched_rows: touched,
     };
-    Ok((bw.loss, stats))
+    Ok((loss, stats))
 }
 
 /// An InceptionXML+ step's forward and backward, before any update.
