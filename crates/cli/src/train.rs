@@ -79,8 +79,8 @@ pub struct Args {
     #[arg(long)]
     pub valid_fraction: Option<f64>,
     /// Plain InceptionXML: the classifier's initial bias, each label's log prior odds in the
-    /// training rows, or zero (the authors' code; slower to start and less accurate in our
-    /// measurements).
+    /// training rows, or zero (the authors' code; slower to start, and behind the prior on two of
+    /// the three datasets measured, docs/BENCHMARKS.md).
     /// [default: prior]
     #[arg(long, value_enum, conflicts_with = "plus")]
     pub output_bias: Option<OutputBiasArg>,
