@@ -17,8 +17,14 @@ impl DeviceArg {
     }
 }
 
-/// Uses `n` threads for rayon and candle's CPU kernels (must run before any parallel work).
+/// Builds rayon's global pool (used by candle's CPU kernels too) with `n` threads (default: all
+/// cores), every worker and the calling thread flushing subnormal floats to zero
+/// ([`inceptionxml::runtime::flush_denormals`]). Must run before any parallel work.
 pub fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
+    inceptionxml::runtime::flush_denormals();
+    let mut pool = rayon::ThreadPoolBuilder::new().start_handler(|_| {
+        inceptionxml::runtime::flush_denormals();
+    });
     if let Some(n) = n {
         anyhow::ensure!(n > 0, "--threads must be > 0");
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
@@ -29,12 +35,14 @@ pub fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
         );
         // candle's gemm reads RAYON_NUM_THREADS; rayon's global pool is configured explicitly.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .map_err(|e| anyhow::anyhow!("--threads: {e}"))?;
+        pool = pool.num_threads(n);
     }
-    Ok(())
+    match (pool.build_global(), n) {
+        (Ok(()), _) => Ok(()),
+        (Err(e), Some(_)) => Err(anyhow::anyhow!("--threads: {e}")),
+        // Already built (a second call in one process): it keeps its settings.
+        (Err(_), None) => Ok(()),
+    }
 }
 
 fn status_mib(key: &str) -> Option<f64> {

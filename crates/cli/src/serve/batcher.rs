@@ -81,7 +81,11 @@ impl Batcher {
                 let (depth, in_flight) = (depth.clone(), in_flight.clone());
                 std::thread::Builder::new()
                     .name(format!("{project}-worker-{i}"))
-                    .spawn(move || worker(&rx, &model, params, &metrics, &depth, &in_flight))
+                    .spawn(move || {
+                        // As rayon's workers (crate::common::set_threads): subnormals flushed.
+                        inceptionxml::runtime::flush_denormals();
+                        worker(&rx, &model, params, &metrics, &depth, &in_flight)
+                    })
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Batcher {
