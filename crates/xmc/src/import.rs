@@ -14,6 +14,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::dataset::Split;
 use crate::error::{Error, Result};
 use crate::io::{build_folder, lines, write_atomic};
 use crate::labels::Labels;
@@ -151,6 +152,12 @@ pub fn read_fasttext(path: &Path, skip_bad: bool) -> Result<Corpus> {
     })
 }
 
+/// How many of `n` rows [`split`] puts in the test (held-out) part at `test_fraction`
+/// (rounded; never more than `n`).
+pub fn n_held_out(n: usize, test_fraction: f64) -> usize {
+    ((n as f64 * test_fraction).round().max(0.0) as usize).min(n)
+}
+
 /// The row indices of a seeded split: `(train, test)`, each in file order; the test split holds
 /// `round(n · test_fraction)` rows.
 pub fn split(n: usize, test_fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
@@ -161,7 +168,7 @@ pub fn split(n: usize, test_fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec
     }
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-    let n_test = (n as f64 * test_fraction).round() as usize;
+    let n_test = n_held_out(n, test_fraction);
     let mut test = order[..n_test].to_vec();
     let mut train = order[n_test..].to_vec();
     test.sort_unstable();
@@ -209,13 +216,12 @@ impl Corpus {
                 return Err(Error::param(format!("text {r} contains a line break")));
             }
         }
-        write_atomic(dir.join(format!("{prefix}_X.txt")), |f| {
-            rows.iter()
-                .try_for_each(|&r| writeln!(f, "{}", self.texts[r]))
-        })?;
         let labels: Vec<Vec<u32>> = rows.iter().map(|&r| self.rows[r].clone()).collect();
-        SparseMatrix::from_index_rows(self.labels.len(), &labels)?
-            .write(dir.join(format!("{prefix}_X_Y.txt")))
+        Split {
+            texts: rows.iter().map(|&r| self.texts[r].clone()).collect(),
+            labels: SparseMatrix::from_index_rows(self.labels.len(), &labels)?,
+        }
+        .write(dir, prefix)
     }
 }
 
@@ -282,5 +288,13 @@ mod tests {
         assert_eq!((a.len(), b.len()), (7, 3));
         assert_eq!(split(10, 0.3, 7).unwrap(), (a, b));
         assert!(split(10, 1.0, 7).is_err());
+        for (n, f) in [(10, 0.3), (211_487, 0.05), (7, 0.0), (3, 0.5), (0, 0.2)] {
+            assert_eq!(
+                split(n, f, 1).unwrap().1.len(),
+                n_held_out(n, f),
+                "{n} rows at {f}"
+            );
+        }
+        assert_eq!(n_held_out(211_487, 0.05), 10_574);
     }
 }
