@@ -19,7 +19,7 @@ pub struct Args {
     pub model: Vec<PathBuf>,
     /// InceptionXML+ ranking: `extreme` (σ of the extreme logit, the paper) or `combined`
     /// (times σ of the cluster's meta logit) [default: the better one on the validation split at the
-    /// end of training, saved in config.json].
+    /// end of training (mean of P@1, P@3, P@5), saved in config.json].
     #[arg(long)]
     pub score: Option<ScoreMode>,
     /// Score small batches (at most 8 texts) exactly in f32 instead of with the int8 indexes

@@ -107,7 +107,8 @@ pub struct PlusConfig {
     pub top_k: usize,
     /// Dropout before the meta classifier (0.3 for AmazonTitles-670K).
     pub dropout_meta: f32,
-    /// The default ranking of `predict` (chosen on the validation split at the end of training).
+    /// The default ranking of `predict` (chosen on the validation split at the end of training,
+    /// by the mean of P@1, P@3 and P@5).
     #[serde(default)]
     pub score: ScoreMode,
 }

@@ -63,9 +63,10 @@ pub struct PlusReport {
     pub table_rows_per_step: f64,
     /// Meta precision and shortlist recall, when evaluated.
     pub eval: Option<PlusEval>,
-    /// P@1 (×100) of each ranking evaluated on the split the ranking is chosen on (the
-    /// validation split when there is one, else the test split, where it is not chosen).
-    pub p1_by_score: Map<String, Value>,
+    /// P@1, P@3 and P@5 (×100) of each ranking evaluated on the split the ranking is chosen on
+    /// (the validation split when there is one, else the test split, where it is not chosen):
+    /// `{"extreme": {"P@1": ..}, ..}`.
+    pub by_score: Map<String, Value>,
 }
 
 impl EpochReport {
@@ -92,7 +93,14 @@ impl EpochReport {
                 line["shortlist_recall"] = json!(e.shortlist_recall * 100.0);
                 line["top_k"] = json!(e.top_k);
                 line["score"] = json!(e.score);
-                line["p1_by_score"] = Value::Object(p.p1_by_score.clone());
+                // `p1_by_score` (P@1 only) is what lines written before `p_by_score` hold.
+                let p1: Map<String, Value> = p
+                    .by_score
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v["P@1"].clone()))
+                    .collect();
+                line["p1_by_score"] = Value::Object(p1);
+                line["p_by_score"] = Value::Object(p.by_score.clone());
             }
         }
         line
