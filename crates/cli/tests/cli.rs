@@ -149,6 +149,36 @@ fn train_predict_evaluate_round_trip() {
 }
 
 #[test]
+fn default_epochs_follow_the_training_rows() {
+    // 600 cooking rows: far below 200,000, so the short schedules (20; 16 with --plus), not the
+    // paper's 42 / 35. Stopped after one epoch: the saved schedule is what is checked.
+    let dir = tempfile::tempdir().unwrap();
+    for (name, extra, epochs) in [
+        ("plain", &[][..], 20),
+        ("plus", &["--plus", "--clusters", "16"][..], 16),
+    ] {
+        let model = dir.path().join(name);
+        let mut args = vec!["--stop-after", "1"];
+        args.extend_from_slice(extra);
+        tiny_train(&model, &args);
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["train"]["epochs"], epochs, "{name}");
+        let state: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(model.join("trainer_state.json")).unwrap(),
+        )
+        .unwrap();
+        let spe = state["steps_per_epoch"].as_u64().unwrap();
+        assert_eq!(
+            state["total_steps"].as_u64().unwrap(),
+            epochs * spe,
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn resume_continues_the_schedule() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m");
