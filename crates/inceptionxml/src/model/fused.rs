@@ -137,12 +137,18 @@ impl InceptionXml {
         Dims::new(b, s, d, c.filters)
     }
 
-    /// Keeps the encoder's evaluation parameters on the host, so that prediction does not
-    /// gather them (spectral norms, convolution layouts: ~0.5 ms) for every batch. For a model
-    /// loaded to predict; the next training forward drops them.
+    /// Keeps the evaluation parameters, so that prediction does not gather them for every
+    /// batch: the fused encoder's on the host (spectral norms, convolution layouts: ~0.5 ms), and
+    /// the InceptionXML+ hidden layers' normalised weights. For a model loaded to predict; the
+    /// next training forward drops them.
     pub fn freeze_for_inference(&self) -> Result<()> {
-        let (p, _) = self.fused_params(false)?;
-        *frozen(&self.frozen)? = Some(Arc::new(p));
+        if let Some(p) = self.plus() {
+            p.freeze_for_inference()?;
+        }
+        if self.uses_fused_encoder() {
+            let (p, _) = self.fused_params(false)?;
+            *frozen(&self.frozen)? = Some(Arc::new(p));
+        }
         Ok(())
     }
 

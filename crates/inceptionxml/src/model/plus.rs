@@ -240,6 +240,13 @@ impl PlusHeads {
         Ok((out, tape, sn))
     }
 
+    /// Keeps both hidden layers' evaluation weights `W / σ`
+    /// ([`SpectralNorm::freeze_for_inference`]).
+    pub fn freeze_for_inference(&self) -> Result<()> {
+        self.meta_hidden.sn.freeze_for_inference()?;
+        self.ext_hidden.sn.freeze_for_inference()
+    }
+
     /// The variables of hidden layer `which`: the raw SN weight and the bias.
     pub fn hidden_vars(&self, which: Hidden) -> (&Var, &Var) {
         let layer = match which {

@@ -11,12 +11,14 @@
 //! (as `torch.nn.utils.parametrizations.spectral_norm` does), so an untrained model already has a
 //! sensible σ in evaluation mode.
 
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use candle_core::{Device, Tensor, Var, D};
 use candle_nn::VarMap;
 use rand_chacha::ChaCha8Rng;
 
 use super::init;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Power iterations run when the layer is created.
 pub const INIT_ITERATIONS: usize = 15;
@@ -29,6 +31,9 @@ pub struct SpectralNorm {
     weight: Var,
     u: Var,
     v: Var,
+    /// `(W / σ, σ)` kept for evaluation by [`Self::freeze_for_inference`]; a training forward
+    /// drops it.
+    frozen: Arc<Mutex<Option<(Tensor, Tensor)>>>,
 }
 
 impl SpectralNorm {
@@ -53,7 +58,12 @@ impl SpectralNorm {
         let v = unit(init::normal(rng, in_dim, 1.0));
         let u = init::register(varmap, &format!("{prefix}.u"), out_dim, u, device)?;
         let v = init::register(varmap, &format!("{prefix}.v"), in_dim, v, device)?;
-        let sn = SpectralNorm { weight: w, u, v };
+        let sn = SpectralNorm {
+            weight: w,
+            u,
+            v,
+            frozen: Arc::default(),
+        };
         for _ in 0..INIT_ITERATIONS {
             sn.power_iteration()?;
         }
@@ -103,11 +113,30 @@ impl SpectralNorm {
 
     /// [`Self::weight`] and the `σ` it divided by (a scalar tensor).
     pub fn weight_and_sigma(&self, train: bool) -> Result<(Tensor, Tensor)> {
+        let mut frozen = self.frozen_slot()?;
         if train {
+            *frozen = None;
             self.power_iteration()?;
+        } else if let Some((w, sigma)) = frozen.as_ref() {
+            return Ok((w.clone(), sigma.clone()));
         }
         let sigma = self.sigma()?;
         Ok((self.weight.as_tensor().broadcast_div(&sigma)?, sigma))
+    }
+
+    /// Keeps the evaluation weight `W / σ` (and σ), so that prediction does not recompute σ and
+    /// divide the whole matrix for every batch. For a model loaded to predict; the next training
+    /// forward drops it.
+    pub fn freeze_for_inference(&self) -> Result<()> {
+        let held = self.weight_and_sigma(false)?;
+        *self.frozen_slot()? = Some(held);
+        Ok(())
+    }
+
+    fn frozen_slot(&self) -> Result<MutexGuard<'_, Option<(Tensor, Tensor)>>> {
+        self.frozen
+            .lock()
+            .map_err(|_| Error::Poisoned("spectral-norm weight"))
     }
 
     /// `W / σ` as host values (row-major `[out, in]`) and the `(u, v, σ)` it used; with
@@ -311,6 +340,42 @@ mod tests {
         assert_eq!(u0, sn.buffers().0.as_tensor().to_vec1::<f32>().unwrap());
         sn.weight(true).unwrap();
         assert_ne!(u0, sn.buffers().0.as_tensor().to_vec1::<f32>().unwrap());
+    }
+
+    #[test]
+    fn frozen_weight_is_the_eval_weight_until_a_training_forward() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let w = init::xavier_normal(&mut rng, 30, 5, 6);
+        let vm = VarMap::new();
+        let sn = SpectralNorm::new(&vm, "sn", (6, 5), w, &mut rng, &Device::Cpu).unwrap();
+        let eval = |sn: &SpectralNorm| -> Vec<f32> {
+            sn.weight(false)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let before = eval(&sn);
+        sn.freeze_for_inference().unwrap();
+        assert_eq!(eval(&sn), before);
+        // A changed weight is not seen while frozen (the point: no recomputation per batch)...
+        let raw = sn.raw_weight().as_tensor().clone();
+        // (Not a multiple of W: the normalised weight is the same for every scale of W.)
+        sn.raw_weight().set(&(&raw + 0.3).unwrap()).unwrap();
+        assert_eq!(eval(&sn), before);
+        // ...and a training forward drops the frozen copy: evaluation follows the weights again.
+        sn.weight(true).unwrap();
+        let (w_now, sigma) = sn.weight_and_sigma(false).unwrap();
+        let expect = (sn.raw_weight().as_tensor() / sigma.to_scalar::<f32>().unwrap() as f64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let got = w_now.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(got.iter().zip(&expect).all(|(a, b)| (a - b).abs() < 1e-6));
+        assert_ne!(eval(&sn), before);
     }
 
     #[test]

@@ -64,6 +64,7 @@ impl RowsI8 {
         let dim = dim.max(1);
         let rows = data.len() / dim;
         let mut q = vec![0i8; rows * dim];
+        crate::runtime::advise_huge_pages(&q);
         let mut scale = vec![0f32; rows];
         q.par_chunks_mut(dim)
             .zip(scale.par_iter_mut())
@@ -138,6 +139,7 @@ impl MetaIndex {
     pub fn new(weight: &[f32], bias: &[f32], dim: usize) -> Self {
         let c = bias.len();
         let mut exact = vec![0f32; c * dim];
+        crate::runtime::advise_huge_pages(&exact);
         exact
             .par_chunks_mut(dim.max(1))
             .enumerate()

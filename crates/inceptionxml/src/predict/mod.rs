@@ -223,9 +223,7 @@ impl Predictor {
     /// built; without, small batches are scored exactly like large ones.
     pub fn load(dir: impl AsRef<Path>, device: &Device, indexes: bool) -> Result<Self> {
         let loaded = model_dir::load(dir.as_ref(), device)?;
-        if loaded.model.uses_fused_encoder() {
-            loaded.model.freeze_for_inference()?;
-        }
+        loaded.model.freeze_for_inference()?;
         let indexes = match indexes && device.is_cpu() {
             true => Some(Indexes::build(&loaded.model)?),
             false => None,
