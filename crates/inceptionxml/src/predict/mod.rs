@@ -124,6 +124,20 @@ pub fn rank_ids(
     score: Option<ScoreMode>,
     indexes: Option<&Indexes>,
 ) -> Result<Ranked> {
+    // The whole call runs on a worker of the thread pool: called from outside it, each parallel
+    // stage would otherwise hand its work to the pool and put the caller to sleep until a worker
+    // woke and finished it, a round trip per stage that a batch of one pays several times.
+    rayon::scope(|_| rank_ids_in_pool(model, ids, k, batch_size, score, indexes))
+}
+
+fn rank_ids_in_pool(
+    model: &InceptionXml,
+    ids: &[u32],
+    k: usize,
+    batch_size: usize,
+    score: Option<ScoreMode>,
+    indexes: Option<&Indexes>,
+) -> Result<Ranked> {
     let s = model.config().seq_len;
     if s == 0 || ids.len() % s != 0 {
         return Err(Error::Shape(format!(
