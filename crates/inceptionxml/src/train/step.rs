@@ -224,13 +224,16 @@ pub fn train_step(
     beta1: f64,
     detach: bool,
 ) -> Result<(f32, StepStats)> {
-    match model.plus() {
+    // The whole step runs on a worker of the thread pool: called from outside it, each of the
+    // step's parallel stages would hand its work to the pool and sleep until a worker woke and
+    // finished it (see `predict::rank_ids`).
+    rayon::scope(|_| match model.plus() {
         None => Ok((
             train_step_plain(model, opt, batch, lr, beta1)?,
             StepStats::default(),
         )),
         Some(_) => train_step_plus(model, opt, batch, lr, beta1, detach),
-    }
+    })
 }
 
 /// One optimiser step of plain InceptionXML on `batch` (dense label targets); returns the loss.
