@@ -127,67 +127,58 @@ pub fn rank_ids(
     // The whole call runs on a worker of the thread pool: called from outside it, each parallel
     // stage would otherwise hand its work to the pool and put the caller to sleep until a worker
     // woke and finished it, a round trip per stage that a batch of one pays several times.
-    rayon::scope(|_| rank_ids_in_pool(model, ids, k, batch_size, score, indexes))
-}
-
-fn rank_ids_in_pool(
-    model: &InceptionXml,
-    ids: &[u32],
-    k: usize,
-    batch_size: usize,
-    score: Option<ScoreMode>,
-    indexes: Option<&Indexes>,
-) -> Result<Ranked> {
-    let s = model.config().seq_len;
-    if s == 0 || ids.len() % s != 0 {
-        return Err(Error::Shape(format!(
-            "{} ids is not a multiple of the sequence length {s}",
-            ids.len()
-        )));
-    }
-    let indexes = indexes.filter(|_| batch_size <= INT8_MAX_BATCH);
-    let mode = model
-        .config()
-        .plus
-        .as_ref()
-        .map(|p| score.unwrap_or(p.score));
-    let device = model.embedding_table().device().clone();
-    let mut out = Ranked::default();
-    for chunk in ids.chunks(batch_size.max(1) * s) {
-        let sp = span(STAGES[0]);
-        let t = Tensor::from_slice(chunk, (chunk.len() / s, s), &device)?;
-        let h = model.encode(&model.embed(&t)?, false)?;
-        drop(sp);
-        match (mode, indexes) {
-            (None, None) => out.rows.extend(exact::plain(model, &h, k)?),
-            (None, Some(Indexes::Plain(ix))) => out.rows.extend(int8::plain(model, ix, &h, k)?),
-            (Some(mode), ix) => {
-                let fast = match ix {
-                    Some(Indexes::Plus(f)) => Some(f),
-                    _ => None,
-                };
-                let (rows, clusters) = rank_plus(model, &h, k, mode, fast)?;
-                out.rows.extend(rows);
-                out.clusters.extend(clusters);
-            }
-            (None, Some(Indexes::Plus(_))) => {
-                return Err(Error::WrongModelKind(
-                    "InceptionXML+ indexes given for a plain model".into(),
-                ))
+    rayon::scope(|_| {
+        let s = model.config().seq_len;
+        if s == 0 || ids.len() % s != 0 {
+            return Err(Error::Shape(format!(
+                "{} ids is not a multiple of the sequence length {s}",
+                ids.len()
+            )));
+        }
+        let indexes = indexes.filter(|_| batch_size <= INT8_MAX_BATCH);
+        let mode = model
+            .config()
+            .plus
+            .as_ref()
+            .map(|p| score.unwrap_or(p.score));
+        let device = model.embedding_table().device().clone();
+        let mut out = Ranked::default();
+        for chunk in ids.chunks(batch_size.max(1) * s) {
+            let sp = span(STAGES[0]);
+            let t = Tensor::from_slice(chunk, (chunk.len() / s, s), &device)?;
+            let h = model.encode(&model.embed(&t)?, false)?;
+            drop(sp);
+            match (mode, indexes) {
+                (None, None) => out.rows.extend(exact::plain(model, &h, k)?),
+                (None, Some(Indexes::Plain(ix))) => out.rows.extend(int8::plain(model, ix, &h, k)?),
+                (Some(mode), ix) => {
+                    let fast = match ix {
+                        Some(Indexes::Plus(f)) => Some(f),
+                        _ => None,
+                    };
+                    let (rows, clusters) = rank_plus(model, &h, k, mode, fast)?;
+                    out.rows.extend(rows);
+                    out.clusters.extend(clusters);
+                }
+                (None, Some(Indexes::Plus(_))) => {
+                    return Err(Error::WrongModelKind(
+                        "InceptionXML+ indexes given for a plain model".into(),
+                    ))
+                }
             }
         }
-    }
-    // Finite weights give finite scores; anything else is reported, never written.
-    if let Some(r) = out
-        .rows
-        .iter()
-        .position(|row| row.iter().any(|e| !e.1.is_finite()))
-    {
-        return Err(Error::Shape(format!(
-            "row {r}: the model produced a non-finite score"
-        )));
-    }
-    Ok(out)
+        // Finite weights give finite scores; anything else is reported, never written.
+        if let Some(r) = out
+            .rows
+            .iter()
+            .position(|row| row.iter().any(|e| !e.1.is_finite()))
+        {
+            return Err(Error::Shape(format!(
+                "row {r}: the model produced a non-finite score"
+            )));
+        }
+        Ok(out)
+    })
 }
 
 /// One InceptionXML+ batch of encoder features `h`: meta head -> top-K clusters -> candidates
