@@ -370,8 +370,8 @@ fn evaluate_epoch(s: &mut Setup, test: &EvalSet, choose: bool, dir: &Path) -> Re
 const CHOICE_KS: [usize; 3] = [1, 3, 5];
 
 /// What InceptionXML+'s ranking is chosen on: the mean of P@1, P@3 and P@5, the top of the list
-/// a user reads rather than its first entry only (on cooking the combined ranking is 1.1 P@1
-/// ahead of the extreme one after 16 epochs and 1.8 behind at P@3 and P@5).
+/// a user reads rather than its first entry only (on cooking after 16 epochs the combined
+/// ranking is 1.0 P@1 ahead of the extreme one, and 2.0 / 1.6 behind at P@3 / P@5).
 pub fn ranking_quality(m: &Metrics) -> f64 {
     let ps: Vec<f64> = CHOICE_KS
         .iter()
@@ -454,10 +454,10 @@ mod tests {
     fn the_ranking_is_chosen_on_p1_p3_p5_together() {
         // Cooking after 16 epochs, validation (×0.01): combined leads at P@1 only.
         let combined = with_p(&[0.6742, 0.4895, 0.3683, 0.2996, 0.2542]);
-        let extreme = with_p(&[0.6629, 0.4944, 0.3866, 0.3181, 0.2719]);
+        let extreme = with_p(&[0.6645, 0.4952, 0.3882, 0.3165, 0.2703]);
         assert!(combined.p[0] > extreme.p[0]);
         assert!(ranking_quality(&extreme) > ranking_quality(&combined));
-        assert!((ranking_quality(&extreme) - (0.6629 + 0.3866 + 0.2719) / 3.0).abs() < 1e-12);
+        assert!((ranking_quality(&extreme) - (0.6645 + 0.3882 + 0.2703) / 3.0).abs() < 1e-12);
         // With k < 5 the precisions that exist.
         assert!((ranking_quality(&with_p(&[0.5, 0.4])) - 0.5).abs() < 1e-12);
         assert_eq!(
