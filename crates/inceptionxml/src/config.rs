@@ -477,7 +477,9 @@ impl Preset {
 
 impl TrainConfig {
     /// How many rows a run with this configuration trains on when the training split has
-    /// `n_rows` (the validation hold-out taken, then `max_train` applied), without reading them.
+    /// `n_rows` (the validation hold-out taken, then `max_train` applied), without reading them:
+    /// the count `train` uses (the first that many rows of the split less its hold-out) and the
+    /// one the default epochs are chosen by.
     pub fn n_train_rows(&self, n_rows: usize) -> usize {
         let rest = n_rows - xmc::import::n_held_out(n_rows, self.valid_fraction);
         self.max_train.map_or(rest, |m| m.min(rest))

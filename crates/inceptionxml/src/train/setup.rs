@@ -69,12 +69,6 @@ fn training_rows<'a>(
     Ok((train, valid.filter(|v| !v.is_empty())))
 }
 
-/// The training rows a configuration uses, of `train`.
-fn n_train(cfg: &TrainConfig, train: &Split) -> usize {
-    cfg.max_train
-        .map_or(train.texts.len(), |m| m.min(train.texts.len()))
-}
-
 /// The first `n` rows of `labels` (no copy of the row selection when that is all of them).
 fn first_rows(labels: &SparseMatrix, n: usize) -> SparseMatrix {
     if n == labels.n_rows {
@@ -98,7 +92,7 @@ impl Setup {
         config.validate()?;
         params.validate()?;
         let (train, valid) = training_rows(&config, data)?;
-        let n = n_train(&config, &train);
+        let n = config.n_train_rows(data.train.len());
         let tokens = xmc::text::tokenize_all(&train.texts[..n]);
         let vocab = Vocab::build(&tokens, config.max_vocab, config.min_count);
         let train_labels = first_rows(&train.labels, n);
@@ -177,7 +171,7 @@ impl Setup {
         };
         let state = model_dir::read_state(dir)?;
         let (train, valid) = training_rows(&config.train, data)?;
-        let n = n_train(&config.train, &train);
+        let n = config.train.n_train_rows(data.train.len());
         let train_labels = first_rows(&train.labels, n);
         let step = state.step;
         let dropout_position = match &state.dropout_position {
