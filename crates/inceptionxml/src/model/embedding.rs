@@ -77,7 +77,7 @@ impl Embedding {
                 )));
             }
             let d = self.dim;
-            let mut out = vec![0f32; ids.len() * d];
+            let mut out = crate::ops::storage::zeros(ids.len() * d);
             crate::ops::storage::with_host_f32(table, |t| {
                 out.par_chunks_mut(d.max(1)).zip(&ids).for_each(|(o, &i)| {
                     o.copy_from_slice(&t[i as usize * d..(i as usize + 1) * d])

@@ -35,6 +35,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::ops::dropout::{mask_into, mask_range};
 use crate::ops::mm::{mm, mm_split_k, par_for, Out, View};
+use crate::ops::storage::zeros;
 use crate::ops::vmath::{self, BnBack};
 use crate::profile::span;
 
@@ -422,8 +423,10 @@ impl Workspace {
         drop(sp);
         // GELU + BatchNorm(F) (+ dropout) into the padded layout.
         let sp = span(FWD[2]);
+        // Only the rows nothing below writes are zeroed: each sample's tail past its circular
+        // padding and the K rows after the last sample (the windows' overhang).
         let ppad = grow(&mut self.ppad, (b * rp + K) * f);
-        ppad.fill(0.0);
+        ppad[b * rp * f..].fill(0.0);
         let proj_mask = mask_for(&mut self.mask1, dr.proj, b * d * f);
         self.stats[0] = gelu_bn_fwd(
             &self.z1,
@@ -445,6 +448,7 @@ impl Workspace {
         ppad[..b * rp * f].par_chunks_mut(rp * f).for_each(|smp| {
             smp.copy_within(d * f..(d + PAD) * f, 0);
             smp.copy_within(PAD * f..2 * PAD * f, (PAD + d) * f);
+            smp[(2 * PAD + d) * f..].fill(0.0);
         });
         drop(sp);
         let sp = span(FWD[3]);
@@ -465,7 +469,11 @@ impl Workspace {
         drop(sp);
         let sp = span(FWD[4]);
         let h = grow(&mut self.h, (b * wp + K) * 3 * f);
-        h.fill(0.0);
+        // Rows l1..wp of each sample and the K rows after the last; the GELU+BN writes the rest.
+        h[b * wp * 3 * f..].fill(0.0);
+        h[..b * wp * 3 * f]
+            .par_chunks_mut(wp * 3 * f)
+            .for_each(|smp| smp[l1 * 3 * f..].fill(0.0));
         let merge_mask = mask_for(&mut self.mask2, dr.merge, b * l1 * 3 * f);
         self.stats[1] = gelu_bn_fwd(
             &self.z2,
@@ -620,7 +628,9 @@ impl Workspace {
         let sp = span(BWD[2]);
         // Merge BatchNorm (with its dropout).
         let dz2 = grow(&mut self.dz2, b * wp * 3 * f);
-        dz2.fill(0.0);
+        // Rows l1..wp of each sample (the GELU+BN backward writes the rest).
+        dz2.par_chunks_mut(wp * 3 * f)
+            .for_each(|smp| smp[l1 * 3 * f..].fill(0.0));
         let merge_mask = self.drop.merge.map(|_| &self.mask2[..]);
         let (dw, db, dbias) = gelu_bn_bwd(
             &self.dh,
@@ -656,14 +666,15 @@ impl Workspace {
         // Branch inputs: per chunk of samples, columns dz2·Wᵀ then scattered back (col2im).
         let cw: usize = BRANCHES.iter().map(|(k, _)| k * f).sum();
         let dcols = grow(&mut self.dcols, b * wp * cw);
+        // Zeroed chunk by chunk by the tasks that accumulate into it.
         let dppad = grow(&mut self.dppad, b * rp * f);
-        dppad.fill(0.0);
         let per = b.div_ceil(4 * rayon::current_num_threads()).max(1);
         dcols
             .par_chunks_mut(per * wp * cw)
             .zip(dppad.par_chunks_mut(per * rp * f))
             .enumerate()
             .try_for_each(|(ci, (cols, dp))| -> Result<()> {
+                dp.fill(0.0);
                 let ns = dp.len() / (rp * f);
                 let mut col0 = 0;
                 for (j, &(k, _)) in BRANCHES.iter().enumerate() {
@@ -736,7 +747,7 @@ impl Workspace {
         let datt = grow(&mut self.datt, b * nd);
         let rows = self.offs[b];
         let dy_parts = split_rows(grow(&mut self.dyc, rows * d), &self.lens, d);
-        g.x = vec![0f32; b * s * d];
+        g.x = zeros(b * s * d);
         let (x, y, att, dz1) = (&self.x[..], &self.yc[..], &self.att[..], &self.dz1[..]);
         let (lens, offs) = (&self.lens[..], &self.offs[..]);
         let acc = datt

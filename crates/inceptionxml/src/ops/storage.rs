@@ -46,3 +46,30 @@ pub(crate) fn with_host_f32<R>(
         .to_vec1()?;
     Ok(f(&v))
 }
+
+/// `n` zeros, written by the thread pool when `n` is large. A big `vec![0.0; n]` in a training
+/// step is not free: once the allocator recycles the previous step's buffer, `calloc` clears it
+/// with one `memset` on the calling thread (tens of MB for a classifier's gradient), which the
+/// other threads wait out.
+pub fn zeros(n: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    const SERIAL: usize = 1 << 16;
+    if n <= SERIAL || rayon::current_num_threads() == 1 {
+        return vec![0.0; n];
+    }
+    let mut v = Vec::with_capacity(n);
+    v.par_extend(rayon::iter::repeat_n(0f32, n));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn zeros_are_zeros_of_the_length_asked() {
+        for n in [0, 1, 1 << 16, (1 << 16) + 1, 3_000_017] {
+            let v = super::zeros(n);
+            assert_eq!(v.len(), n);
+            assert!(v.iter().all(|&x| x == 0.0));
+        }
+    }
+}
