@@ -105,6 +105,26 @@ pub fn mm(
     acc: bool,
     par: Parallelism,
 ) -> Result<()> {
+    // SAFETY: `dst` is borrowed mutably for the call: nothing else reads or writes it.
+    unsafe { mm_raw(dst.as_mut_ptr(), dst.len(), out, a, b, alpha, acc, par) }
+}
+
+/// [`mm`] into the `len` values at `dst`.
+///
+/// # Safety
+/// `dst..dst + len` is valid for writes, and for the duration of the call no other code reads
+/// or writes the elements the product writes, and `a`, `b` do not overlap them.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm_raw(
+    dst: *mut f32,
+    len: usize,
+    out: Out,
+    a: View,
+    b: View,
+    alpha: f32,
+    acc: bool,
+    par: Parallelism,
+) -> Result<()> {
     if a.cols != b.rows {
         return Err(Error::Shape(format!(
             "mm: {}×{} times {}×{}",
@@ -114,7 +134,7 @@ pub fn mm(
     let (m, n, k) = (a.rows, b.cols, a.cols);
     check("lhs", a.data.len(), a.off, a.rows, a.cols, a.rs, a.cs)?;
     check("rhs", b.data.len(), b.off, b.rows, b.cols, b.rs, b.cs)?;
-    check("dst", dst.len(), out.off, m, n, out.rs, out.cs)?;
+    check("dst", len, out.off, m, n, out.rs, out.cs)?;
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -122,38 +142,95 @@ pub fn mm(
         if !acc {
             for i in 0..m {
                 for j in 0..n {
-                    dst[out.off + i * out.rs + j * out.cs] = 0.0;
+                    *dst.add(out.off + i * out.rs + j * out.cs) = 0.0;
                 }
             }
         }
         return Ok(());
     }
     // SAFETY: every element the product reads or writes was checked above to lie inside its
-    // slice; `dst` is borrowed mutably, so it cannot alias `a` or `b`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr().add(out.off),
-            out.cs as isize,
-            out.rs as isize,
-            acc,
-            a.data.as_ptr().add(a.off),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr().add(b.off),
-            b.cs as isize,
-            b.rs as isize,
-            1.0,
-            alpha,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+    // slice or the destination; the caller guarantees nothing else touches what it writes.
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.add(out.off),
+        out.cs as isize,
+        out.rs as isize,
+        acc,
+        a.data.as_ptr().add(a.off),
+        a.cs as isize,
+        a.rs as isize,
+        b.data.as_ptr().add(b.off),
+        b.cs as isize,
+        b.rs as isize,
+        1.0,
+        alpha,
+        false,
+        false,
+        false,
+        par,
+    );
     Ok(())
+}
+
+/// A destination that parallel tasks share, each writing its own part (the column blocks of a
+/// row-major matrix, say: disjoint, but not contiguous, so `&mut` slices cannot split them).
+/// Borrows the slice mutably for its lifetime; reads and writes go through [`SharedDst::mm`]
+/// and [`SharedDst::slice_mut`], bounds-checked, whose callers promise the parts are disjoint.
+pub struct SharedDst<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _borrow: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: the pointer comes from a `&mut [f32]` held for 'a; which task touches which elements
+// is the callers' promise (the unsafe methods).
+unsafe impl Send for SharedDst<'_> {}
+unsafe impl Sync for SharedDst<'_> {}
+
+impl<'a> SharedDst<'a> {
+    pub fn new(dst: &'a mut [f32]) -> Self {
+        SharedDst {
+            ptr: dst.as_mut_ptr(),
+            len: dst.len(),
+            _borrow: std::marker::PhantomData,
+        }
+    }
+
+    /// [`mm`] into the shared destination.
+    ///
+    /// # Safety
+    /// While it runs, no other task reads or writes the elements this product writes.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn mm(
+        &self,
+        out: Out,
+        a: View,
+        b: View,
+        alpha: f32,
+        acc: bool,
+        par: Parallelism,
+    ) -> Result<()> {
+        mm_raw(self.ptr, self.len, out, a, b, alpha, acc, par)
+    }
+
+    /// The values `off..off + n`, mutably.
+    ///
+    /// # Safety
+    /// While the slice lives, no other task reads or writes those values.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice_mut(&self, off: usize, n: usize) -> Result<&mut [f32]> {
+        match off.checked_add(n) {
+            Some(end) if end <= self.len => {
+                Ok(std::slice::from_raw_parts_mut(self.ptr.add(off), n))
+            }
+            _ => Err(Error::Shape(format!(
+                "shared destination: {n} values at {off} exceed {}",
+                self.len
+            ))),
+        }
+    }
 }
 
 /// `dst = a·b` for a long reduction (`a.cols` = `b.rows` large, the product small, as in a weight
