@@ -17,6 +17,7 @@ use candle_core::{Tensor, Var};
 use crate::error::Result;
 use crate::model::InceptionXml;
 use crate::ops::candidates::{CandidatePlan, TableRows};
+use crate::profile::span;
 
 /// The optimiser state of a run: dense Adam over the model's dense parameters, lazy row Adam
 /// for the word table and, for InceptionXML+, lazy row Adam for the label table.
@@ -36,6 +37,9 @@ pub fn dense_vars(model: &InceptionXml) -> Vec<(String, Var)> {
         .collect()
 }
 
+/// Profile span names inside a training step's "optimiser" ([`crate::profile`]).
+pub const OPT: [&str; 3] = ["dense Adam", "label-table rows", "word rows"];
+
 /// The label-table update of an InceptionXML+ step.
 pub enum TableUpdate<'a> {
     /// No table rows (plain InceptionXML, or a batch that touched none).
@@ -50,6 +54,9 @@ pub enum TableUpdate<'a> {
         dlog: &'a [f32],
         g: &'a [f32],
     },
+    /// Already applied by [`Optimizers::step_labels`] during the backward (the fused
+    /// InceptionXML+ step runs it beside the encoder's backward); the rows it updated.
+    Done(usize),
 }
 
 impl Optimizers {
@@ -86,23 +93,14 @@ impl Optimizers {
         lr: f64,
         beta1: f64,
     ) -> Result<usize> {
+        let sp = span(OPT[0]);
         self.adam.step(grads, lr, beta1)?;
-        let mut touched = 0;
-        if let (Some(opt), Some(plus)) = (self.labels.as_mut(), model.plus()) {
-            match table {
-                TableUpdate::Rows((rows, g)) => {
-                    opt.step_rows(&plus.table, &rows, &g, lr, beta1)?;
-                    touched = rows.len();
-                }
-                TableUpdate::Candidates { plan, dlog, g } => {
-                    let dim = opt.dim();
-                    let grad = |u: usize, out: &mut [f32]| plan.grad_block(u, dlog, g, dim, out);
-                    opt.step_runs(&plus.table, plan.runs(), &grad, lr, beta1)?;
-                    touched = plan.n_touched();
-                }
-                TableUpdate::None => opt.step(&plus.table, &[], &[], lr, beta1)?,
-            }
-        }
+        drop(sp);
+        let sp =
+            (self.labels.is_some() && !matches!(table, TableUpdate::Done(_))).then(|| span(OPT[1]));
+        let touched = Self::step_labels(self.labels.as_mut(), model, table, lr, beta1)?;
+        drop(sp);
+        let _sp = span(OPT[2]);
         let table = model.embedding_table();
         match grads.get(x) {
             Some(gx) => {
@@ -114,6 +112,38 @@ impl Optimizers {
             None => self.words.step(table, &[], &[], lr, beta1)?,
         }
         Ok(touched)
+    }
+
+    /// The label-table part of [`Optimizers::step`] on its own: `labels` is that optimiser
+    /// ([`Optimizers::labels`]), borrowed apart from the rest so the update can run while other
+    /// work still needs the model. Returns the number of rows updated.
+    pub fn step_labels(
+        labels: Option<&mut RowAdam>,
+        model: &InceptionXml,
+        table: TableUpdate<'_>,
+        lr: f64,
+        beta1: f64,
+    ) -> Result<usize> {
+        let (Some(opt), Some(plus)) = (labels, model.plus()) else {
+            return Ok(0);
+        };
+        Ok(match table {
+            TableUpdate::Rows((rows, g)) => {
+                opt.step_rows(&plus.table, &rows, &g, lr, beta1)?;
+                rows.len()
+            }
+            TableUpdate::Candidates { plan, dlog, g } => {
+                let dim = opt.dim();
+                let grad = |u: usize, out: &mut [f32]| plan.grad_block(u, dlog, g, dim, out);
+                opt.step_runs(&plus.table, plan.runs(), &grad, lr, beta1)?;
+                plan.n_touched()
+            }
+            TableUpdate::None => {
+                opt.step(&plus.table, &[], &[], lr, beta1)?;
+                0
+            }
+            TableUpdate::Done(n) => n,
+        })
     }
 
     /// The row-Adam states, word table first.

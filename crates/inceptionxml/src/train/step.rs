@@ -21,13 +21,13 @@ use crate::model::plus::{Hidden, PlusHeads};
 use crate::model::spectral_norm::sn_backward;
 use crate::model::InceptionXml;
 use crate::ops::bce::bce_masked_host;
-use crate::ops::linear_bce::linear_bce;
+use crate::ops::linear_bce::{bce_backward, linear, linear_bce};
 use crate::ops::residual_hidden;
 use crate::ops::storage::with_host_f32;
 use crate::ops::{
     bce_with_logits, bce_with_logits_masked, candidate_logits, stable_sigmoid, CandidatePlan,
 };
-use crate::optim::{Optimizers, TableUpdate};
+use crate::optim::{Adam, Optimizers, RowAdam, TableUpdate};
 use crate::profile::span;
 
 /// What one step did besides its loss.
@@ -41,17 +41,37 @@ pub struct StepStats {
 
 /// Profile span names of a training step's stages ([`crate::profile`]); the encoder's own
 /// stages are [`crate::ops::encoder::FWD`] and [`crate::ops::encoder::BWD`].
-pub const STEP: [&str; 6] = [
+pub const STEP: [&str; 8] = [
     "word lookup",
     "encoder forward",
     "heads forward + loss",
     "heads backward",
     "encoder backward",
     "optimiser",
+    "heads forward + backward",
+    "encoder backward ‖ early updates",
 ];
 
-/// Profile span names inside an InceptionXML+ step's "heads forward + loss".
-pub const PLUS: [&str; 5] = [
+/// Profile span names inside a fused InceptionXML+ step's "heads forward + backward".
+pub const PLUS: [&str; 4] = [
+    "hidden layers",
+    "meta logits",
+    "meta backward ‖ extreme head",
+    "head gradients out",
+];
+
+/// Profile span names of the two sides of [`PLUS`]`[2]`, which run at the same time: the meta
+/// classifier's and hidden layer's backward, and the extreme head's stages.
+pub const PLUS_SIDE: [&str; 5] = [
+    "‖ meta classifier + hidden backward",
+    "‖ shortlist",
+    "‖ candidate logits + loss",
+    "‖ candidates backward",
+    "‖ extreme hidden backward",
+];
+
+/// Profile span names inside a composed InceptionXML+ step's "heads forward + loss".
+pub const PLUS_COMPOSED: [&str; 5] = [
     "meta head",
     "meta loss",
     "shortlist",
@@ -59,12 +79,10 @@ pub const PLUS: [&str; 5] = [
     "candidate logits + loss",
 ];
 
-/// Profile span names inside a fused InceptionXML+ step's "heads backward".
-pub const PLUS_BWD: [&str; 3] = [
-    "candidates backward",
-    "extreme hidden backward",
-    "head gradients out",
-];
+/// Profile span names inside "encoder backward ‖ early updates" (fused steps), two sides that
+/// run at the same time: the encoder's backward, and the optimiser updates that need nothing
+/// from it (the heads' dense variables, the label table).
+pub const BESIDE: [&str; 2] = ["‖ encoder backward", "‖ heads' and label-table updates"];
 
 /// Profile span name of the plain model's loss inside "heads forward + loss".
 pub const PLAIN_LOSS: &str = "loss (B×L BCE)";
@@ -130,11 +148,17 @@ impl Classified {
         }
     }
 
-    /// The classifier's weight gradients, after the backward of [`Self::term`].
-    fn insert_grads(&self, grads: &mut GradStore) {
-        if let Classified::Fused { w, b, .. } = self {
-            grads.insert(w.0.as_tensor(), w.1.clone());
-            grads.insert(b.0.as_tensor(), b.1.clone());
+    /// The fused classifier's weight gradients (the composed one's are in the backward of
+    /// [`Self::term`]).
+    fn head_grads(&self) -> Option<GradStore> {
+        match self {
+            Classified::Fused { w, b, .. } => {
+                let mut g = GradStore::default();
+                g.insert(w.0.as_tensor(), w.1.clone());
+                g.insert(b.0.as_tensor(), b.1.clone());
+                Some(g)
+            }
+            Classified::Composed { .. } => None,
         }
     }
 
@@ -200,7 +224,6 @@ impl Encoded {
     /// After the heads' backward: completes `grads` with the encoder's gradients and returns
     /// the looked-up vectors, whose gradient in `grads` moves the word rows.
     fn backward(self, model: &InceptionXml, grads: &mut GradStore) -> Result<Tensor> {
-        let _s = span(STEP[4]);
         match self {
             Encoded::Composed { x, .. } => Ok(x.as_tensor().clone()),
             Encoded::Fused { x, h, tape } => {
@@ -256,9 +279,18 @@ pub fn train_step_plain(
     drop(sp);
     let sp = span(STEP[3]);
     let mut grads = cls.term().backward()?;
-    cls.insert_grads(&mut grads);
     drop(sp);
-    let x = enc.backward(model, &mut grads)?;
+    let x = match cls.head_grads() {
+        Some(head) => {
+            Early::of(opt, lr, beta1)
+                .beside_encoder(enc, model, &mut grads, &head, TableUpdate::None)?
+                .0
+        }
+        None => {
+            let _s = span(STEP[4]);
+            enc.backward(model, &mut grads)?
+        }
+    };
     let _sp = span(STEP[5]);
     opt.step(
         model,
@@ -291,7 +323,7 @@ pub fn train_step_plus(
         plan,
         loss,
         candidates,
-    } = plus_backward(model, batch, detach)?;
+    } = plus_backward(model, batch, detach, Some(Early::of(opt, lr, beta1)))?;
     let sp = span(STEP[5]);
     // The gradient rows move into the update (no copy); the host values are lent to it.
     let update = match table {
@@ -302,6 +334,7 @@ pub fn train_step_plus(
             dlog,
             g,
         },
+        PlusTable::Done(n) => TableUpdate::Done(n),
     };
     let touched = opt.step(model, &grads, &x, &batch.ids_host, update, lr, beta1)?;
     drop(sp);
@@ -326,8 +359,65 @@ struct PlusBackward {
     candidates: usize,
 }
 
+/// Optimiser updates that need nothing from the encoder's backward: the heads' dense variables
+/// and, for InceptionXML+, the label table. A fused step makes them beside that backward.
+struct Early<'a> {
+    adam: &'a mut Adam,
+    labels: Option<&'a mut RowAdam>,
+    lr: f64,
+    beta1: f64,
+}
+
+impl<'a> Early<'a> {
+    fn of(opt: &'a mut Optimizers, lr: f64, beta1: f64) -> Self {
+        Early {
+            adam: &mut opt.adam,
+            labels: opt.labels.as_mut(),
+            lr,
+            beta1,
+        }
+    }
+
+    /// The encoder's backward (completing `grads`) and, beside it on the thread pool, the dense
+    /// updates of the head variables whose gradients are in `head` and the label-table update
+    /// `table`: memory-bound updates beside compute-bound work instead of after it, in the
+    /// same values (every variable moves once, by its own gradient). Returns the looked-up
+    /// vectors and the number of label-table rows updated. `grads` must not hold the head's
+    /// gradients, or [`Optimizers::step`] would move those variables a second time.
+    fn beside_encoder(
+        self,
+        enc: Encoded,
+        model: &InceptionXml,
+        grads: &mut GradStore,
+        head: &GradStore,
+        table: TableUpdate<'_>,
+    ) -> Result<(Tensor, usize)> {
+        let _s = span(STEP[7]);
+        let Early {
+            adam,
+            labels,
+            lr,
+            beta1,
+        } = self;
+        let (x, touched) = rayon::join(
+            || {
+                let _s = span(BESIDE[0]);
+                enc.backward(model, grads)
+            },
+            || -> Result<usize> {
+                let _s = span(BESIDE[1]);
+                adam.step(head, lr, beta1)?;
+                Optimizers::step_labels(labels, model, table, lr, beta1)
+            },
+        );
+        Ok((x?, touched?))
+    }
+}
+
 /// The label table's gradient after an InceptionXML+ backward.
 enum PlusTable {
+    /// Already applied during the backward; the rows updated.
+    Done(usize),
     /// Gradient rows from candle's backward (none when the batch touched no row).
     Rows(Option<crate::ops::candidates::TableRows>),
     /// Computed block by block during the update from the logits' gradient `dlog` and the
@@ -336,8 +426,15 @@ enum PlusTable {
 }
 
 /// The forward and backward of an InceptionXML+ step: with the fused encoder (and hd = D) the
-/// heads by fused host ops ([`plus_fused`]), otherwise composed candle ops.
-fn plus_backward(model: &InceptionXml, batch: &Batch, detach: bool) -> Result<PlusBackward> {
+/// heads by fused host ops ([`plus_fused`]), otherwise composed candle ops. With `early`, the
+/// fused path also makes the updates that need nothing from the encoder's backward, beside it
+/// ([`Early::beside_encoder`]).
+fn plus_backward(
+    model: &InceptionXml,
+    batch: &Batch,
+    detach: bool,
+    early: Option<Early<'_>>,
+) -> Result<PlusBackward> {
     let (plus, index) = match (model.plus(), model.clusters()) {
         (Some(p), Some(ix)) => (p, ix.clone()),
         _ => {
@@ -351,23 +448,23 @@ fn plus_backward(model: &InceptionXml, batch: &Batch, detach: bool) -> Result<Pl
     if plus.fusable() {
         if let Encoded::Fused { h, .. } = &enc {
             let h = h.clone();
-            return plus_fused(model, plus, &index, batch, (enc, h), detach);
+            return plus_fused(model, plus, &index, batch, (enc, h), detach, early);
         }
     }
     let sp = span(STEP[2]);
     let h = enc.h();
-    let s2 = span(PLUS[0]);
+    let s2 = span(PLUS_COMPOSED[0]);
     let hm = plus.meta_input(h, true)?;
     drop(s2);
-    let s2 = span(PLUS[1]);
+    let s2 = span(PLUS_COMPOSED[1]);
     let (w, b) = plus.meta_vars();
     let meta = Classified::new(&hm, w, b, &batch.targets, model.uses_fused_encoder())?;
     drop(s2);
-    let s2 = span(PLUS[2]);
+    let s2 = span(PLUS_COMPOSED[2]);
     let scores = meta.scores()?;
     let (plan, sl) = shortlist_plan(&scores, batch, &index, plus)?;
     drop(s2);
-    let s2 = span(PLUS[3]);
+    let s2 = span(PLUS_COMPOSED[3]);
     let hin = if detach { h.detach() } else { h.clone() };
     let g = plus.extreme_features(&hin, true)?;
     drop(s2);
@@ -376,9 +473,13 @@ fn plus_backward(model: &InceptionXml, batch: &Batch, detach: bool) -> Result<Pl
     drop(sp);
     let sp = span(STEP[3]);
     let mut grads = loss.backward()?;
-    meta.insert_grads(&mut grads);
+    if let Some(head) = meta.head_grads() {
+        grads.extend(head)?;
+    }
     drop(sp);
+    let s2 = span(STEP[4]);
     let x = enc.backward(model, &mut grads)?;
+    drop(s2);
     Ok(PlusBackward {
         grads,
         x,
@@ -410,7 +511,7 @@ fn extreme_loss(
     plan: Arc<CandidatePlan>,
     sl: shortlist::Shortlist,
 ) -> Result<(Tensor, crate::ops::TableGrad)> {
-    let _s = span(PLUS[4]);
+    let _s = span(PLUS_COMPOSED[4]);
     let (logits, table_grad) = candidate_logits(g, plus.table.as_tensor(), plan)?;
     let dev = logits.device().clone();
     let shape = (sl.rows, sl.width);
@@ -431,74 +532,105 @@ fn plus_fused(
     batch: &Batch,
     (enc, h): (Encoded, Var),
     detach: bool,
+    early: Option<Early<'_>>,
 ) -> Result<PlusBackward> {
-    let sp = span(STEP[2]);
+    let sp = span(STEP[6]);
     let (b, d) = h.as_tensor().dims2()?;
     let hv = h.as_tensor().flatten_all()?.to_vec1::<f32>()?;
     let dev = h.as_tensor().device().clone();
     let s2 = span(PLUS[0]);
     let (hm, tape_m, sn_m) = plus.hidden_train_fused(Hidden::Meta, &hv, b)?;
+    let (g, tape_e, sn_e) = plus.hidden_train_fused(Hidden::Extreme, &hv, b)?;
     drop(s2);
     let s2 = span(PLUS[1]);
     let (mw, mb) = plus.meta_vars();
     let c = mw.dim(1)?;
-    let meta = with_host_f32(mw.as_tensor(), |wv| {
-        with_host_f32(mb.as_tensor(), |bv| {
-            with_host_f32(&batch.targets, |yv| linear_bce(&hm, wv, bv, yv, (b, d, c)))
-        })
-    })????;
-    drop(hm);
-    let mut gm = residual_hidden::backward(&tape_m, &meta.dx)?;
+    let logits = with_host_f32(mw.as_tensor(), |wv| {
+        with_host_f32(mb.as_tensor(), |bv| linear(&hm, wv, bv, (b, d, c)))
+    })???;
     drop(s2);
+    // The meta classifier's backward and the extreme head's whole forward and backward need
+    // only the meta logits: the two run side by side on the thread pool.
     let s2 = span(PLUS[2]);
-    let scores: Vec<f32> = meta.logits.par_iter().map(|&x| stable_sigmoid(x)).collect();
-    let (plan, sl) = shortlist_plan(&scores, batch, index, plus)?;
-    drop(scores);
+    let (meta, ext) = rayon::join(
+        || -> Result<_> {
+            let _s = span(PLUS_SIDE[0]);
+            let meta = with_host_f32(mw.as_tensor(), |wv| {
+                with_host_f32(&batch.targets, |yv| {
+                    bce_backward(&hm, wv, yv, &logits, (b, d, c))
+                })
+            })???;
+            let gm = residual_hidden::backward(&tape_m, &meta.dx)?;
+            Ok((meta, gm))
+        },
+        || -> Result<_> {
+            let s3 = span(PLUS_SIDE[1]);
+            let scores: Vec<f32> = logits.par_iter().map(|&x| stable_sigmoid(x)).collect();
+            let (plan, sl) = shortlist_plan(&scores, batch, index, plus)?;
+            drop(scores);
+            drop(s3);
+            let s3 = span(PLUS_SIDE[2]);
+            let (ext_loss, dlog) = with_host_f32(plus.table.as_tensor(), |t| {
+                bce_masked_host(&plan.scores(&g, t, d), &sl.targets, &sl.mask)
+            })??;
+            drop(s3);
+            let s3 = span(PLUS_SIDE[3]);
+            let dg = with_host_f32(plus.table.as_tensor(), |t| plan.grad_input(&dlog, t, d))?;
+            drop(s3);
+            let _s3 = span(PLUS_SIDE[4]);
+            let ge = residual_hidden::backward(&tape_e, &dg)?;
+            Ok((plan, ext_loss, dlog, ge))
+        },
+    );
     drop(s2);
-    let s2 = span(PLUS[3]);
-    let (g, tape_e, sn_e) = plus.hidden_train_fused(Hidden::Extreme, &hv, b)?;
-    drop(s2);
-    let s2 = span(PLUS[4]);
-    let (ext_loss, dlog) = with_host_f32(plus.table.as_tensor(), |t| {
-        bce_masked_host(&plan.scores(&g, t, d), &sl.targets, &sl.mask)
-    })??;
-    drop(s2);
-    drop(sp);
-    let sp = span(STEP[3]);
-    let s2 = span(PLUS_BWD[0]);
-    let dg = with_host_f32(plus.table.as_tensor(), |t| plan.grad_input(&dlog, t, d))?;
-    drop(s2);
-    let s2 = span(PLUS_BWD[1]);
-    let ge = residual_hidden::backward(&tape_e, &dg)?;
-    drop(s2);
-    let _s2 = span(PLUS_BWD[2]);
+    let ((meta, mut gm), (plan, ext_loss, dlog, ge)) = (meta?, ext?);
+    drop(hm);
+    let _s2 = span(PLUS[3]);
     let mut dh = std::mem::take(&mut gm.dh);
     if !detach {
         dh.par_iter_mut().zip(&ge.dh).for_each(|(a, e)| *a += e);
     }
-    let mut grads = GradStore::default();
+    // The heads' own gradients apart from the encoder's (`grads`, from h_f on).
+    let mut head = GradStore::default();
     let put = |grads: &mut GradStore, v: &Var, g: Vec<f32>| -> Result<()> {
         grads.insert(v.as_tensor(), Tensor::from_vec(g, v.shape(), &dev)?);
         Ok(())
     };
-    put(&mut grads, mw, meta.dw)?;
-    put(&mut grads, mb, meta.db)?;
+    put(&mut head, mw, meta.dw)?;
+    put(&mut head, mb, meta.db)?;
     for (which, tape, sn, hg) in [
         (Hidden::Meta, &tape_m, sn_m, gm),
         (Hidden::Extreme, &tape_e, sn_e, ge),
     ] {
         let (w, bias) = plus.hidden_vars(which);
-        put(&mut grads, w, sn_backward(&hg.dw, tape.weight(), &sn))?;
-        put(&mut grads, bias, hg.db)?;
+        put(&mut head, w, sn_backward(&hg.dw, tape.weight(), &sn))?;
+        put(&mut head, bias, hg.db)?;
     }
+    let mut grads = GradStore::default();
     put(&mut grads, &h, dh)?;
     drop(_s2);
     drop(sp);
-    let x = enc.backward(model, &mut grads)?;
+    let (x, table) = match early {
+        Some(early) => {
+            let update = TableUpdate::Candidates {
+                plan: &plan,
+                dlog: &dlog,
+                g: &g,
+            };
+            let (x, touched) = early.beside_encoder(enc, model, &mut grads, &head, update)?;
+            (x, PlusTable::Done(touched))
+        }
+        None => {
+            grads.extend(head)?;
+            let _s = span(STEP[4]);
+            let x = enc.backward(model, &mut grads)?;
+            (x, PlusTable::Candidates { dlog, g })
+        }
+    };
     Ok(PlusBackward {
         grads,
         x,
-        table: PlusTable::Candidates { dlog, g },
+        table,
         loss: meta.loss + ext_loss,
         candidates: plan.n_candidates(),
         plan,
@@ -561,8 +693,8 @@ mod tests {
             let ids: Vec<u32> = (0..32).map(|i| 1 + (i * 7) % 38).collect();
             let batch =
                 make_batch(&ids, 8, &labels, &[0, 1, 2, 3], Some(&index), &Device::Cpu).unwrap();
-            let a = plus_backward(&ma, &batch, detach).unwrap();
-            let b = plus_backward(&mb, &batch, detach).unwrap();
+            let a = plus_backward(&ma, &batch, detach, None).unwrap();
+            let b = plus_backward(&mb, &batch, detach, None).unwrap();
             assert!(
                 (a.loss - b.loss).abs() < 1e-5,
                 "loss {} vs {}",
@@ -611,6 +743,67 @@ mod tests {
                 e < 2e-3,
                 "detach {detach}: label-table gradient differs by {e}"
             );
+        }
+    }
+
+    /// Fused steps make some updates beside the encoder's backward (the heads' dense variables
+    /// and the label table, [`Early`]) and the rest after it. Two steps of each model kind on
+    /// twin models, fused and composed (every update after the backward): every variable ends
+    /// where the composed step puts it (a variable moved twice, or not at all, would be a whole
+    /// step of about `lr` away), and every one has moved.
+    #[test]
+    fn fused_steps_move_every_variable_as_composed_steps_do() {
+        let lr = 1e-2;
+        let host = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+        let labels =
+            SparseMatrix::from_index_rows(12, &[vec![5], vec![6, 1], vec![0], vec![11, 2]])
+                .unwrap();
+        for plus in [false, true] {
+            let make = |fused: bool| {
+                if plus {
+                    let (m, ix) = tiny_plus(8, 2, fused);
+                    (m, Some(ix))
+                } else {
+                    let mut cfg = ModelConfig::new(40, 12);
+                    cfg.embed_dim = 64;
+                    cfg.seq_len = 8;
+                    let mut m = InceptionXml::new(&cfg, &VarMap::new(), &Device::Cpu, 3).unwrap();
+                    m.set_fused(fused);
+                    (m, None)
+                }
+            };
+            let (ma, ix) = make(false);
+            let (mb, _) = make(true);
+            let start: Vec<Vec<f32>> = mb
+                .trainable_vars()
+                .iter()
+                .map(|(_, v)| host(v.as_tensor()))
+                .collect();
+            let mut oa = Optimizers::new(&ma, AdamConsts::default()).unwrap();
+            let mut ob = Optimizers::new(&mb, AdamConsts::default()).unwrap();
+            for step in 0..2u32 {
+                let ids: Vec<u32> = (0..32).map(|i| 1 + (i * 7 + step * 5) % 38).collect();
+                let batch =
+                    make_batch(&ids, 8, &labels, &[0, 1, 2, 3], ix.as_deref(), &Device::Cpu)
+                        .unwrap();
+                let (la, _) = train_step(&ma, &mut oa, &batch, lr, 0.9, false).unwrap();
+                let (lb, _) = train_step(&mb, &mut ob, &batch, lr, 0.9, false).unwrap();
+                assert!((la - lb).abs() < 1e-4, "plus {plus}: loss {la} vs {lb}");
+            }
+            for (((name, va), (_, vb)), v0) in ma
+                .trainable_vars()
+                .iter()
+                .zip(mb.trainable_vars())
+                .zip(&start)
+            {
+                let (a, b) = (host(va.as_tensor()), host(vb.as_tensor()));
+                let e = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(
+                    e < 0.25 * lr as f32,
+                    "plus {plus}: {name} is {e} away from the composed step's"
+                );
+                assert_ne!(&b, v0, "plus {plus}: {name} did not move");
+            }
         }
     }
 
