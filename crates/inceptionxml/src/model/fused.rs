@@ -15,6 +15,7 @@ use super::spectral_norm::{sn_backward, SnState};
 use super::InceptionXml;
 use crate::error::{Error, Result};
 use crate::ops::encoder::{BnParams, Dims, Dropouts, Params, Workspace};
+use crate::ops::storage::with_host_f32;
 
 /// Words per text of `ids` (rows of `s` ids): the positions up to its last non-padding id;
 /// the padding after it is skipped by the fused encoder and gets no gradient.
@@ -41,7 +42,7 @@ fn host(v: &Tensor) -> Result<Vec<f32>> {
     Ok(v.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
 }
 
-fn bn_params(bn: &BatchNorm) -> Result<BnParams> {
+pub(crate) fn bn_params(bn: &BatchNorm) -> Result<BnParams> {
     let (w, b) = bn.params();
     let (m, v) = bn.buffers();
     Ok(BnParams {
@@ -222,12 +223,12 @@ impl InceptionXml {
             proj: drop_proj,
             merge: drop_merge,
         };
-        let xv = host(x)?;
         let mut ws = self
             .workspace
             .lock()
             .map_err(|_| Error::Poisoned("encoder workspace"))?;
-        let h = ws.forward(&p, dims, &xv, &lens, drop, true)?;
+        // The looked-up vectors are read in place (no host copy of the batch).
+        let h = with_host_f32(x, |xv| ws.forward(&p, dims, xv, &lens, drop, true))??;
         let st = ws.batch_stats();
         let bns = [
             &self.projection.bn,

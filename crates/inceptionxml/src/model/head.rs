@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use super::batch_norm::BatchNorm;
 use super::init;
 use crate::error::Result;
+use crate::ops::bn_hidden::{self, BnHiddenTape};
 use crate::ops::dropout::Dropout;
 
 /// Residual hidden layer plus the L-way classifier.
@@ -96,6 +97,24 @@ impl Head {
         Ok((h_o + h)?)
     }
 
+    /// The training forward of [`Self::classifier_input`] as fused host ops
+    /// ([`crate::ops::bn_hidden`]) for `h` `[b, D]` (row-major host values): the masks drawn as
+    /// the composed ops draw them, in their order, and the BatchNorm's running statistics
+    /// updated as theirs are. Returns the classifier's input and the backward's tape.
+    pub fn classifier_input_fused(&self, h: &[f32], b: usize) -> Result<(Vec<f32>, BnHiddenTape)> {
+        let d = self.hidden_bias.dim(0)?;
+        let m1 = self.dropout.host_mask(b * d, self.dropout_hidden)?;
+        let host =
+            |v: &Var| -> Result<Vec<f32>> { Ok(v.as_tensor().flatten_all()?.to_vec1::<f32>()?) };
+        let (w, bias) = (host(&self.hidden_weight)?, host(&self.hidden_bias)?);
+        let bn = super::fused::bn_params(&self.bn)?;
+        let m2 = self.dropout.host_mask(b * d, self.dropout_ext)?;
+        let (out, tape) = bn_hidden::forward(h, w, &bias, bn, (b, d), m1, m2)?;
+        let (mean, var, n) = tape.batch_stats();
+        self.bn.update_running(mean, var, n)?;
+        Ok((out, tape))
+    }
+
     /// The output layer's weight `[D, L]` (in × out) and bias `[L]`.
     pub fn output_layer(&self) -> (&Tensor, &Tensor) {
         (self.out_weight.as_tensor(), self.out_bias.as_tensor())
@@ -117,5 +136,85 @@ impl Head {
         let z = self.classifier_input(h, train)?;
         Ok(z.matmul(self.out_weight.as_tensor())?
             .broadcast_add(self.out_bias.as_tensor())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The fused hidden layer ([`Head::classifier_input_fused`] and [`bn_hidden::backward`])
+    /// against the composed candle ops under autograd on twin heads (same weights, same dropout
+    /// stream): the output, the gradient of the input and of every variable for a random
+    /// upstream gradient, and the running statistics it leaves.
+    #[test]
+    fn fused_classifier_input_matches_composed_ops() {
+        let (b, d, l) = (6, 16, 5);
+        let dev = Device::Cpu;
+        let make = || {
+            let mut rng = ChaCha8Rng::seed_from_u64(4);
+            let varmap = VarMap::new();
+            let head = Head::new(
+                &varmap,
+                "head",
+                d,
+                l,
+                0.3,
+                0.4,
+                Dropout::new(9, 2),
+                &mut rng,
+                &dev,
+            )
+            .unwrap();
+            // Non-trivial BatchNorm parameters and bias.
+            let set = |v: &Var, a: f32, s: u64| {
+                let mut r = ChaCha8Rng::seed_from_u64(s);
+                let vals: Vec<f32> = (0..d).map(|_| a + r.gen_range(-0.5..0.5)).collect();
+                v.set(&Tensor::from_vec(vals, d, &dev).unwrap()).unwrap();
+            };
+            let (w, bias) = head.bn.params();
+            set(w, 1.0, 1);
+            set(bias, 0.0, 2);
+            set(&head.hidden_bias, 0.0, 3);
+            head
+        };
+        let (hc, hf) = (make(), make());
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let hv: Vec<f32> = (0..b * d).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let r: Vec<f32> = (0..b * d).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let host = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            assert_eq!(a.len(), b.len());
+            let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            let e = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(
+                e < 1e-4 * scale.max(1.0),
+                "{what}: off by {e} at scale {scale}"
+            );
+        };
+        let h = Var::from_vec(hv.clone(), (b, d), &dev).unwrap();
+        let z = hc.classifier_input(h.as_tensor(), true).unwrap();
+        let rt = Tensor::from_vec(r.clone(), (b, d), &dev).unwrap();
+        let grads = (&z * &rt).unwrap().sum_all().unwrap().backward().unwrap();
+        let (out, tape) = hf.classifier_input_fused(&hv, b).unwrap();
+        close(&out, &host(&z), "output");
+        let g = bn_hidden::backward(&tape, &r).unwrap();
+        let grad = |v: &Var| host(grads.get(v.as_tensor()).unwrap());
+        close(&g.dh, &grad(&h), "dh");
+        close(&g.dw, &grad(&hc.hidden_weight), "dW");
+        close(&g.db, &grad(&hc.hidden_bias), "db");
+        close(&g.bn_weight, &grad(hc.bn.params().0), "BatchNorm weight");
+        close(&g.bn_bias, &grad(hc.bn.params().1), "BatchNorm bias");
+        for (a, c) in [
+            (hf.bn.buffers().0, hc.bn.buffers().0),
+            (hf.bn.buffers().1, hc.bn.buffers().1),
+        ] {
+            close(
+                &host(a.as_tensor()),
+                &host(c.as_tensor()),
+                "running statistics",
+            );
+        }
     }
 }

@@ -296,9 +296,9 @@ fn split_rows<'a>(buf: &'a mut [f32], lens: &[usize], d: usize) -> Vec<&'a mut [
 
 /// Row `r` of sample `s` lives at buffer row `s·stride + off + r`.
 #[derive(Debug, Clone, Copy)]
-struct RowMap {
-    stride: usize,
-    off: usize,
+pub(crate) struct RowMap {
+    pub(crate) stride: usize,
+    pub(crate) off: usize,
 }
 
 impl Workspace {
@@ -1093,7 +1093,7 @@ fn dot(a: &[f32], b: &[f32]) -> f64 {
 /// statistics (returned), `act`/`dact` (compact) kept for the backward. Evaluation: running
 /// statistics.
 #[allow(clippy::too_many_arguments)]
-fn gelu_bn_fwd(
+pub(crate) fn gelu_bn_fwd(
     z: &[f32],
     zm: RowMap,
     (b, valid, c): (usize, usize, usize),
@@ -1190,7 +1190,7 @@ fn gelu_bn_fwd(
 /// Backward of [`gelu_bn_fwd`] in training: `dz` written at `zm` (valid rows only); returns the
 /// gradients of the BatchNorm weight and bias and of the pre-activation bias.
 #[allow(clippy::too_many_arguments)]
-fn gelu_bn_bwd(
+pub(crate) fn gelu_bn_bwd(
     dy: &[f32],
     ym: RowMap,
     mask: Option<&[f32]>,

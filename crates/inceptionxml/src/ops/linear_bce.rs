@@ -83,7 +83,7 @@ const MIN_GROUP: usize = 128;
 /// Forward and backward of `mean BCE(x·W + b, y)` for `x` `[b, d]`, `w` `[d, c]`, `bias` `[c]`,
 /// targets `y` `[b, c]` (all row-major host slices).
 ///
-/// Block by block of at most [`COLS`] classes, each group of blocks on one thread: the block's
+/// Block by block of at most 512 classes, each group of blocks on one thread: the block's
 /// logits `x·W_k + b_k`, the BCE sum and gradient `G_k` of those logits while they are in
 /// cache, then `dW_k = xᵀG_k`, `db_k` and the group's `dx += G_k·W_kᵀ`. The `[b, c]` logits
 /// and gradient are never read back from memory, and the threads work on their own groups with
@@ -374,7 +374,10 @@ mod tests {
                 (&other.dw, &got.dw),
                 (&other.db, &got.db),
             ] {
-                assert!(p.iter().zip(q.iter()).all(|(a, b)| a.to_bits() == b.to_bits()));
+                assert!(p
+                    .iter()
+                    .zip(q.iter())
+                    .all(|(a, b)| a.to_bits() == b.to_bits()));
             }
         }
     }

@@ -5,6 +5,7 @@
 //! and the compiled kernels that every CUDA path uses.
 
 pub mod bce;
+pub mod bn_hidden;
 pub mod candidates;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;

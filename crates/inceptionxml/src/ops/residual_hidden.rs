@@ -18,7 +18,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::ops::mm::{mm, mm_split_k, par_for, Out, View};
+use crate::ops::mm::{mm, par_for, Out, View};
 use crate::ops::vmath;
 
 /// What the backward needs from the forward.
@@ -165,7 +165,16 @@ pub fn backward(tape: &HiddenTape, dout: &[f32]) -> Result<HiddenGrads> {
         .for_each(|((o, zr), g)| vmath::gelu_bwd_row(zr, g, o));
     // dS = dzᵀ·xd, db = Σ_rows dz (row order: deterministic).
     let mut dw = vec![0f32; d * d];
-    mm_split_k(&mut dw, View::rm(&dz, 0, b, d).t(), View::rm(xd, 0, b, d))?;
+    // A short reduction (the batch) into a [D, D] product: split by output tiles, not by k.
+    mm(
+        &mut dw,
+        Out::rm(0, d),
+        View::rm(&dz, 0, b, d).t(),
+        View::rm(xd, 0, b, d),
+        1.0,
+        false,
+        par_for(d, d, b),
+    )?;
     let db = (0..d)
         .into_par_iter()
         .map(|j| (0..b).map(|r| dz[r * d + j]).sum::<f32>())

@@ -6,6 +6,13 @@
 //! parameters, lazy row Adam on the word rows the batch looked up (from ∂loss/∂x) and, for
 //! InceptionXML+, on the label-table rows of the shortlisted clusters. The padding row never
 //! moves.
+//!
+//! On the CPU (the fused encoder) the heads run as fused host ops outside candle's graph, and
+//! work that does not depend on each other runs side by side on the thread pool (`rayon::join`):
+//! the meta classifier's backward beside the shortlist and the extreme head, and the updates
+//! that need nothing from the encoder's backward (the heads' dense variables, the label table:
+//! memory-bound) beside that backward (compute-bound) — `Early::beside_encoder`. Each side
+//! writes only its own results, so a step gives the same values at any thread count.
 
 use std::sync::Arc;
 
@@ -22,11 +29,11 @@ use crate::model::spectral_norm::sn_backward;
 use crate::model::InceptionXml;
 use crate::ops::bce::bce_masked_host;
 use crate::ops::linear_bce::{bce_backward, linear, linear_bce};
-use crate::ops::residual_hidden;
 use crate::ops::storage::with_host_f32;
 use crate::ops::{
     bce_with_logits, bce_with_logits_masked, candidate_logits, stable_sigmoid, CandidatePlan,
 };
+use crate::ops::{bn_hidden, residual_hidden};
 use crate::optim::{Adam, Optimizers, RowAdam, TableUpdate};
 use crate::profile::span;
 
@@ -39,8 +46,11 @@ pub struct StepStats {
     pub touched_rows: usize,
 }
 
-/// Profile span names of a training step's stages ([`crate::profile`]); the encoder's own
-/// stages are [`crate::ops::encoder::FWD`] and [`crate::ops::encoder::BWD`].
+/// Profile span names of a training step's stages ([`crate::profile`]), the top level of
+/// `bench profile`: a step records some of them (a fused step "heads forward + backward" and
+/// "encoder backward ‖ early updates" where a composed one has the heads' and the encoder's
+/// backward apart). The encoder's own stages are [`crate::ops::encoder::FWD`] and
+/// [`crate::ops::encoder::BWD`].
 pub const STEP: [&str; 8] = [
     "word lookup",
     "encoder forward",
@@ -86,6 +96,9 @@ pub const BESIDE: [&str; 2] = ["‖ encoder backward", "‖ heads' and label-tab
 
 /// Profile span name of the plain model's loss inside "heads forward + loss".
 pub const PLAIN_LOSS: &str = "loss (B×L BCE)";
+
+/// Profile span name of the plain model's hidden layer inside "heads forward + loss" (fused).
+pub const PLAIN_HIDDEN: &str = "hidden layer";
 
 /// The batch's word vectors `[B, S, d]`.
 fn lookup(model: &InceptionXml, batch: &Batch) -> Result<Tensor> {
@@ -269,28 +282,24 @@ pub fn train_step_plain(
 ) -> Result<f32> {
     let x = lookup(model, batch)?;
     let enc = Encoded::forward(model, x, &batch.ids_host)?;
+    if let Encoded::Fused { h, .. } = &enc {
+        let h = h.clone();
+        return plain_fused(model, opt, batch, (lr, beta1), (enc, h));
+    }
     let sp = span(STEP[2]);
     let head = model.full_head()?;
     let z = head.classifier_input(enc.h(), true)?;
     let s2 = span(PLAIN_LOSS);
     let (w, b) = head.classifier();
-    let cls = Classified::new(&z, w, b, &batch.targets, model.uses_fused_encoder())?;
+    let cls = Classified::new(&z, w, b, &batch.targets, false)?;
     drop(s2);
     drop(sp);
     let sp = span(STEP[3]);
     let mut grads = cls.term().backward()?;
     drop(sp);
-    let x = match cls.head_grads() {
-        Some(head) => {
-            Early::of(opt, lr, beta1)
-                .beside_encoder(enc, model, &mut grads, &head, TableUpdate::None)?
-                .0
-        }
-        None => {
-            let _s = span(STEP[4]);
-            enc.backward(model, &mut grads)?
-        }
-    };
+    let s2 = span(STEP[4]);
+    let x = enc.backward(model, &mut grads)?;
+    drop(s2);
     let _sp = span(STEP[5]);
     opt.step(
         model,
@@ -302,6 +311,79 @@ pub fn train_step_plain(
         beta1,
     )?;
     cls.loss()
+}
+
+/// The rest of a plain InceptionXML step after the fused encoder's forward, the head by fused
+/// host ops: the hidden layer ([`bn_hidden`]) and the classifier + BCE ([`linear_bce`]) forward
+/// and backward outside candle's graph, the head's updates beside the encoder's backward
+/// ([`Early::beside_encoder`]). The same values as the composed head (tested on twin models).
+fn plain_fused(
+    model: &InceptionXml,
+    opt: &mut Optimizers,
+    batch: &Batch,
+    (lr, beta1): (f64, f64),
+    (enc, h): (Encoded, Var),
+) -> Result<f32> {
+    let sp = span(STEP[2]);
+    let head = model.full_head()?;
+    let (b, d) = h.as_tensor().dims2()?;
+    let dev = h.as_tensor().device().clone();
+    let hv = h.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+    let s2 = span(PLAIN_HIDDEN);
+    let (z, tape) = head.classifier_input_fused(&hv, b)?;
+    drop(hv);
+    drop(s2);
+    let s2 = span(PLAIN_LOSS);
+    let (w, bias) = head.classifier();
+    let c = w.dim(1)?;
+    let cls = with_host_f32(w.as_tensor(), |wv| {
+        with_host_f32(bias.as_tensor(), |bv| {
+            with_host_f32(&batch.targets, |yv| linear_bce(&z, wv, bv, yv, (b, d, c)))
+        })
+    })????;
+    drop(z);
+    drop(s2);
+    drop(sp);
+    let sp = span(STEP[3]);
+    let hg = bn_hidden::backward(&tape, &cls.dx)?;
+    drop(tape);
+    let put = |grads: &mut GradStore, v: &Var, g: Vec<f32>| -> Result<()> {
+        grads.insert(v.as_tensor(), Tensor::from_vec(g, v.shape(), &dev)?);
+        Ok(())
+    };
+    let mut head_grads = GradStore::default();
+    let (bn_w, bn_b) = head.bn.params();
+    for (v, g) in [
+        (w, cls.dw),
+        (bias, cls.db),
+        (&head.hidden_weight, hg.dw),
+        (&head.hidden_bias, hg.db),
+        (bn_w, hg.bn_weight),
+        (bn_b, hg.bn_bias),
+    ] {
+        put(&mut head_grads, v, g)?;
+    }
+    let mut grads = GradStore::default();
+    put(&mut grads, &h, hg.dh)?;
+    drop(sp);
+    let (x, _) = Early::of(opt, lr, beta1).beside_encoder(
+        enc,
+        model,
+        &mut grads,
+        &head_grads,
+        TableUpdate::None,
+    )?;
+    let _sp = span(STEP[5]);
+    opt.step(
+        model,
+        &grads,
+        &x,
+        &batch.ids_host,
+        TableUpdate::None,
+        lr,
+        beta1,
+    )?;
+    Ok(cls.loss)
 }
 
 /// One optimiser step of InceptionXML+ on `batch` (whose targets are cluster targets): meta BCE
@@ -797,7 +879,10 @@ mod tests {
                 .zip(&start)
             {
                 let (a, b) = (host(va.as_tensor()), host(vb.as_tensor()));
-                let e = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                let e = a
+                    .iter()
+                    .zip(&b)
+                    .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
                 assert!(
                     e < 0.25 * lr as f32,
                     "plus {plus}: {name} is {e} away from the composed step's"
