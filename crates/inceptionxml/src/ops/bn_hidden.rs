@@ -20,6 +20,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::ops::encoder::{gelu_bn_bwd, gelu_bn_fwd, BnParams, BnStats, RowMap};
 use crate::ops::mm::{mm, par_for, Out, View};
+use crate::ops::residual_hidden::{add_masked, linear_grads, masked};
 use crate::ops::storage::zeros;
 
 /// One row per sample in the GELU + BatchNorm passes.
@@ -99,10 +100,7 @@ pub fn forward(
             return bad("dropout mask", m.len());
         }
     }
-    let xd = match &m1 {
-        Some(m) => h.par_iter().zip(m).map(|(x, k)| x * k).collect(),
-        None => h.to_vec(),
-    };
+    let xd = masked(h, m1.as_deref());
     let mut z = zeros(n);
     mm(
         &mut z,
@@ -176,10 +174,7 @@ pub fn backward(tape: &BnHiddenTape, dout: &[f32]) -> Result<BnHiddenGrads> {
         )));
     }
     // g = dout ⊙ m2: the residual's gradient and the BatchNorm output's.
-    let g: Vec<f32> = match m2 {
-        Some(m) => dout.par_iter().zip(m).map(|(x, k)| x * k).collect(),
-        None => dout.to_vec(),
-    };
+    let g = masked(dout, m2.as_deref());
     let mut dz = zeros(n);
     let (bn_weight, bn_bias, db) = gelu_bn_bwd(
         &g,
@@ -193,35 +188,9 @@ pub fn backward(tape: &BnHiddenTape, dout: &[f32]) -> Result<BnHiddenGrads> {
         &mut dz,
         ROWS,
     )?;
-    let mut dw = zeros(d * d);
-    // A short reduction (the batch) into a [D, D] product: split by output tiles, not by k.
-    mm(
-        &mut dw,
-        Out::rm(0, d),
-        View::rm(&dz, 0, b, d).t(),
-        View::rm(xd, 0, b, d),
-        1.0,
-        false,
-        par_for(d, d, b),
-    )?;
-    let mut dxd = zeros(n);
-    mm(
-        &mut dxd,
-        Out::rm(0, d),
-        View::rm(&dz, 0, b, d),
-        View::rm(w, 0, d, d),
-        1.0,
-        false,
-        par_for(b, d, d),
-    )?;
+    let (dw, dxd) = linear_grads(&dz, xd, w, (b, d))?;
     let mut dh = g;
-    match m1 {
-        Some(m) => dh
-            .par_iter_mut()
-            .zip(dxd.par_iter().zip(m))
-            .for_each(|(a, (v, k))| *a += v * k),
-        None => dh.par_iter_mut().zip(&dxd).for_each(|(a, v)| *a += v),
-    }
+    add_masked(&mut dh, &dxd, m1.as_deref());
     Ok(BnHiddenGrads {
         dh,
         dw,

@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::ops::mm::{mm, par_for, Out, View};
+use crate::ops::storage::zeros;
 use crate::ops::vmath;
 
 /// What the backward needs from the forward.
@@ -85,10 +86,7 @@ pub fn forward(
             return bad("dropout mask", m.len());
         }
     }
-    let xd = match &m1 {
-        Some(m) => h.par_iter().zip(m).map(|(x, k)| x * k).collect(),
-        None => h.to_vec(),
-    };
+    let xd = masked(h, m1.as_deref());
     let mut z = vec![0f32; n];
     z.par_chunks_mut(d.max(1))
         .for_each(|row| row.copy_from_slice(bias));
@@ -154,60 +152,72 @@ pub fn backward(tape: &HiddenTape, dout: &[f32]) -> Result<HiddenGrads> {
     }
     // df = dout ⊙ m2 (the residual's gradient, also the GELU's output gradient);
     // dz = df ⊙ GELU'(z).
-    let df: Vec<f32> = match &m2 {
-        Some(m) => dout.par_iter().zip(m).map(|(g, k)| g * k).collect(),
-        None => dout.to_vec(),
-    };
+    let df = masked(dout, m2.as_deref());
     let mut dz = vec![0f32; n];
     dz.par_chunks_mut(d.max(1))
         .zip(z.par_chunks(d.max(1)))
         .zip(df.par_chunks(d.max(1)))
         .for_each(|((o, zr), g)| vmath::gelu_bwd_row(zr, g, o));
-    // dS = dzᵀ·xd, db = Σ_rows dz (row order: deterministic).
-    let mut dw = vec![0f32; d * d];
-    // A short reduction (the batch) into a [D, D] product: split by output tiles, not by k.
+    // dS = dzᵀ·xd, db = Σ_rows dz (row order: deterministic); dh = df + (dz·S) ⊙ m1.
+    let (dw, dxd) = linear_grads(&dz, xd, w, (b, d))?;
+    let db = (0..d)
+        .into_par_iter()
+        .map(|j| (0..b).map(|r| dz[r * d + j]).sum::<f32>())
+        .collect();
+    let mut dh = df;
+    add_masked(&mut dh, &dxd, m1.as_deref());
+    Ok(HiddenGrads { dh, dw, db })
+}
+
+/// `v ⊙ m` (a copy of `v` without a mask).
+pub(crate) fn masked(v: &[f32], m: Option<&[f32]>) -> Vec<f32> {
+    match m {
+        Some(m) => v.par_iter().zip(m).map(|(x, k)| x * k).collect(),
+        None => v.to_vec(),
+    }
+}
+
+/// `dst += src ⊙ m` (`+= src` without a mask).
+pub(crate) fn add_masked(dst: &mut [f32], src: &[f32], m: Option<&[f32]>) {
+    match m {
+        Some(m) => dst
+            .par_iter_mut()
+            .zip(src.par_iter().zip(m))
+            .for_each(|(a, (v, k))| *a += v * k),
+        None => dst.par_iter_mut().zip(src).for_each(|(a, v)| *a += v),
+    }
+}
+
+/// The two products of a `[d, d]` layer's backward (weight `w` out × in) from the gradient `dz`
+/// `[b, d]` of its output and its input `xd` `[b, d]`: `dW = dzᵀ·xd` (a short reduction over
+/// the batch, split by output tiles) and `dxd = dz·W`.
+pub(crate) fn linear_grads(
+    dz: &[f32],
+    xd: &[f32],
+    w: &[f32],
+    (b, d): (usize, usize),
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let mut dw = zeros(d * d);
     mm(
         &mut dw,
         Out::rm(0, d),
-        View::rm(&dz, 0, b, d).t(),
+        View::rm(dz, 0, b, d).t(),
         View::rm(xd, 0, b, d),
         1.0,
         false,
         par_for(d, d, b),
     )?;
-    let db = (0..d)
-        .into_par_iter()
-        .map(|j| (0..b).map(|r| dz[r * d + j]).sum::<f32>())
-        .collect();
-    // dh = df + (dz·S) ⊙ m1.
-    let mut dxd = vec![0f32; n];
+    let mut dxd = zeros(b * d);
     mm(
         &mut dxd,
         Out::rm(0, d),
-        View::rm(&dz, 0, b, d),
+        View::rm(dz, 0, b, d),
         View::rm(w, 0, d, d),
         1.0,
         false,
         par_for(b, d, d),
     )?;
-    let mut dh = df;
-    dh.par_chunks_mut(d.max(1))
-        .zip(dxd.par_chunks(d.max(1)))
-        .enumerate()
-        .for_each(|(r, (o, g))| match m1 {
-            Some(m) => {
-                let mr = &m[r * d..(r + 1) * d];
-                for j in 0..d {
-                    o[j] += g[j] * mr[j];
-                }
-            }
-            None => {
-                for j in 0..d {
-                    o[j] += g[j];
-                }
-            }
-        });
-    Ok(HiddenGrads { dh, dw, db })
+    Ok((dw, dxd))
 }
 
 #[cfg(test)]

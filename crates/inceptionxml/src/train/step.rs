@@ -300,17 +300,30 @@ pub fn train_step_plain(
     let s2 = span(STEP[4]);
     let x = enc.backward(model, &mut grads)?;
     drop(s2);
+    plain_updates(model, opt, batch, (&grads, &x), (lr, beta1))?;
+    cls.loss()
+}
+
+/// The updates of a plain step after the encoder's backward ([`Optimizers::step`]: the dense
+/// variables with a gradient in `grads`, the word rows from that of `x`).
+fn plain_updates(
+    model: &InceptionXml,
+    opt: &mut Optimizers,
+    batch: &Batch,
+    (grads, x): (&GradStore, &Tensor),
+    (lr, beta1): (f64, f64),
+) -> Result<()> {
     let _sp = span(STEP[5]);
     opt.step(
         model,
-        &grads,
-        &x,
+        grads,
+        x,
         &batch.ids_host,
         TableUpdate::None,
         lr,
         beta1,
     )?;
-    cls.loss()
+    Ok(())
 }
 
 /// The rest of a plain InceptionXML step after the fused encoder's forward, the head by fused
@@ -373,16 +386,7 @@ fn plain_fused(
         &head_grads,
         TableUpdate::None,
     )?;
-    let _sp = span(STEP[5]);
-    opt.step(
-        model,
-        &grads,
-        &x,
-        &batch.ids_host,
-        TableUpdate::None,
-        lr,
-        beta1,
-    )?;
+    plain_updates(model, opt, batch, (&grads, &x), (lr, beta1))?;
     Ok(cls.loss)
 }
 
