@@ -355,6 +355,11 @@ fn print_profile(
         (mean_step * steps - accounted).max(0.0),
         false,
     );
+    if spans.iter().any(|(name, _, _)| name.starts_with('‖')) {
+        println!(
+            "(stages marked ‖ run at the same time as the other side of their stage: their times overlap)"
+        );
+    }
 }
 
 pub fn bench_predict(a: PredictBench) -> anyhow::Result<()> {
