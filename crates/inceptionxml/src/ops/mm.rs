@@ -362,6 +362,44 @@ mod tests {
         assert!(mm_split_k(&mut got[..14], a, b).is_err());
     }
 
+    /// Products into column blocks of one shared destination, from parallel tasks, equal the
+    /// whole product; out-of-range writes are errors.
+    #[test]
+    fn shared_destination_column_blocks_make_the_whole_product() {
+        let data: Vec<f32> = (0..3000)
+            .map(|i| ((i * 29 % 83) as f32 - 41.0) / 20.0)
+            .collect();
+        let (m, k, n) = (7, 11, 50);
+        let a = View::rm(&data, 0, m, k);
+        let b = View::rm(&data, 500, k, n);
+        let want = naive(a, b);
+        let mut dst = vec![f32::NAN; m * n];
+        let shared = SharedDst::new(&mut dst);
+        (0..n.div_ceil(8)).into_par_iter().for_each(|j| {
+            let (c0, w) = (j * 8, 8.min(n - j * 8));
+            let bj = View {
+                off: b.off + c0,
+                cols: w,
+                ..b
+            };
+            // SAFETY: block j writes only columns c0..c0 + w.
+            unsafe { shared.mm(Out::rm(c0, n), a, bj, 1.0, false, Parallelism::None) }.unwrap();
+        });
+        for (x, y) in dst.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        }
+        let shared = SharedDst::new(&mut dst);
+        // SAFETY: nothing else uses the destination here.
+        unsafe {
+            assert!(shared.slice_mut(m * n - 2, 3).is_err());
+            assert!(shared.slice_mut(usize::MAX, 2).is_err());
+            assert!(shared
+                .mm(Out::rm(1, n), a, b, 1.0, false, Parallelism::None)
+                .is_err());
+            assert_eq!(shared.slice_mut(m * n - 2, 2).unwrap().len(), 2);
+        }
+    }
+
     #[test]
     fn out_of_bounds_views_are_errors() {
         let data = vec![0f32; 10];
