@@ -38,7 +38,7 @@ pub struct FusedTape {
     dims: Dims,
 }
 
-fn host(v: &Tensor) -> Result<Vec<f32>> {
+pub(crate) fn host(v: &Tensor) -> Result<Vec<f32>> {
     Ok(v.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
 }
 

@@ -9,6 +9,7 @@ use candle_nn::VarMap;
 use rand_chacha::ChaCha8Rng;
 
 use super::batch_norm::BatchNorm;
+use super::fused::{bn_params, host};
 use super::init;
 use crate::error::Result;
 use crate::ops::bn_hidden::{self, BnHiddenTape};
@@ -104,10 +105,9 @@ impl Head {
     pub fn classifier_input_fused(&self, h: &[f32], b: usize) -> Result<(Vec<f32>, BnHiddenTape)> {
         let d = self.hidden_bias.dim(0)?;
         let m1 = self.dropout.host_mask(b * d, self.dropout_hidden)?;
-        let host =
-            |v: &Var| -> Result<Vec<f32>> { Ok(v.as_tensor().flatten_all()?.to_vec1::<f32>()?) };
-        let (w, bias) = (host(&self.hidden_weight)?, host(&self.hidden_bias)?);
-        let bn = super::fused::bn_params(&self.bn)?;
+        let w = host(self.hidden_weight.as_tensor())?;
+        let bias = host(self.hidden_bias.as_tensor())?;
+        let bn = bn_params(&self.bn)?;
         let m2 = self.dropout.host_mask(b * d, self.dropout_ext)?;
         let (out, tape) = bn_hidden::forward(h, w, &bias, bn, (b, d), m1, m2)?;
         let (mean, var, n) = tape.batch_stats();

@@ -13,11 +13,10 @@
 //! `(x · dx.detach()).sum()` added to the rest of the loss carries it back through whatever
 //! produced `x`, and `dW`, `db` go into the `GradStore` directly (see `train::step`).
 
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use gemm::Parallelism;
-
 use crate::ops::mm::{mm, par_for, Out, SharedDst, View};
 use crate::ops::storage::zeros;
 use crate::ops::vmath;

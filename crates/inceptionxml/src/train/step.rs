@@ -100,6 +100,13 @@ pub const PLAIN_LOSS: &str = "loss (B×L BCE)";
 /// Profile span name of the plain model's hidden layer inside "heads forward + loss" (fused).
 pub const PLAIN_HIDDEN: &str = "hidden layer";
 
+/// Puts host gradient values `g` for variable `v` into `grads` (a tensor of `v`'s shape on its
+/// device).
+fn put_grad(grads: &mut GradStore, v: &Var, g: Vec<f32>) -> Result<()> {
+    grads.insert(v.as_tensor(), Tensor::from_vec(g, v.shape(), v.device())?);
+    Ok(())
+}
+
 /// The batch's word vectors `[B, S, d]`.
 fn lookup(model: &InceptionXml, batch: &Batch) -> Result<Tensor> {
     let _s = span(STEP[0]);
@@ -161,17 +168,11 @@ impl Classified {
         }
     }
 
-    /// The fused classifier's weight gradients (the composed one's are in the backward of
-    /// [`Self::term`]).
-    fn head_grads(&self) -> Option<GradStore> {
-        match self {
-            Classified::Fused { w, b, .. } => {
-                let mut g = GradStore::default();
-                g.insert(w.0.as_tensor(), w.1.clone());
-                g.insert(b.0.as_tensor(), b.1.clone());
-                Some(g)
-            }
-            Classified::Composed { .. } => None,
+    /// The classifier's weight gradients, after the backward of [`Self::term`].
+    fn insert_grads(&self, grads: &mut GradStore) {
+        if let Classified::Fused { w, b, .. } = self {
+            grads.insert(w.0.as_tensor(), w.1.clone());
+            grads.insert(b.0.as_tensor(), b.1.clone());
         }
     }
 
@@ -340,7 +341,6 @@ fn plain_fused(
     let sp = span(STEP[2]);
     let head = model.full_head()?;
     let (b, d) = h.as_tensor().dims2()?;
-    let dev = h.as_tensor().device().clone();
     let hv = h.as_tensor().flatten_all()?.to_vec1::<f32>()?;
     let s2 = span(PLAIN_HIDDEN);
     let (z, tape) = head.classifier_input_fused(&hv, b)?;
@@ -360,10 +360,6 @@ fn plain_fused(
     let sp = span(STEP[3]);
     let hg = bn_hidden::backward(&tape, &cls.dx)?;
     drop(tape);
-    let put = |grads: &mut GradStore, v: &Var, g: Vec<f32>| -> Result<()> {
-        grads.insert(v.as_tensor(), Tensor::from_vec(g, v.shape(), &dev)?);
-        Ok(())
-    };
     let mut head_grads = GradStore::default();
     let (bn_w, bn_b) = head.bn.params();
     for (v, g) in [
@@ -374,10 +370,10 @@ fn plain_fused(
         (bn_w, hg.bn_weight),
         (bn_b, hg.bn_bias),
     ] {
-        put(&mut head_grads, v, g)?;
+        put_grad(&mut head_grads, v, g)?;
     }
     let mut grads = GradStore::default();
-    put(&mut grads, &h, hg.dh)?;
+    put_grad(&mut grads, &h, hg.dh)?;
     drop(sp);
     let (x, _) = Early::of(opt, lr, beta1).beside_encoder(
         enc,
@@ -559,9 +555,7 @@ fn plus_backward(
     drop(sp);
     let sp = span(STEP[3]);
     let mut grads = loss.backward()?;
-    if let Some(head) = meta.head_grads() {
-        grads.extend(head)?;
-    }
+    meta.insert_grads(&mut grads);
     drop(sp);
     let s2 = span(STEP[4]);
     let x = enc.backward(model, &mut grads)?;
@@ -623,7 +617,6 @@ fn plus_fused(
     let sp = span(STEP[6]);
     let (b, d) = h.as_tensor().dims2()?;
     let hv = h.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-    let dev = h.as_tensor().device().clone();
     let s2 = span(PLUS[0]);
     let (hm, tape_m, sn_m) = plus.hidden_train_fused(Hidden::Meta, &hv, b)?;
     let (g, tape_e, sn_e) = plus.hidden_train_fused(Hidden::Extreme, &hv, b)?;
@@ -678,22 +671,18 @@ fn plus_fused(
     }
     // The heads' own gradients apart from the encoder's (`grads`, from h_f on).
     let mut head = GradStore::default();
-    let put = |grads: &mut GradStore, v: &Var, g: Vec<f32>| -> Result<()> {
-        grads.insert(v.as_tensor(), Tensor::from_vec(g, v.shape(), &dev)?);
-        Ok(())
-    };
-    put(&mut head, mw, meta.dw)?;
-    put(&mut head, mb, meta.db)?;
+    put_grad(&mut head, mw, meta.dw)?;
+    put_grad(&mut head, mb, meta.db)?;
     for (which, tape, sn, hg) in [
         (Hidden::Meta, &tape_m, sn_m, gm),
         (Hidden::Extreme, &tape_e, sn_e, ge),
     ] {
         let (w, bias) = plus.hidden_vars(which);
-        put(&mut head, w, sn_backward(&hg.dw, tape.weight(), &sn))?;
-        put(&mut head, bias, hg.db)?;
+        put_grad(&mut head, w, sn_backward(&hg.dw, tape.weight(), &sn))?;
+        put_grad(&mut head, bias, hg.db)?;
     }
     let mut grads = GradStore::default();
-    put(&mut grads, &h, dh)?;
+    put_grad(&mut grads, &h, dh)?;
     drop(_s2);
     drop(sp);
     let (x, table) = match early {
