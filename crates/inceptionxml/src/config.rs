@@ -18,7 +18,6 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::optim::OneCycle;
 
 /// Word-embedding dimension d (MODEL.md §3; GloVe 6B 300d).
 pub const DEFAULT_EMBED_DIM: usize = 300;
@@ -409,19 +408,6 @@ impl TrainConfig {
             ));
         }
         Ok(())
-    }
-
-    /// The one-cycle schedule for `total_steps` steps.
-    pub fn schedule(&self, total_steps: u64) -> OneCycle {
-        OneCycle {
-            lr_max: self.lr_max,
-            total_steps,
-            pct_start: self.pct_start,
-            div_factor: self.div_factor,
-            final_div_factor: self.final_div_factor,
-            beta1_max: self.beta1_max,
-            beta1_min: self.beta1_min,
-        }
     }
 }
 

@@ -25,6 +25,14 @@ pub enum Error {
     /// The training loss became non-finite.
     #[error("loss diverged ({loss}) at step {step}; try a smaller --lr")]
     Diverged { step: u64, loss: f32 },
+    /// The background thread that builds an epoch's batches failed (it panicked, or stopped
+    /// before the epoch's last batch): the epoch is not complete and is never saved as done.
+    #[error("batch loader: {0}")]
+    BatchLoader(String),
+    /// A model that produced a non-finite score (NaN or infinite weights): reported, never
+    /// written.
+    #[error("row {row}: the model produced a non-finite score")]
+    NonFinite { row: usize },
     /// No training rows to learn from.
     #[error("no training rows")]
     NoTrainingRows,

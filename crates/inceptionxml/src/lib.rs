@@ -27,6 +27,10 @@ pub mod profile;
 pub mod runtime;
 pub mod train;
 
+// The CUDA kernels run as C++ on the host against the CPU kernels (ops and optimisers alike).
+#[cfg(all(test, kernel_emulation))]
+mod emulation;
+
 pub use device::DeviceSpec;
 pub use error::{Error, Result};
 pub use xmc;

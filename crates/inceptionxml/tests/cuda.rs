@@ -14,8 +14,9 @@ use candle_nn::VarMap;
 use inceptionxml::config::{ModelConfig, PlusConfig, ScoreMode};
 use inceptionxml::model::InceptionXml;
 use inceptionxml::ops::{bce_with_logits, bce_with_logits_masked, candidate_logits, CandidatePlan};
-use inceptionxml::optim::{Adam, AdamConsts, Optimizers, RowAdam, RowGroups};
+use inceptionxml::optim::{Adam, AdamConsts, RowAdam, RowGroups};
 use inceptionxml::train::batches::make_batch;
+use inceptionxml::train::optimizers_for;
 use inceptionxml::train::step::{train_step_plain, train_step_plus};
 use xmc::shortlist::{build, ClusterIndex};
 use xmc::sparse::SparseMatrix;
@@ -321,8 +322,8 @@ fn inceptionxml_training_steps_agree() {
     let Some(dev) = gpu() else { return };
     let cfg = config(false);
     let [(mc, vc), (mg, vg)] = twins(&cfg, &dev);
-    let mut oc = Optimizers::new(&mc, AdamConsts::default()).unwrap();
-    let mut og = Optimizers::new(&mg, AdamConsts::default()).unwrap();
+    let mut oc = optimizers_for(&mc, AdamConsts::default()).unwrap();
+    let mut og = optimizers_for(&mg, AdamConsts::default()).unwrap();
     let (ids, labels) = data(&cfg, 32);
     for step in 0..3 {
         let rows: Vec<usize> = (0..16).map(|r| (r + 8 * step) % 32).collect();
@@ -343,8 +344,8 @@ fn inceptionxml_plus_training_steps_agree() {
     let Some(dev) = gpu() else { return };
     let cfg = config(true);
     let [(mc, vc), (mg, vg)] = twins(&cfg, &dev);
-    let mut oc = Optimizers::new(&mc, AdamConsts::default()).unwrap();
-    let mut og = Optimizers::new(&mg, AdamConsts::default()).unwrap();
+    let mut oc = optimizers_for(&mc, AdamConsts::default()).unwrap();
+    let mut og = optimizers_for(&mg, AdamConsts::default()).unwrap();
     let (ids, labels) = data(&cfg, 32);
     for step in 0..3 {
         let rows: Vec<usize> = (0..16).map(|r| (r + 8 * step) % 32).collect();

@@ -14,6 +14,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
 use crate::error::{Error, Result};
 use crate::io::{build_folder, write_atomic};
 use crate::labels::Labels;
@@ -66,10 +70,10 @@ impl Split {
         }
     }
 
-    /// A seeded hold-out ([`crate::import::split`]): `(rest, held_out)`, each in file order;
+    /// A seeded hold-out ([`split`]): `(rest, held_out)`, each in file order;
     /// `held_out` has `round(len · fraction)` rows.
     pub fn hold_out(&self, fraction: f64, seed: u64) -> Result<(Split, Split)> {
-        let (rest, held) = crate::import::split(self.len(), fraction, seed)?;
+        let (rest, held) = split(self.len(), fraction, seed)?;
         Ok((self.select(&rest), self.select(&held)))
     }
 
@@ -203,6 +207,30 @@ impl XcDataset {
         }
         l
     }
+}
+
+/// How many of `n` rows [`split`] puts in the test (held-out) part at `test_fraction`
+/// (rounded; never more than `n`).
+pub fn n_held_out(n: usize, test_fraction: f64) -> usize {
+    ((n as f64 * test_fraction).round().max(0.0) as usize).min(n)
+}
+
+/// The row indices of a seeded split: `(train, test)`, each in file order; the test split holds
+/// `round(n · test_fraction)` rows.
+pub fn split(n: usize, test_fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
+    if !(0.0..1.0).contains(&test_fraction) {
+        return Err(Error::param(format!(
+            "test fraction {test_fraction} outside [0, 1)"
+        )));
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let n_test = n_held_out(n, test_fraction);
+    let mut test = order[..n_test].to_vec();
+    let mut train = order[n_test..].to_vec();
+    test.sort_unstable();
+    train.sort_unstable();
+    Ok((train, test))
 }
 
 #[cfg(test)]

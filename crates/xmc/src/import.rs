@@ -10,10 +10,6 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-
 use crate::dataset::Split;
 use crate::error::{Error, Result};
 use crate::io::{build_folder, lines, write_atomic};
@@ -152,29 +148,8 @@ pub fn read_fasttext(path: &Path, skip_bad: bool) -> Result<Corpus> {
     })
 }
 
-/// How many of `n` rows [`split`] puts in the test (held-out) part at `test_fraction`
-/// (rounded; never more than `n`).
-pub fn n_held_out(n: usize, test_fraction: f64) -> usize {
-    ((n as f64 * test_fraction).round().max(0.0) as usize).min(n)
-}
-
-/// The row indices of a seeded split: `(train, test)`, each in file order; the test split holds
-/// `round(n · test_fraction)` rows.
-pub fn split(n: usize, test_fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
-    if !(0.0..1.0).contains(&test_fraction) {
-        return Err(Error::param(format!(
-            "test fraction {test_fraction} outside [0, 1)"
-        )));
-    }
-    let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-    let n_test = n_held_out(n, test_fraction);
-    let mut test = order[..n_test].to_vec();
-    let mut train = order[n_test..].to_vec();
-    test.sort_unstable();
-    train.sort_unstable();
-    Ok((train, test))
-}
+// The seeded hold-out lives with the dataset that it splits; re-exported for the importers.
+pub use crate::dataset::{n_held_out, split};
 
 impl Corpus {
     /// Writes the XC folder `out` (`trn_*`, `tst_*` when the test split is not empty, `Y.txt`,

@@ -19,6 +19,8 @@ use crate::text;
 
 /// The padding token, id 0.
 pub const PAD: &str = "<pad>";
+/// The padding token's id: the row of the word table that stays zero and never moves.
+pub const PAD_ID: u32 = 0;
 /// The unknown-word token, the last id.
 pub const UNK: &str = "<unk>";
 

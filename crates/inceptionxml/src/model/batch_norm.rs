@@ -14,8 +14,8 @@ use crate::ops::gelu_bn;
 
 /// PyTorch's default momentum for the running statistics.
 pub const MOMENTUM: f64 = 0.1;
-/// PyTorch's default epsilon.
-pub const EPS: f64 = 1e-5;
+/// PyTorch's default epsilon ([`gelu_bn::BN_EPS`]).
+pub const EPS: f64 = gelu_bn::BN_EPS;
 
 /// BatchNorm over the last axis.
 #[derive(Debug, Clone)]

@@ -23,7 +23,7 @@ pub fn text_lengths(ids: &[u32], s: usize) -> Vec<usize> {
     ids.chunks(s.max(1))
         .map(|t| {
             t.iter()
-                .rposition(|&i| i != crate::optim::PAD_ROW)
+                .rposition(|&i| i != xmc::vocab::PAD_ID)
                 .map_or(0, |i| i + 1)
         })
         .collect()

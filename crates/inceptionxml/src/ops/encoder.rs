@@ -611,14 +611,7 @@ impl Workspace {
                 dh,
                 Out::rm(0, blk),
                 View::rm(dz3, (3 - q) * f, b * w2, f),
-                View {
-                    data: &p.fin,
-                    off: q * blk * f,
-                    rows: f,
-                    cols: blk,
-                    rs: 1,
-                    cs: f,
-                },
+                View::strided(&p.fin, q * blk * f, (f, blk), (1, f)),
                 1.0,
                 q > 0,
                 par_for(b * w2, blk, f),
@@ -938,10 +931,7 @@ fn attention_fwd(
         none,
     )?;
     // z[i, c] = Σ_j X[j, i] T[c, j] over the word rows j < nb.
-    let tw = View {
-        cols: nb,
-        ..View::rm(t, 0, f, s)
-    };
+    let tw = View::rm(t, 0, f, s).block(f, nb);
     mm(z, Out::rm(0, f), xb.t(), tw.t(), 1.0, false, none)?;
     Ok(())
 }
@@ -993,18 +983,11 @@ fn attention_bwd(
     // Saved: A, AW1, R, N, Q, P, M, T.
     let (am, aw1, r, n, q, pm, m) = (0, 1, 2, 3, 4, 5, 6);
     let t = View::rm(a, 7 * ss, f, s);
-    let tw = View { cols: nb, ..t };
+    let tw = t.block(f, nb);
     let xb = View::rm(x, bi * s * d, nb, d);
     let yb = View::rm(y, off * d, nb, d);
     // dU (F×d): element (c, i) = dz1[(bi·d + i)·F + c].
-    let du = View {
-        data: dz1,
-        off: bi * d * f,
-        rows: f,
-        cols: d,
-        rs: 1,
-        cs: f,
-    };
+    let du = View::strided(dz1, bi * d * f, (f, d), (1, f));
     let (dt, rest) = da.split_at_mut(f * s);
     let (dmm, rest) = rest.split_at_mut(ss);
     let (dr, rest) = rest.split_at_mut(ss);
@@ -1038,11 +1021,7 @@ fn attention_bwd(
     mm(dr, Out::rm(0, s), dqv, sq(n).t(), 1.0, true, none)?;
     mm(dn, Out::rm(0, s), sq(r).t(), dqv, 1.0, false, none)?;
     // N = Y Xᵀ (word block): dY = dN X, dX += dNᵀ Y.
-    let dnv = View {
-        rows: nb,
-        cols: nb,
-        ..View::rm(dn, 0, s, s)
-    };
+    let dnv = View::rm(dn, 0, s, s).block(nb, nb);
     mm(dyb, Out::rm(0, d), dnv, xb, 1.0, false, none)?;
     mm(dxb, Out::rm(0, d), dnv.t(), yb, 1.0, true, none)?;
     // R = I + γ1 A W1: dγ1 = ⟨dR, A W1⟩, dA = γ1 dR W1ᵀ, dW1 = γ1 Aᵀ dR.
@@ -1072,11 +1051,7 @@ fn attention_bwd(
             das[i * s + j] = dam[i * s + j] + dam[j * s + i];
         }
     }
-    let dav = View {
-        rows: nb,
-        cols: nb,
-        ..View::rm(das, 0, s, s)
-    };
+    let dav = View::rm(das, 0, s, s).block(nb, nb);
     mm(dxb, Out::rm(0, d), dav, xb, 1.0, true, none)?;
     Ok(acc)
 }
@@ -1112,7 +1087,7 @@ pub(crate) fn gelu_bn_fwd(
     }
     let zrow = |si: usize, r: usize| &z[(si * zm.stride + zm.off + r) * c..][..c];
     let outs = out[..b * om.stride * c].par_chunks_mut(om.stride * c);
-    let eps = crate::model::batch_norm::EPS;
+    let eps = crate::ops::gelu_bn::BN_EPS;
     if !train {
         let scale: Vec<f32> = (0..c)
             .map(|j| bn.weight[j] / (bn.running_var[j] as f64 + eps).sqrt() as f32)

@@ -18,6 +18,10 @@ use crate::ops::storage::f32_slice;
 
 use crate::ops::vmath::{gelu, gelu_and_grad};
 
+/// BatchNorm's epsilon (PyTorch's default), the one value every BatchNorm of the model uses:
+/// here, in the fused encoder's passes and in [`crate::model::batch_norm`].
+pub const BN_EPS: f64 = 1e-5;
+
 /// Rows per parallel chunk.
 const ROWS: usize = 64;
 

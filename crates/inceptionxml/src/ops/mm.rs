@@ -1,6 +1,13 @@
 //! A bounds-checked strided matrix product on host slices, over the `gemm` crate that candle's
 //! CPU matmul also uses. Any row and column strides, so transposes, column slices and
 //! overlapping windows (im2col without the copy) are views, not copies.
+//!
+//! Sound by construction: [`View`] and [`Out`] keep their fields private, so every view is built
+//! by a constructor here; [`mm`] checks, with overflow-checked arithmetic, that every element
+//! the product reads or writes lies inside its slice, and that no two elements of the product
+//! land on the same destination value (rows and columns of `Out` must not overlap: with rayon's
+//! parallelism an aliased write would be a data race). Crate-private: the fused ops' helper,
+//! not part of the library's API.
 
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -10,12 +17,12 @@ use crate::error::{Error, Result};
 /// A read-only strided matrix view: element `(i, j)` is `data[off + i·rs + j·cs]`.
 #[derive(Debug, Clone, Copy)]
 pub struct View<'a> {
-    pub data: &'a [f32],
-    pub off: usize,
-    pub rows: usize,
-    pub cols: usize,
-    pub rs: usize,
-    pub cs: usize,
+    data: &'a [f32],
+    off: usize,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
 }
 
 impl<'a> View<'a> {
@@ -29,6 +36,28 @@ impl<'a> View<'a> {
             rs: cols,
             cs: 1,
         }
+    }
+
+    /// Any strides: element `(i, j)` at `data[off + i·rs + j·cs]` (checked when multiplied).
+    pub fn strided(
+        data: &'a [f32],
+        off: usize,
+        (rows, cols): (usize, usize),
+        (rs, cs): (usize, usize),
+    ) -> Self {
+        View {
+            data,
+            off,
+            rows,
+            cols,
+            rs,
+            cs,
+        }
+    }
+
+    /// The top-left `rows × cols` block of this view (its strides and start kept).
+    pub fn block(self, rows: usize, cols: usize) -> Self {
+        View { rows, cols, ..self }
     }
 
     /// The transpose (no copy).
@@ -51,20 +80,45 @@ impl<'a> View<'a> {
 /// Where a product goes: element `(i, j)` at `off + i·rs + j·cs` of the destination slice.
 #[derive(Debug, Clone, Copy)]
 pub struct Out {
-    pub off: usize,
-    pub rs: usize,
-    pub cs: usize,
+    off: usize,
+    rs: usize,
+    cs: usize,
 }
 
 impl Out {
+    /// Any strides: element `(i, j)` at `off + i·rs + j·cs` (checked when written: rows and
+    /// columns may not overlap).
+    #[cfg(test)]
+    pub fn strided(off: usize, rs: usize, cs: usize) -> Self {
+        Out { off, rs, cs }
+    }
+
     /// Row-major with row stride `rs`.
     pub fn rm(off: usize, rs: usize) -> Self {
         Out { off, rs, cs: 1 }
     }
 }
 
-fn last_index(off: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
-    off + rows.saturating_sub(1) * rs + cols.saturating_sub(1) * cs
+/// The index of element `(rows − 1, cols − 1)`, None when it overflows `usize`.
+fn last_index(off: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {
+    let r = rows.saturating_sub(1).checked_mul(rs)?;
+    let c = cols.saturating_sub(1).checked_mul(cs)?;
+    off.checked_add(r)?.checked_add(c)
+}
+
+/// Whether the `rows × cols` elements at `i·rs + j·cs` are all distinct: rows that each fit
+/// below the next row's start (`rs ≥ cols·cs`), or columns that do (`cs ≥ rows·rs`). Sufficient,
+/// and every layout a product writes here (row-major, column-major, column blocks) meets it.
+fn injective(rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
+    let fits = |outer: usize, inner_n: usize, inner: usize| {
+        inner >= 1 && inner_n.checked_mul(inner).is_some_and(|span| outer >= span)
+    };
+    match (rows, cols) {
+        (0, _) | (_, 0) | (1, 1) => true,
+        (1, _) => cs >= 1,
+        (_, 1) => rs >= 1,
+        _ => fits(rs, cols, cs) || fits(cs, rows, rs),
+    }
 }
 
 fn check(
@@ -76,7 +130,7 @@ fn check(
     rs: usize,
     cs: usize,
 ) -> Result<()> {
-    if rows > 0 && cols > 0 && last_index(off, rows, cols, rs, cs) >= len {
+    if rows > 0 && cols > 0 && last_index(off, rows, cols, rs, cs).is_none_or(|l| l >= len) {
         return Err(Error::Shape(format!(
             "mm: {what} view {rows}×{cols} at {off} (strides {rs}, {cs}) exceeds {len} values"
         )));
@@ -135,6 +189,12 @@ unsafe fn mm_raw(
     check("lhs", a.data.len(), a.off, a.rows, a.cols, a.rs, a.cs)?;
     check("rhs", b.data.len(), b.off, b.rows, b.cols, b.rs, b.cs)?;
     check("dst", len, out.off, m, n, out.rs, out.cs)?;
+    if !injective(m, n, out.rs, out.cs) {
+        return Err(Error::Shape(format!(
+            "mm: destination {m}×{n} with strides {}, {} writes some values twice",
+            out.rs, out.cs
+        )));
+    }
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -256,13 +316,18 @@ pub fn mm_split_k(dst: &mut [f32], a: View, b: View) -> Result<()> {
         .map(|i| -> Result<Vec<f32>> {
             let (k0, kn) = (i * step, step.min(k - i * step));
             let mut part = vec![0f32; m * n];
+            let shifted = |off: usize, stride: usize| {
+                k0.checked_mul(stride)
+                    .and_then(|o| o.checked_add(off))
+                    .ok_or_else(|| Error::Shape("mm_split_k: view offset overflows".into()))
+            };
             let av = View {
-                off: a.off + k0 * a.cs,
+                off: shifted(a.off, a.cs)?,
                 cols: kn,
                 ..a
             };
             let bv = View {
-                off: b.off + k0 * b.rs,
+                off: shifted(b.off, b.rs)?,
                 rows: kn,
                 ..b
             };
@@ -398,6 +463,60 @@ mod tests {
                 .is_err());
             assert_eq!(shared.slice_mut(m * n - 2, 2).unwrap().len(), 2);
         }
+    }
+
+    /// Strides whose last index overflows `usize` are refused, not wrapped; so are
+    /// destinations whose rows or columns overlap (aliased writes from parallel tasks).
+    #[test]
+    fn overflowing_strides_and_aliased_destinations_are_errors() {
+        let data = vec![1f32; 16];
+        let a = View::rm(&data, 0, 2, 2);
+        let b = View::rm(&data, 0, 2, 2);
+        let mut dst = vec![0f32; 16];
+        let huge = View::strided(&data, 1, (2, 2), (usize::MAX / 2 + 1, 1));
+        assert!(mm(
+            &mut dst,
+            Out::rm(0, 2),
+            huge,
+            b,
+            1.0,
+            false,
+            Parallelism::None
+        )
+        .is_err());
+        let wrap = Out::strided(1, usize::MAX, 1);
+        assert!(mm(&mut dst, wrap, a, b, 1.0, false, Parallelism::None).is_err());
+        for (rs, cs) in [(0, 1), (1, 1), (1, 0), (2, 2), (3, 2)] {
+            let out = Out::strided(0, rs, cs);
+            let r = mm(&mut dst, out, a, b, 1.0, false, Parallelism::Rayon(2));
+            assert!(r.is_err(), "strides ({rs}, {cs}) alias");
+        }
+        for (rs, cs) in [(2, 1), (1, 2), (5, 1), (1, 3), (4, 2)] {
+            let out = Out::strided(0, rs, cs);
+            assert!(mm(&mut dst, out, a, b, 1.0, false, Parallelism::None).is_ok());
+        }
+        // A single row or column needs only its own stride.
+        let row = View::rm(&data, 0, 1, 2);
+        assert!(mm(
+            &mut dst,
+            Out::strided(0, 0, 1),
+            row,
+            b,
+            1.0,
+            false,
+            Parallelism::None
+        )
+        .is_ok());
+        assert!(mm(
+            &mut dst,
+            Out::strided(0, 0, 0),
+            row,
+            b,
+            1.0,
+            false,
+            Parallelism::None
+        )
+        .is_err());
     }
 
     #[test]

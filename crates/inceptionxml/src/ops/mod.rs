@@ -10,14 +10,12 @@ pub mod candidates;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 pub mod dropout;
-#[cfg(all(test, kernel_emulation))]
-mod emulation;
 pub mod encoder;
 pub mod gelu;
 pub mod gelu_bn;
 pub mod im2col;
 pub mod linear_bce;
-pub mod mm;
+pub(crate) mod mm;
 pub mod residual_hidden;
 pub mod simd;
 pub(crate) mod storage;

@@ -34,11 +34,24 @@ macro_rules! kernels {
     };
 }
 
-/// `Σ a[i]·b[i]` of int8 weights and int16 activations, exact in i32 (|a·b| ≤ 127·32767 and
-/// rows of up to 512 values cannot overflow). The compiler turns it into `pmaddwd`.
+/// Values summed in i32 before the partial sum moves to i64: each product is at most
+/// 128·32768 = 2²², so 256 of them (2³⁰) cannot overflow an i32 lane.
+const I8_CHUNK: usize = 256;
+
+/// `Σ a[i]·b[i]` of int8 weights and int16 activations, exact for every length: i32 products
+/// summed in chunks of [`I8_CHUNK`], the chunks in i64. The compiler turns the inner sum into
+/// `pmaddwd`.
 #[inline(always)]
-fn dot_i8_body(a: &[i8], b: &[i16]) -> i32 {
-    a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
+fn dot_i8_body(a: &[i8], b: &[i16]) -> i64 {
+    let n = a.len().min(b.len());
+    a[..n]
+        .chunks(I8_CHUNK)
+        .zip(b[..n].chunks(I8_CHUNK))
+        .map(|(a, b)| {
+            let s: i32 = a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum();
+            s as i64
+        })
+        .sum()
 }
 
 #[inline(always)]
@@ -63,24 +76,38 @@ mod wide {
     }
 
     /// 16 values per step: sign-extend 16 int8 to int16 (`vpmovsxbw`), multiply by 16 int16
-    /// and add adjacent pairs into 8 int32 (`vpmaddwd`), accumulate.
+    /// and add adjacent pairs into 8 int32 (`vpmaddwd`), accumulate. Each lane takes 2 products
+    /// a step, so after `I8_CHUNK` / 2 steps (2⁷ · 2 · 2²² = 2³⁰ at most) its sum moves to i64:
+    /// exact for every length.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 (checked by the caller, [`super::has_avx2_fma`]).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_i8(a: &[i8], b: &[i16]) -> i32 {
+    pub(super) unsafe fn dot_i8(a: &[i8], b: &[i16]) -> i64 {
         use std::arch::x86_64::*;
+        const STEPS: usize = super::I8_CHUNK / 2;
         let n = a.len().min(b.len());
         let blocks = n / 16;
-        let mut acc = _mm256_setzero_si256();
-        for i in 0..blocks {
-            // SAFETY: i*16 + 16 <= n for both slices; unaligned loads.
-            let wa = _mm_loadu_si128(a.as_ptr().add(i * 16) as *const __m128i);
-            let wa = _mm256_cvtepi8_epi16(wa);
-            let xb = _mm256_loadu_si256(b.as_ptr().add(i * 16) as *const __m256i);
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(wa, xb));
-        }
+        let mut total = 0i64;
         let mut lanes = [0i32; 8];
-        _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc);
-        let tail = super::dot_i8_body(&a[blocks * 16..n], &b[blocks * 16..n]);
-        lanes.iter().sum::<i32>() + tail
+        for start in (0..blocks).step_by(STEPS) {
+            let mut acc = _mm256_setzero_si256();
+            for i in start..blocks.min(start + STEPS) {
+                // SAFETY: i·16 + 16 ≤ n ≤ the length of both slices; unaligned loads.
+                let (wa, xb) = unsafe {
+                    (
+                        _mm_loadu_si128(a.as_ptr().add(i * 16) as *const __m128i),
+                        _mm256_loadu_si256(b.as_ptr().add(i * 16) as *const __m256i),
+                    )
+                };
+                let wa = _mm256_cvtepi8_epi16(wa);
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(wa, xb));
+            }
+            // SAFETY: `lanes` holds 8 i32 = 32 bytes; unaligned store.
+            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
+            total += lanes.iter().map(|&l| l as i64).sum::<i64>();
+        }
+        total + super::dot_i8_body(&a[blocks * 16..n], &b[blocks * 16..n])
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -108,9 +135,9 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_plain(a, b)
 }
 
-/// Exact integer dot product of int8 and int16 rows (over the common length).
+/// Exact integer dot product of int8 and int16 rows (over the common length, any length).
 #[inline]
-pub fn dot_i8(a: &[i8], b: &[i16]) -> i32 {
+pub fn dot_i8(a: &[i8], b: &[i16]) -> i64 {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked above).
@@ -151,7 +178,20 @@ mod tests {
                 .map(|i| ((i as i32 * 97) % 32000 - 16000) as i16)
                 .collect();
             let want: i64 = qa.iter().zip(&qb).map(|(x, y)| *x as i64 * *y as i64).sum();
-            assert_eq!(dot_i8(&qa, &qb) as i64, want);
+            assert_eq!(dot_i8(&qa, &qb), want);
+        }
+    }
+
+    /// The largest products over rows far longer than an i32 sum holds (4,100 · 2²² ≈ 2³⁴),
+    /// on the wide and the plain path alike.
+    #[test]
+    fn dot_i8_is_exact_for_long_rows_of_extreme_values() {
+        for n in [255usize, 256, 257, 4_100] {
+            let a = vec![-128i8; n];
+            let b = vec![-32768i16; n];
+            let want = n as i64 * 128 * 32768;
+            assert_eq!(dot_i8(&a, &b), want, "n = {n}");
+            assert_eq!(dot_i8_body(&a, &b), want, "n = {n}");
         }
     }
 }

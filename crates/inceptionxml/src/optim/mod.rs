@@ -1,7 +1,8 @@
 //! Optimisers and the learning-rate schedule: fused dense Adam ([`Adam`]), lazy row Adam for the
 //! two big tables ([`RowAdam`], with [`RowGroups`] summing a batch's word-row gradients), the
-//! one-cycle schedule ([`OneCycle`]) and [`Optimizers`], the one interface both training steps
-//! use.
+//! one-cycle schedule ([`OneCycle`], built from the run's configuration) and [`Optimizers`],
+//! the one interface both training steps use, bound to its variables ([`TrainVars`]) when built.
+//! It knows variables, not the model.
 
 pub mod adam;
 pub mod row_adam;
@@ -14,27 +15,31 @@ pub use schedule::OneCycle;
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
-use crate::error::Result;
-use crate::model::InceptionXml;
+use crate::error::{Error, Result};
 use crate::ops::candidates::{CandidatePlan, TableRows};
 use crate::profile::span;
 
-/// The optimiser state of a run: dense Adam over the model's dense parameters, lazy row Adam
-/// for the word table and, for InceptionXML+, lazy row Adam for the label table.
+/// The variables a run's optimisers move, bound when [`Optimizers`] is built (as candle's
+/// optimisers know their variables, not the model): the dense parameters, the word table and,
+/// for InceptionXML+, the label table.
+pub struct TrainVars {
+    /// `(name, variable)` of every dense parameter, never a table.
+    pub dense: Vec<(String, Var)>,
+    /// The word table `[V, d]`; row [`PAD_ROW`] never moves.
+    pub words: Var,
+    /// InceptionXML+'s label table `[L, hd]`.
+    pub labels: Option<Var>,
+}
+
+/// The optimiser state of a run: dense Adam over the dense parameters, lazy row Adam for the
+/// word table and, for InceptionXML+, lazy row Adam for the label table; each bound to its
+/// variables ([`TrainVars`]).
 pub struct Optimizers {
     pub adam: Adam,
     pub words: RowAdam,
     pub labels: Option<RowAdam>,
-}
-
-/// The model's dense variables, never including the word table (it has its own optimiser).
-pub fn dense_vars(model: &InceptionXml) -> Vec<(String, Var)> {
-    let table = model.embedding_table().as_tensor().id();
-    model
-        .trainable_vars()
-        .into_iter()
-        .filter(|(_, v)| v.as_tensor().id() != table)
-        .collect()
+    word_table: Var,
+    label_table: Option<Var>,
 }
 
 /// Profile span names inside a training step's "optimiser" ([`crate::profile`]).
@@ -54,26 +59,68 @@ pub enum TableUpdate<'a> {
         dlog: &'a [f32],
         g: &'a [f32],
     },
-    /// Already applied by [`Optimizers::step_labels`] during the backward (the fused
-    /// InceptionXML+ step runs it beside the encoder's backward); the rows it updated.
+    /// Already applied by [`LabelRows::step`] during the backward (the fused InceptionXML+ step
+    /// runs it beside the encoder's backward); the rows it updated.
     Done(usize),
 }
 
+/// The label table's optimiser with its table, borrowed apart from the rest of [`Optimizers`]
+/// ([`Optimizers::split`]) so its update can run while other work still needs the model.
+pub struct LabelRows<'a> {
+    opt: Option<(&'a mut RowAdam, &'a Var)>,
+}
+
+impl LabelRows<'_> {
+    /// The label-table part of [`Optimizers::step`]: applies `table`; returns the number of rows
+    /// updated (0 for a plain model).
+    pub fn step(self, table: TableUpdate<'_>, lr: f64, beta1: f64) -> Result<usize> {
+        let Some((opt, var)) = self.opt else {
+            return Ok(0);
+        };
+        Ok(match table {
+            TableUpdate::Rows((rows, g)) => {
+                opt.step_rows(var, &rows, &g, lr, beta1)?;
+                rows.len()
+            }
+            TableUpdate::Candidates { plan, dlog, g } => {
+                let dim = opt.dim();
+                let grad = |u: usize, out: &mut [f32]| plan.grad_block(u, dlog, g, dim, out);
+                opt.step_runs(var, plan.runs(), &grad, lr, beta1)?;
+                plan.n_touched()
+            }
+            TableUpdate::None => {
+                opt.step(var, &[], &[], lr, beta1)?;
+                0
+            }
+            TableUpdate::Done(n) => n,
+        })
+    }
+}
+
 impl Optimizers {
-    /// Fresh state for `model` (moments zero, on the model's device).
-    pub fn new(model: &InceptionXml, consts: AdamConsts) -> Result<Self> {
-        let c = model.config();
-        let dev = model.embedding_table().device();
-        let labels = match &c.plus {
-            Some(p) => {
-                Some(RowAdam::named("extreme", None, c.n_labels, p.hidden_dim, consts).on(dev)?)
+    /// Fresh state for `vars` (moments zero, on the tables' device), sized by the tables.
+    pub fn new(vars: TrainVars, consts: AdamConsts) -> Result<Self> {
+        let (v, d) = vars.words.dims2()?;
+        let words = RowAdam::new(v, d, consts).on(vars.words.device())?;
+        let labels = match &vars.labels {
+            Some(t) => {
+                let (l, hd) = t.dims2()?;
+                Some(RowAdam::named("extreme", None, l, hd, consts).on(t.device())?)
             }
             None => None,
         };
+        let table = vars.words.as_tensor().id();
+        if vars.dense.iter().any(|(_, v)| v.as_tensor().id() == table) {
+            return Err(Error::Config(
+                "the word table is among the dense variables (it has its own optimiser)".into(),
+            ));
+        }
         Ok(Optimizers {
-            adam: Adam::new(dense_vars(model), consts)?,
-            words: RowAdam::new(c.vocab_size, c.embed_dim, consts).on(dev)?,
+            adam: Adam::new(vars.dense, consts)?,
+            words,
             labels,
+            word_table: vars.words,
+            label_table: vars.labels,
         })
     }
 
@@ -82,13 +129,10 @@ impl Optimizers {
     /// `x`; for InceptionXML+, the label-table rows of `table` (a step with no rows when the
     /// batch touched none, so every optimiser counts the same steps). Returns the number of
     /// label-table rows updated.
-    #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
-        model: &InceptionXml,
         grads: &GradStore,
-        x: &Tensor,
-        ids: &[u32],
+        (x, ids): (&Tensor, &[u32]),
         table: TableUpdate<'_>,
         lr: f64,
         beta1: f64,
@@ -98,52 +142,27 @@ impl Optimizers {
         drop(sp);
         let sp =
             (self.labels.is_some() && !matches!(table, TableUpdate::Done(_))).then(|| span(OPT[1]));
-        let touched = Self::step_labels(self.labels.as_mut(), model, table, lr, beta1)?;
+        let touched = self.split().1.step(table, lr, beta1)?;
         drop(sp);
         let _sp = span(OPT[2]);
-        let table = model.embedding_table();
         match grads.get(x) {
             Some(gx) => {
                 // Grouped on the host from the batch's ids, summed where the gradient lives.
                 let groups = RowGroups::new(ids);
                 let g = groups.sum(gx)?;
-                self.words.step_rows(table, &groups.ids, &g, lr, beta1)?;
+                self.words
+                    .step_rows(&self.word_table, &groups.ids, &g, lr, beta1)?;
             }
-            None => self.words.step(table, &[], &[], lr, beta1)?,
+            None => self.words.step(&self.word_table, &[], &[], lr, beta1)?,
         }
         Ok(touched)
     }
 
-    /// The label-table part of [`Optimizers::step`] on its own: `labels` is that optimiser
-    /// ([`Optimizers::labels`]), borrowed apart from the rest so the update can run while other
-    /// work still needs the model. Returns the number of rows updated.
-    pub fn step_labels(
-        labels: Option<&mut RowAdam>,
-        model: &InceptionXml,
-        table: TableUpdate<'_>,
-        lr: f64,
-        beta1: f64,
-    ) -> Result<usize> {
-        let (Some(opt), Some(plus)) = (labels, model.plus()) else {
-            return Ok(0);
-        };
-        Ok(match table {
-            TableUpdate::Rows((rows, g)) => {
-                opt.step_rows(&plus.table, &rows, &g, lr, beta1)?;
-                rows.len()
-            }
-            TableUpdate::Candidates { plan, dlog, g } => {
-                let dim = opt.dim();
-                let grad = |u: usize, out: &mut [f32]| plan.grad_block(u, dlog, g, dim, out);
-                opt.step_runs(&plus.table, plan.runs(), &grad, lr, beta1)?;
-                plan.n_touched()
-            }
-            TableUpdate::None => {
-                opt.step(&plus.table, &[], &[], lr, beta1)?;
-                0
-            }
-            TableUpdate::Done(n) => n,
-        })
+    /// The dense Adam and the label table's optimiser, borrowed apart (the fused steps update
+    /// them beside the encoder's backward).
+    pub fn split(&mut self) -> (&mut Adam, LabelRows<'_>) {
+        let opt = self.labels.as_mut().zip(self.label_table.as_ref());
+        (&mut self.adam, LabelRows { opt })
     }
 
     /// The row-Adam states, word table first.

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::ops::storage::{f32_slice, f32_slice_mut};
 
 /// The padding row: never updated.
-pub const PAD_ROW: u32 = 0;
+pub const PAD_ROW: u32 = xmc::vocab::PAD_ID;
 
 /// How the looked-up rows of a batch group by table row: the unique row ids (ascending,
 /// `PAD_ROW` left out) and, per unique id `u`, the lookup positions

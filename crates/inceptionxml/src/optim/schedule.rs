@@ -6,6 +6,8 @@
 //! β1 back up to β1_max. Both phases use the cosine `end + (start − end)/2 · (1 + cos(π·pct))`.
 //! Step `t` is the 0-based index of the optimiser step the values are used for.
 
+use crate::config::TrainConfig;
+
 /// The schedule's parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OneCycle {
@@ -30,6 +32,19 @@ impl OneCycle {
             final_div_factor: 1e4,
             beta1_max: 0.95,
             beta1_min: 0.85,
+        }
+    }
+
+    /// The schedule of a run configured by `cfg`, `total_steps` steps long.
+    pub fn for_run(cfg: &TrainConfig, total_steps: u64) -> Self {
+        OneCycle {
+            lr_max: cfg.lr_max,
+            total_steps,
+            pct_start: cfg.pct_start,
+            div_factor: cfg.div_factor,
+            final_div_factor: cfg.final_div_factor,
+            beta1_max: cfg.beta1_max,
+            beta1_min: cfg.beta1_min,
         }
     }
 

@@ -173,9 +173,7 @@ pub fn rank_ids(
             .iter()
             .position(|row| row.iter().any(|e| !e.1.is_finite()))
         {
-            return Err(Error::Shape(format!(
-                "row {r}: the model produced a non-finite score"
-            )));
+            return Err(Error::NonFinite { row: r });
         }
         Ok(out)
     })

@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use xmc::shortlist::ClusterIndex;
 use xmc::SparseMatrix;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The order of the `n` training rows in `epoch` (0-based): a Fisher–Yates shuffle seeded by
 /// (seed, epoch), so a resumed run sees the same batches as an uninterrupted one.
@@ -86,10 +86,15 @@ pub fn make_batch(
     Ok(batch)
 }
 
-/// An epoch's batches, produced by a background thread one batch ahead.
+/// An epoch's batches, produced by a background thread one batch ahead. If that thread fails
+/// (a panic) or its channel closes before the last batch, the iterator's next item is an
+/// [`Error::BatchLoader`] instead of an early end: an epoch is never silently short.
 pub struct Batches {
     rx: Option<Receiver<Result<Batch>>>,
     handle: Option<JoinHandle<()>>,
+    /// Batches the epoch has ([`steps_per_epoch`]) and batches handed out so far.
+    planned: usize,
+    received: usize,
 }
 
 impl Batches {
@@ -123,14 +128,46 @@ impl Batches {
         Batches {
             rx: Some(rx),
             handle: Some(handle),
+            planned: n_steps,
+            received: 0,
         }
+    }
+
+    /// After the channel closed: the loader thread's outcome, an error unless it ended after
+    /// handing out every batch.
+    fn loader_failure(&mut self) -> Option<Error> {
+        self.rx.take();
+        let joined = self.handle.take().map(JoinHandle::join);
+        if let Some(Err(panic)) = joined {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            return Some(Error::BatchLoader(format!(
+                "the loader thread panicked after {} of {} batches: {msg}",
+                self.received, self.planned
+            )));
+        }
+        (self.received < self.planned).then(|| {
+            Error::BatchLoader(format!(
+                "the loader stopped after {} of {} batches",
+                self.received, self.planned
+            ))
+        })
     }
 }
 
 impl Iterator for Batches {
     type Item = Result<Batch>;
     fn next(&mut self) -> Option<Self::Item> {
-        self.rx.as_ref()?.recv().ok()
+        match self.rx.as_ref()?.recv() {
+            Ok(batch) => {
+                self.received += 1;
+                Some(batch)
+            }
+            Err(_) => self.loader_failure().map(Err),
+        }
     }
 }
 
@@ -214,5 +251,30 @@ mod tests {
         );
         assert!(it.next().is_some());
         drop(it);
+    }
+
+    /// A loader that panics mid-epoch (a label id past the label count here) ends the
+    /// iteration with an error, never with a silently short epoch.
+    #[test]
+    fn a_failing_loader_is_an_error_not_a_short_epoch() {
+        let labels = SparseMatrix::from_index_rows(4, &[vec![0], vec![3], vec![1]]).unwrap();
+        // Cluster index over 2 labels only: assigning label 3 panics in the loader thread.
+        let ix = Arc::new(ClusterIndex::new(vec![0, 1], 2).unwrap());
+        let items: Vec<Result<Batch>> = Batches::new(
+            Arc::new(vec![1; 9]),
+            3,
+            Arc::new(labels),
+            vec![0, 1, 2],
+            1,
+            Some(ix),
+            Device::Cpu,
+        )
+        .collect();
+        assert_eq!(items.len(), 2, "one good batch, then the error");
+        assert!(items[0].is_ok());
+        let Err(Error::BatchLoader(msg)) = &items[1] else {
+            panic!("expected a batch-loader error");
+        };
+        assert!(msg.contains("panicked after 1 of 3"), "{msg}");
     }
 }

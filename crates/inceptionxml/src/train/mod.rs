@@ -27,7 +27,7 @@ use xmc::metrics::{inverse_propensity, Metrics, Propensity};
 
 pub use evaluate::{EvalSet, PlusEval};
 pub use report::{EpochReport, PlusReport, TrainEvent};
-pub use setup::{Setup, VALID_SEED};
+pub use setup::{optimizers_for, Setup, VALID_SEED};
 pub use step::{train_step, StepStats};
 
 use crate::config::{ModelParams, ScoreMode, TrainConfig};
@@ -256,7 +256,7 @@ impl Plan {
         Ok(Plan {
             steps_per_epoch: spe,
             total_steps: total,
-            schedule: cfg.schedule(total),
+            schedule: OneCycle::for_run(cfg, total),
             detach_epochs,
         })
     }
@@ -324,6 +324,16 @@ fn run_epoch(
             loss: e.loss_sum / e.rows as f64,
             samples_per_s: e.rows as f64 / t0.elapsed().as_secs_f64().max(1e-9),
         });
+    }
+    // `Batches` reports a failed loader as an error; this guards the schedule itself: an epoch
+    // of fewer steps than planned would be saved as complete.
+    if e.steps != plan.steps_per_epoch {
+        return Err(Error::BatchLoader(format!(
+            "epoch {} ran {} of its {} steps",
+            epoch + 1,
+            e.steps,
+            plan.steps_per_epoch
+        )));
     }
     e.seconds = t0.elapsed().as_secs_f64();
     Ok(e)

@@ -19,7 +19,7 @@ use crate::config::{ClusterSource, ModelParams, TrainConfig};
 use crate::error::{Error, Result};
 use crate::model::InceptionXml;
 use crate::model_dir::{self, ModelDirConfig, TrainerState};
-use crate::optim::{AdamConsts, Optimizers};
+use crate::optim::{AdamConsts, Optimizers, TrainVars};
 
 /// A run ready to train.
 pub struct Setup {
@@ -222,7 +222,7 @@ impl Setup {
             beta2: config.train.beta2,
             eps: config.train.eps,
         };
-        let opt = Optimizers::new(&model, consts)?;
+        let opt = optimizers_for(&model, consts)?;
         Ok(Setup {
             config,
             vocab,
@@ -279,6 +279,17 @@ pub fn label_clusters(
         seconds: t0.elapsed().as_secs_f64(),
     });
     Ok(c)
+}
+
+/// Fresh optimisers bound to `model`'s variables: its dense parameters, its word table and,
+/// for InceptionXML+, its label table.
+pub fn optimizers_for(model: &InceptionXml, consts: AdamConsts) -> Result<Optimizers> {
+    let vars = TrainVars {
+        dense: model.trainable_vars(),
+        words: model.embedding_table().clone(),
+        labels: model.plus().map(|p| p.table.clone()),
+    };
+    Optimizers::new(vars, consts)
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use crate::ops::{
     bce_with_logits, bce_with_logits_masked, candidate_logits, stable_sigmoid, CandidatePlan,
 };
 use crate::ops::{bn_hidden, residual_hidden};
-use crate::optim::{Adam, Optimizers, RowAdam, TableUpdate};
+use crate::optim::{Adam, LabelRows, Optimizers, TableUpdate};
 use crate::profile::span;
 
 /// What one step did besides its loss.
@@ -301,29 +301,20 @@ pub fn train_step_plain(
     let s2 = span(STEP[4]);
     let x = enc.backward(model, &mut grads)?;
     drop(s2);
-    plain_updates(model, opt, batch, (&grads, &x), (lr, beta1))?;
+    plain_updates(opt, batch, (&grads, &x), (lr, beta1))?;
     cls.loss()
 }
 
 /// The updates of a plain step after the encoder's backward ([`Optimizers::step`]: the dense
 /// variables with a gradient in `grads`, the word rows from that of `x`).
 fn plain_updates(
-    model: &InceptionXml,
     opt: &mut Optimizers,
     batch: &Batch,
     (grads, x): (&GradStore, &Tensor),
     (lr, beta1): (f64, f64),
 ) -> Result<()> {
     let _sp = span(STEP[5]);
-    opt.step(
-        model,
-        grads,
-        x,
-        &batch.ids_host,
-        TableUpdate::None,
-        lr,
-        beta1,
-    )?;
+    opt.step(grads, (x, &batch.ids_host), TableUpdate::None, lr, beta1)?;
     Ok(())
 }
 
@@ -382,7 +373,7 @@ fn plain_fused(
         &head_grads,
         TableUpdate::None,
     )?;
-    plain_updates(model, opt, batch, (&grads, &x), (lr, beta1))?;
+    plain_updates(opt, batch, (&grads, &x), (lr, beta1))?;
     Ok(cls.loss)
 }
 
@@ -418,7 +409,7 @@ pub fn train_step_plus(
         },
         PlusTable::Done(n) => TableUpdate::Done(n),
     };
-    let touched = opt.step(model, &grads, &x, &batch.ids_host, update, lr, beta1)?;
+    let touched = opt.step(&grads, (&x, &batch.ids_host), update, lr, beta1)?;
     drop(sp);
     let stats = StepStats {
         candidates,
@@ -445,16 +436,17 @@ struct PlusBackward {
 /// and, for InceptionXML+, the label table. A fused step makes them beside that backward.
 struct Early<'a> {
     adam: &'a mut Adam,
-    labels: Option<&'a mut RowAdam>,
+    labels: LabelRows<'a>,
     lr: f64,
     beta1: f64,
 }
 
 impl<'a> Early<'a> {
     fn of(opt: &'a mut Optimizers, lr: f64, beta1: f64) -> Self {
+        let (adam, labels) = opt.split();
         Early {
-            adam: &mut opt.adam,
-            labels: opt.labels.as_mut(),
+            adam,
+            labels,
             lr,
             beta1,
         }
@@ -489,7 +481,7 @@ impl<'a> Early<'a> {
             || -> Result<usize> {
                 let _s = span(BESIDE[1]);
                 adam.step(head, lr, beta1)?;
-                Optimizers::step_labels(labels, model, table, lr, beta1)
+                labels.step(table, lr, beta1)
             },
         );
         Ok((x?, touched?))
@@ -718,6 +710,7 @@ mod tests {
     use crate::config::{ModelConfig, PlusConfig, ScoreMode};
     use crate::optim::AdamConsts;
     use crate::train::batches::make_batch;
+    use crate::train::setup::optimizers_for;
     use candle_core::Device;
     use candle_nn::VarMap;
     use xmc::shortlist::ClusterIndex;
@@ -854,8 +847,8 @@ mod tests {
                 .iter()
                 .map(|(_, v)| host(v.as_tensor()))
                 .collect();
-            let mut oa = Optimizers::new(&ma, AdamConsts::default()).unwrap();
-            let mut ob = Optimizers::new(&mb, AdamConsts::default()).unwrap();
+            let mut oa = optimizers_for(&ma, AdamConsts::default()).unwrap();
+            let mut ob = optimizers_for(&mb, AdamConsts::default()).unwrap();
             for step in 0..2u32 {
                 let ids: Vec<u32> = (0..32).map(|i| 1 + (i * 7 + step * 5) % 38).collect();
                 let batch =
@@ -890,7 +883,7 @@ mod tests {
     fn a_plus_step_updates_only_candidate_rows() {
         let (model, index) = tiny_plus(ModelConfig::new(40, 12).seq_len, 1, true);
         let cfg = model.config().clone();
-        let mut opt = Optimizers::new(&model, AdamConsts::default()).unwrap();
+        let mut opt = optimizers_for(&model, AdamConsts::default()).unwrap();
         // Two rows, positives in clusters 1 and 2: with K = 1 the forced clusters are exactly those.
         let labels = SparseMatrix::from_index_rows(12, &[vec![5], vec![6]]).unwrap();
         let ids: Vec<u32> = (0..64).map(|i| 1 + i % 38).collect();

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor, Var};
 use xmc::shortlist::{build, ClusterIndex};
 
-use super::dropout::mask;
-use super::{bce_with_logits, bce_with_logits_masked, CandidatePlan};
+use crate::ops::dropout::mask;
+use crate::ops::{bce_with_logits, bce_with_logits_masked, CandidatePlan};
 use crate::optim::adam::{AdamCoef, AdamConsts};
 use crate::optim::RowGroups;
 
