@@ -41,9 +41,8 @@ pub struct Args {
     /// TF-IDF of `trn_X.txt`.
     #[arg(long)]
     pub features: Option<PathBuf>,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub threads: crate::common::ThreadsArg,
     /// Features kept per label in PIFA.
     #[arg(long, default_value_t = DEFAULT_TOP_N)]
     pub top_n: usize,
@@ -61,7 +60,7 @@ fn phase(name: &str, t: Instant, note: &str) {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    crate::common::set_threads(args.threads)?;
+    crate::common::set_threads(args.threads.threads)?;
     run_cluster(&args)
 }
 

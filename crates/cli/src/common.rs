@@ -6,7 +6,7 @@ use xmc::metrics::Metrics;
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct DeviceArg {
     /// Device: `cpu`, or `cuda` / `cuda:N` (needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value_t = inceptionxml::DeviceSpec::default())]
     pub device: inceptionxml::DeviceSpec,
 }
 
@@ -17,32 +17,62 @@ impl DeviceArg {
     }
 }
 
-/// Builds rayon's global pool (used by candle's CPU kernels too) with `n` threads (default: all
-/// cores), every worker and the calling thread flushing subnormal floats to zero
-/// ([`inceptionxml::runtime::flush_denormals`]). Must run before any parallel work.
+/// `--threads`, shared by every command that computes.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct ThreadsArg {
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// `--device` and `--threads`: where and on how many threads a model runs.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+}
+
+/// The flags that pick and shape InceptionXML+ (`train`, `bench train`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PlusArgs {
+    /// Train InceptionXML+ (meta head over label clusters, extreme head over each row's
+    /// shortlisted clusters) instead of the full one-vs-all head.
+    #[arg(long)]
+    pub plus: bool,
+    /// With --plus: a label -> cluster file (from `inceptionxml cluster`), or a number of
+    /// clusters (a power of two) to compute from the training data [default: L/10 as a power
+    /// of two].
+    #[arg(long, requires = "plus")]
+    pub clusters: Option<String>,
+    /// With --plus: clusters shortlisted per text, K [default: C/64 within 128..=800, at most C].
+    #[arg(long, requires = "plus")]
+    pub top_k: Option<usize>,
+    /// With --plus: hidden width of the heads [default: the encoder's output, 480 with the
+    /// default filters].
+    #[arg(long, requires = "plus")]
+    pub hidden_dim: Option<usize>,
+}
+
+/// Builds the thread pool ([`inceptionxml::runtime::init_threads`]: `n` threads, default all
+/// cores, subnormals flushed to zero on every worker). Must run before any parallel work.
 pub fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
-    inceptionxml::runtime::flush_denormals();
-    let mut pool = rayon::ThreadPoolBuilder::new().start_handler(|_| {
-        inceptionxml::runtime::flush_denormals();
-    });
-    if let Some(n) = n {
-        anyhow::ensure!(n > 0, "--threads must be > 0");
-        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-        anyhow::ensure!(
-            n <= 4 * cores,
-            "--threads {n}: at most {} on this machine ({cores} cores; more threads only slow the work down)",
-            4 * cores
-        );
-        // candle's gemm reads RAYON_NUM_THREADS; rayon's global pool is configured explicitly.
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        pool = pool.num_threads(n);
+    inceptionxml::runtime::init_threads(n).map_err(flag_error)
+}
+
+/// A library error about the threads option, named as the flag (`threads ...` ->
+/// `--threads ...`).
+pub fn flag_error(e: inceptionxml::Error) -> anyhow::Error {
+    match e {
+        inceptionxml::Error::Config(m) => anyhow::anyhow!("--{m}"),
+        e => e.into(),
     }
-    match (pool.build_global(), n) {
-        (Ok(()), _) => Ok(()),
-        (Err(e), Some(_)) => Err(anyhow::anyhow!("--threads: {e}")),
-        // Already built (a second call in one process): it keeps its settings.
-        (Err(_), None) => Ok(()),
-    }
+}
+
+/// A help text with the library's default appended: `text [default: value]`.
+pub fn with_default(text: &str, default: impl std::fmt::Display) -> String {
+    format!("{text} [default: {default}]")
 }
 
 fn status_mib(key: &str) -> Option<f64> {

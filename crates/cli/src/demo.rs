@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use inceptionxml::config::{ModelParams, Preset, TrainConfig};
-use inceptionxml::train::{self, TrainJob};
+use inceptionxml::config::{Preset, TrainConfig};
+use inceptionxml::TrainOptions;
 use xmc::dataset::XcDataset;
 
+use crate::common::RunArgs;
 use crate::progress::Progress;
 
 /// Flags of `inceptionxml demo`.
@@ -23,43 +24,35 @@ pub struct Args {
     #[arg(long, default_value_t = TrainConfig::preset(Preset::Demo).epochs)]
     pub epochs: usize,
     /// Seed of shuffles and initialisation.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = TrainConfig::preset(Preset::Demo).seed)]
     pub seed: u64,
     #[command(flatten)]
-    pub device: crate::common::DeviceArg,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    pub run: RunArgs,
     /// No progress bar or per-epoch lines.
     #[arg(long)]
     pub quiet: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    crate::common::set_threads(args.threads)?;
+    crate::common::set_threads(args.run.threads.threads)?;
     let data = XcDataset::open(&args.data)
         .with_context(|| format!("reading dataset {}", args.data.display()))?;
-    let config = TrainConfig {
-        epochs: args.epochs,
-        seed: args.seed,
-        ..TrainConfig::preset(Preset::Demo)
+    // The demo preset: plain InceptionXML, evaluated once at the end.
+    let demo = TrainConfig::preset(Preset::Demo);
+    let opts = TrainOptions {
+        epochs: Some(args.epochs),
+        seed: Some(args.seed),
+        eval_every: Some(demo.eval_every),
+        // The demo's model folder is the demo's own: a rerun replaces it.
+        force: true,
+        device: args.run.device.device,
+        threads: args.run.threads.threads,
+        ..TrainOptions::default()
     };
     let t0 = std::time::Instant::now();
     let mut progress = Progress::new(!args.quiet);
-    let summary = train::train(
-        &TrainJob {
-            data: &data,
-            out: &args.model,
-            config,
-            model: ModelParams::default(),
-            resume: false,
-            // The demo's model folder is the demo's own: a rerun replaces it.
-            force: true,
-            stop_after: None,
-            device: args.device.open()?,
-        },
-        &mut |e| progress.on_event(e),
-    )?;
+    let summary =
+        inceptionxml::train_with(&data, &args.model, &opts, &mut |e| progress.on_event(e))?;
     crate::train::print_summary(&summary, &args.model);
     println!("wall time {:.1}s", t0.elapsed().as_secs_f64());
     println!(

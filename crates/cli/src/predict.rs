@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use inceptionxml::config::ScoreMode;
-use inceptionxml::predict::Ensemble;
+use inceptionxml::{LoadOptions, Model, PredictOptions};
 use xmc::labels::Labels;
 
 use crate::output::{write_row, Format};
@@ -17,10 +17,12 @@ pub struct Args {
     /// (an ensemble over the same labels).
     #[arg(long, required = true)]
     pub model: Vec<PathBuf>,
-    /// InceptionXML+ ranking: `extreme` (σ of the extreme logit, the paper) or `combined`
-    /// (times σ of the cluster's meta logit) [default: the better one on the validation split at the
-    /// end of training (mean of P@1, P@3, P@5), saved in config.json].
-    #[arg(long)]
+    #[arg(
+        long,
+        help = "InceptionXML+ ranking: `extreme` (σ of the extreme logit, the paper) or `combined` \
+                (times σ of the cluster's meta logit) [default: the better one on the validation \
+                split at the end of training (mean of P@1, P@3, P@5), saved in config.json]"
+    )]
     pub score: Option<ScoreMode>,
     /// Score small batches (at most 8 texts) exactly in f32 instead of with the int8 indexes
     /// (output layer; InceptionXML+: meta classifier and label table), which pre-rank every label
@@ -39,28 +41,35 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Format::Xc)]
     pub format: Format,
     /// Labels per text.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = PredictOptions::DEFAULT_TOP_K)]
     pub top_k: usize,
     /// Texts per forward pass.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = PredictOptions::DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
     #[command(flatten)]
-    pub device: crate::common::DeviceArg,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    pub run: crate::common::RunArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    crate::common::set_threads(args.threads)?;
+    crate::common::set_threads(args.run.threads.threads)?;
     anyhow::ensure!(args.top_k > 0, "--top-k must be > 0");
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be > 0");
-    let p = Ensemble::load(&args.model, args.exact, &args.device.open()?)?;
+    let load = LoadOptions {
+        device: args.run.device.device,
+        exact: args.exact,
+        threads: args.run.threads.threads,
+    };
+    let p = Model::load_with(&args.model, &load)?;
     if args.texts.as_os_str() == "-" {
         return interactive(&p, &args);
     }
     let texts = xmc::texts::read_texts(&args.texts)?;
-    let rows = p.predict_texts(&texts, args.top_k, args.batch_size, args.score)?;
+    let opts = PredictOptions {
+        batch_size: args.batch_size,
+        score: args.score,
+        ..PredictOptions::default()
+    };
+    let rows = p.rank(&texts, args.top_k, &opts)?;
     let labels = p.labels();
     match args.format {
         Format::Xc => xmc::predictions::write_predictions(&args.out, &rows, p.n_labels()),
@@ -88,7 +97,7 @@ fn write_rows(
     Ok(())
 }
 
-fn interactive(p: &Ensemble, args: &Args) -> anyhow::Result<()> {
+fn interactive(p: &Model, args: &Args) -> anyhow::Result<()> {
     let mut out: Box<dyn Write> = if args.out.as_os_str() == "-" {
         Box::new(std::io::stdout().lock())
     } else {
@@ -119,7 +128,7 @@ fn interactive(p: &Ensemble, args: &Args) -> anyhow::Result<()> {
             out.flush()?;
             continue;
         };
-        let row = p.predict_one(line, args.top_k, args.score)?;
+        let row = p.rank_one(line, args.top_k, args.score)?;
         match args.format {
             Format::Xc => {
                 let s: Vec<String> = row.iter().map(|(l, v)| format!("{l}:{v:.6}")).collect();

@@ -27,6 +27,11 @@ impl Progress {
         }
         match event {
             TrainEvent::Warning(_) => {}
+            TrainEvent::DefaultEpochs { epochs, rows } => {
+                println!(
+                    "epochs {epochs} (the default for {rows} training rows; --epochs to change)"
+                )
+            }
             TrainEvent::Clustered {
                 labels,
                 clusters,

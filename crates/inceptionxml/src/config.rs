@@ -327,7 +327,7 @@ impl OutputBias {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            epochs: 42,
+            epochs: Preset::Plain.epoch_range().1,
             batch_size: 128,
             lr_max: 5e-3,
             pct_start: 0.3,
@@ -434,8 +434,9 @@ pub enum Preset {
 }
 
 impl Preset {
-    /// `(epochs up to MID_TRAIN_ROWS, epochs from PAPER_TRAIN_ROWS)`.
-    fn epoch_range(self) -> (usize, usize) {
+    /// `(epochs up to MID_TRAIN_ROWS, epochs from PAPER_TRAIN_ROWS)`: the ends of
+    /// [`Preset::epochs_for`].
+    pub fn epoch_range(self) -> (usize, usize) {
         match self {
             Preset::Plain => (20, 42),
             Preset::Plus => (16, 35),
@@ -477,7 +478,7 @@ impl TrainConfig {
         match preset {
             Preset::Plain => plain,
             Preset::Plus => TrainConfig {
-                epochs: 35,
+                epochs: Preset::Plus.epoch_range().1,
                 batch_size: 256,
                 lr_max: 0.008,
                 pct_start: 0.33,
@@ -485,7 +486,7 @@ impl TrainConfig {
                 ..plain
             },
             Preset::Demo => TrainConfig {
-                epochs: 20,
+                epochs: Preset::Demo.epoch_range().1,
                 eval_every: 0,
                 ..plain
             },

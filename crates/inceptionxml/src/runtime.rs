@@ -12,6 +12,8 @@
 //! set, candle 0.11 asks `num_cpus::get_physical()` — which parses `/proc/cpuinfo` — on *every*
 //! matmul (~5% of a batch-1 forward in `perf`).
 
+use crate::error::{Error, Result};
+
 /// [`tune_allocator`], and sets `RAYON_NUM_THREADS` to the available parallelism if it is unset.
 /// Call it first thing in `main`, before any thread is started (it writes the environment).
 pub fn tune_runtime() -> bool {
@@ -78,6 +80,47 @@ pub fn flush_denormals() -> bool {
     #[cfg(not(target_arch = "x86_64"))]
     {
         false
+    }
+}
+
+/// Builds rayon's global pool (used by candle's CPU kernels too) with `threads` workers (None:
+/// every core), each of them and the calling thread flushing subnormal floats to zero
+/// ([`flush_denormals`]). Call it before any parallel work: once the pool exists it keeps its
+/// settings, and a later call that names a different count is an error. The facade
+/// ([`crate::train()`], [`crate::Model::load_with`]) calls it.
+pub fn init_threads(threads: Option<usize>) -> Result<()> {
+    flush_denormals();
+    let mut pool = rayon::ThreadPoolBuilder::new().start_handler(|_| {
+        flush_denormals();
+    });
+    if let Some(n) = threads {
+        if n == 0 {
+            return Err(Error::Config("threads must be > 0".into()));
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        if n > 4 * cores {
+            return Err(Error::Config(format!(
+                "threads {n}: at most {} on this machine ({cores} cores; more threads only slow \
+                 the work down)",
+                4 * cores
+            )));
+        }
+        if std::env::var("RAYON_NUM_THREADS").ok().as_deref() != Some(&n.to_string()) {
+            // candle's gemm reads RAYON_NUM_THREADS; rayon's global pool is configured explicitly.
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        }
+        pool = pool.num_threads(n);
+    }
+    match (pool.build_global(), threads) {
+        (Ok(()), _) => Ok(()),
+        // Already built with this count (a second call in one process): nothing to change.
+        (Err(_), Some(n)) if rayon::current_num_threads() == n => Ok(()),
+        (Err(e), Some(n)) => Err(Error::Config(format!(
+            "threads {n}: the thread pool already runs {} threads ({e})",
+            rayon::current_num_threads()
+        ))),
+        // Already built (a second call in one process): it keeps its settings.
+        (Err(_), None) => Ok(()),
     }
 }
 

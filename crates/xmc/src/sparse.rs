@@ -230,7 +230,7 @@ impl SparseMatrix {
         Ok(m)
     }
 
-    /// Writes the sparse text format to `w` (values exactly, see [`FmtVal`]).
+    /// Writes the sparse text format to `w` (values exactly, see `FmtVal`).
     pub fn write_to<W: Write>(&self, w: &mut W) -> std::io::Result<()> {
         writeln!(w, "{} {}", self.n_rows, self.n_cols)?;
         for r in 0..self.n_rows {

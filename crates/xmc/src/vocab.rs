@@ -184,7 +184,7 @@ impl Vocab {
     }
 
     /// [`Vocab::encode`] for every text, in parallel: an N×`seq_len` row-major matrix.
-    pub fn encode_all(&self, texts: &[String], seq_len: usize) -> Vec<u32> {
+    pub fn encode_all<S: AsRef<str> + Sync>(&self, texts: &[S], seq_len: usize) -> Vec<u32> {
         let mut out = vec![0u32; texts.len() * seq_len];
         if seq_len == 0 {
             return out;
@@ -192,7 +192,7 @@ impl Vocab {
         out.par_chunks_mut(seq_len)
             .zip(texts.par_iter())
             .with_min_len(256)
-            .for_each(|(row, t)| self.encode_into(t, row));
+            .for_each(|(row, t)| self.encode_into(t.as_ref(), row));
         out
     }
 

@@ -7,9 +7,9 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::Device;
 use inceptionxml::config::{ClusterSource, ModelParams, PlusParams, ScoreMode, TrainConfig};
-use inceptionxml::predict::Ensemble;
 use inceptionxml::train::batches::{epoch_order, Batches};
 use inceptionxml::train::{train_step, Setup, TrainEvent};
+use inceptionxml::{LoadOptions, Model, PredictOptions};
 use xmc::dataset::XcDataset;
 
 #[derive(clap::Args)]
@@ -28,23 +28,10 @@ pub struct TrainBench {
     #[arg(long, default_value_t = inceptionxml::config::DEFAULT_EMBED_DIM)]
     pub dim: usize,
     #[command(flatten)]
-    pub device: crate::common::DeviceArg,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Time InceptionXML+ steps (meta head, shortlist, candidate scoring, lazy table updates).
-    #[arg(long)]
-    pub plus: bool,
-    /// With --plus: a label -> cluster file or a number of clusters to compute (PIFA + 2-means)
-    /// [default: L/10 as a power of two].
-    #[arg(long, requires = "plus")]
-    pub clusters: Option<String>,
-    /// With --plus: clusters shortlisted per row [default: C/64 within 128..=800, at most C].
-    #[arg(long, requires = "plus")]
-    pub top_k: Option<usize>,
-    /// With --plus: hidden width hd of the heads [default: 480].
-    #[arg(long, requires = "plus")]
-    pub hidden_dim: Option<usize>,
+    pub run: crate::common::RunArgs,
+    /// InceptionXML+ steps (meta head, shortlist, candidate scoring, lazy table updates).
+    #[command(flatten)]
+    pub plus: crate::common::PlusArgs,
     /// The implementation of the encoder and the classifier + BCE on the CPU: the fused ops, or
     /// candle's composed ops (the reference, and the path other devices take).
     #[arg(long, value_enum, default_value_t = EncoderPath::Fused)]
@@ -75,10 +62,7 @@ pub struct PredictBench {
     #[arg(long, default_value_t = 100)]
     pub top_k: usize,
     #[command(flatten)]
-    pub device: crate::common::DeviceArg,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    pub run: crate::common::RunArgs,
     /// InceptionXML+ ranking [default: the model's].
     /// `extreme` or `combined`.
     #[arg(long)]
@@ -143,7 +127,7 @@ pub fn bench_train(a: TrainBench) -> anyhow::Result<()> {
 }
 
 fn bench_train_with(a: TrainBench, profile: bool) -> anyhow::Result<()> {
-    crate::common::set_threads(a.threads)?;
+    crate::common::set_threads(a.run.threads.threads)?;
     anyhow::ensure!(a.steps > 0, "--steps must be > 0");
     anyhow::ensure!(a.batch_size >= 2, "--batch-size must be >= 2");
     let data = XcDataset::open(&a.data)
@@ -155,14 +139,14 @@ fn bench_train_with(a: TrainBench, profile: bool) -> anyhow::Result<()> {
     let params = ModelParams {
         embed_dim: a.dim,
         dropout_ext: None,
-        plus: a.plus.then(|| PlusParams {
-            clusters: ClusterSource::from_arg(a.clusters.as_deref()),
-            top_k: a.top_k,
-            hidden_dim: a.hidden_dim,
+        plus: a.plus.plus.then(|| PlusParams {
+            clusters: ClusterSource::from_arg(a.plus.clusters.as_deref()),
+            top_k: a.plus.top_k,
+            hidden_dim: a.plus.hidden_dim,
             dropout_meta: None,
         }),
     };
-    let device = a.device.open()?;
+    let device = a.run.device.open()?;
     // The same setup as `train` (vocabulary, clusters, model, optimisers), seed 0.
     let mut s = Setup::fresh(&data, cfg.clone(), &params, &device, &mut |e| {
         if let TrainEvent::Clustered {
@@ -363,24 +347,34 @@ fn print_profile(
 }
 
 pub fn bench_predict(a: PredictBench) -> anyhow::Result<()> {
-    crate::common::set_threads(a.threads)?;
+    crate::common::set_threads(a.run.threads.threads)?;
     anyhow::ensure!(a.batch_size > 0, "--batch-size must be > 0");
     anyhow::ensure!(a.top_k > 0, "--top-k must be > 0");
-    let device = a.device.open()?;
-    let p = Ensemble::load(std::slice::from_ref(&a.model), a.exact, &device)?;
+    let device = a.run.device.open()?;
+    let load = LoadOptions {
+        device: a.run.device.device,
+        exact: a.exact,
+        threads: a.run.threads.threads,
+    };
+    let p = Model::load_with(std::slice::from_ref(&a.model), &load)?;
+    let opts = PredictOptions {
+        batch_size: a.batch_size,
+        score: a.score,
+        ..PredictOptions::default()
+    };
     let mut texts = xmc::texts::read_texts(&a.texts)?;
     anyhow::ensure!(!texts.is_empty(), "{}: no texts", a.texts.display());
     texts.truncate(a.queries.max(1));
     if a.batch_size == 1 {
         for t in texts.iter().take(10) {
-            p.predict_one(t, a.top_k, a.score)?; // warm-up
+            p.rank_one(t, a.top_k, a.score)?; // warm-up
         }
         let mut lat = Vec::with_capacity(texts.len());
         inceptionxml::profile::enable(a.profile);
         let t_all = Instant::now();
         for t in &texts {
             let t0 = Instant::now();
-            p.predict_one(t, a.top_k, a.score)?;
+            p.rank_one(t, a.top_k, a.score)?;
             lat.push(t0.elapsed().as_secs_f64());
         }
         let total = t_all.elapsed().as_secs_f64();
@@ -400,10 +394,10 @@ pub fn bench_predict(a: PredictBench) -> anyhow::Result<()> {
         );
     } else {
         let warm = texts.len().min(a.batch_size);
-        p.predict_texts(&texts[..warm], a.top_k, a.batch_size, a.score)?;
+        p.rank(&texts[..warm], a.top_k, &opts)?;
         inceptionxml::profile::enable(a.profile);
         let t0 = Instant::now();
-        let rows = p.predict_texts(&texts, a.top_k, a.batch_size, a.score)?;
+        let rows = p.rank(&texts, a.top_k, &opts)?;
         let total = t0.elapsed().as_secs_f64();
         inceptionxml::profile::enable(false);
         println!(

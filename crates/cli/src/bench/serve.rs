@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use inceptionxml::predict::Ensemble;
+use inceptionxml::{Model, PredictOptions};
 
 /// Flags of `inceptionxml bench serve`.
 #[derive(clap::Args)]
@@ -233,26 +233,26 @@ pub fn bench_serve(a: ServeBench) -> anyhow::Result<()> {
 
     // The in-process predictor first, alone on the machine.
     {
-        let p = Ensemble::load(
-            std::slice::from_ref(&a.model),
-            false,
-            &candle_core::Device::Cpu,
-        )?;
+        let p = Model::load(&a.model)?;
         let n = texts.len().min(1000);
         for t in texts.iter().take(10) {
-            p.predict_one(t, a.limit, None)?;
+            p.rank_one(t, a.limit, None)?;
         }
         let mut lat: Vec<f64> = texts[..n]
             .iter()
             .map(|t| {
                 let t0 = Instant::now();
-                p.predict_one(t, a.limit, None)
+                p.rank_one(t, a.limit, None)
                     .map(|_| t0.elapsed().as_secs_f64())
             })
             .collect::<inceptionxml::Result<_>>()?;
         lat.sort_by(f64::total_cmp);
         let t0 = Instant::now();
-        let rows = p.predict_texts(&texts, a.limit, a.batch_size, None)?;
+        let opts = PredictOptions {
+            batch_size: a.batch_size,
+            ..Default::default()
+        };
+        let rows = p.rank(&texts, a.limit, &opts)?;
         let qps = rows.len() as f64 / t0.elapsed().as_secs_f64();
         println!(
             "predict (in process): batch 1 p50 {:.2} ms, p99 {:.2} ms; batch {} {:.0} queries/s",

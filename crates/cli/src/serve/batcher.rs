@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use inceptionxml::predict::Ensemble;
+use inceptionxml::Model;
 use tokio::sync::oneshot;
 
 use super::metrics::Metrics;
@@ -18,7 +18,7 @@ use super::metrics::Metrics;
 pub type Row = Vec<(u32, f32)>;
 
 /// A job's rows and the model snapshot that produced them.
-pub type Ranked = (Vec<Row>, Arc<Ensemble>);
+pub type Ranked = (Vec<Row>, Arc<Model>);
 
 /// A request's texts and where its answer goes.
 pub struct Job {
@@ -67,7 +67,7 @@ impl Batcher {
     /// Starts the workers of a project whose current model is `model`.
     pub fn start(
         project: &str,
-        model: Arc<RwLock<Arc<Ensemble>>>,
+        model: Arc<RwLock<Arc<Model>>>,
         params: BatchParams,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
@@ -127,7 +127,7 @@ impl Batcher {
 
 fn worker(
     rx: &Mutex<Receiver<Job>>,
-    model: &RwLock<Arc<Ensemble>>,
+    model: &RwLock<Arc<Model>>,
     params: BatchParams,
     metrics: &Metrics,
     depth: &AtomicUsize,
@@ -166,14 +166,18 @@ fn worker(
 }
 
 /// Ranks every job's texts in one pass and answers each job.
-fn run_batch(jobs: Vec<Job>, model: &RwLock<Arc<Ensemble>>, metrics: &Metrics) {
+fn run_batch(jobs: Vec<Job>, model: &RwLock<Arc<Model>>, metrics: &Metrics) {
     // The model as it is now: a reload swaps the Arc, never the model under a running batch.
     let ens = model.read().unwrap_or_else(|e| e.into_inner()).clone();
     let texts: Vec<String> = jobs.iter().flat_map(|j| j.texts.iter().cloned()).collect();
     let k = jobs.iter().map(|j| j.limit).max().unwrap_or(1).max(1);
     metrics.observe_batch(texts.len());
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        ens.predict_texts(&texts, k, texts.len().max(1), None)
+        let opts = inceptionxml::PredictOptions {
+            batch_size: texts.len().max(1),
+            ..Default::default()
+        };
+        ens.rank(&texts, k, &opts)
     }));
     let rows = match result {
         Ok(Ok(rows)) => rows,

@@ -36,7 +36,7 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use batcher::{BatchParams, Job, Ranked, Refused};
-use inceptionxml::predict::Ensemble;
+use inceptionxml::Model;
 use metrics::Metrics;
 use project::{Project, ProjectSpec, ReloadOutcome};
 
@@ -529,7 +529,7 @@ fn overloaded(detail: &str) -> Response {
 }
 
 /// Annif's `{"results": [...]}` for a row ranked by `model` (whose labels name the ids).
-fn results_json(row: &[(u32, f32)], model: &Ensemble) -> serde_json::Value {
+fn results_json(row: &[(u32, f32)], model: &Model) -> serde_json::Value {
     serde_json::json!({ "results": suggestions(row, model.labels()) })
 }
 

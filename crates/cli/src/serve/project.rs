@@ -4,8 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use candle_core::Device;
-use inceptionxml::predict::Ensemble;
+use inceptionxml::Model;
 
 use super::batcher::{BatchParams, Batcher};
 use super::metrics::Metrics;
@@ -95,15 +94,19 @@ impl Signature {
 /// A project being served.
 pub struct Project {
     pub spec: ProjectSpec,
-    pub model: Arc<RwLock<Arc<Ensemble>>>,
+    pub model: Arc<RwLock<Arc<Model>>>,
     pub signature: RwLock<Signature>,
     pub batcher: Batcher,
     exact: bool,
 }
 
 /// Loads the model directories of a project (validated; the CPU).
-pub fn load(spec: &ProjectSpec, exact: bool) -> inceptionxml::Result<Ensemble> {
-    Ensemble::load(&spec.dirs, exact, &Device::Cpu)
+pub fn load(spec: &ProjectSpec, exact: bool) -> inceptionxml::Result<Model> {
+    let opts = inceptionxml::LoadOptions {
+        exact,
+        ..Default::default()
+    };
+    Model::load_with(&spec.dirs, &opts)
 }
 
 impl Project {
@@ -128,7 +131,7 @@ impl Project {
     }
 
     /// The model now being served.
-    pub fn current(&self) -> Arc<Ensemble> {
+    pub fn current(&self) -> Arc<Model> {
         self.model.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 

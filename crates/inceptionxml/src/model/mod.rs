@@ -12,7 +12,7 @@
 //! | [`inception`] | the k = 4/8/16 circular branches, merge, final conv (im2col GEMMs) |
 //! | [`head`] | residual hidden layer and the L-way classifier |
 //! | [`plus`] | InceptionXML+'s meta and extreme heads (MODEL.md §5) |
-//! | [`bench`] | `bench_forward_backward()` timing helper |
+//! | [`mod@bench`] | `bench_forward_backward()` timing helper |
 //!
 //! Variable names in the `VarMap` (buffers marked *): `embedding.weight` [V, d];
 //! `attn_words.{weight [S,S], u*, v*, gamma [1]}`; `attn_dims.{weight [d,d], u*, v*, gamma}`;

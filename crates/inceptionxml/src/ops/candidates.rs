@@ -13,7 +13,7 @@
 //! * `∂W_e[p] = Σ_{rows r that picked p's cluster} ∂logit[r, slot] · g[r]` — computed per unique
 //!   cluster of the batch (blocks are disjoint, so clusters run in parallel without locks) and put
 //!   in a [`TableGrad`] side channel as `(positions, rows)`, positions strictly increasing, ready
-//!   for [`crate::ops::RowAdam`]. Nothing of size `L × hd` is allocated; the table gets no dense
+//!   for [`crate::optim::RowAdam`]. Nothing of size `L × hd` is allocated; the table gets no dense
 //!   gradient in autograd.
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -163,7 +163,7 @@ impl CandidatePlan {
     /// Logits `rows × width` (padding 0) from `g` (`rows × dim`) and the table (`L × dim`).
     ///
     /// By distinct block: a block's table rows are read once for all the batch rows that
-    /// scored it, in register tiles of 2 table rows × 4 batch rows ([`kernels::score_block`]);
+    /// scored it, in register tiles of 2 table rows × 4 batch rows (`kernels::score_block`);
     /// the block-major results are then put in slot order.
     pub fn scores(&self, g: &[f32], table: &[f32], dim: usize) -> Vec<f32> {
         let mut by_block = vec![0f32; self.block_major_len()];
@@ -192,7 +192,7 @@ impl CandidatePlan {
 
     /// `∂g` (`rows × dim`) from `∂logits` (`rows × width`).
     ///
-    /// By distinct block (its table rows read once), over [`GRAD_SLICES`] fixed slices of the
+    /// By distinct block (its table rows read once), over `GRAD_SLICES` fixed slices of the
     /// blocks, each adding into its own `rows × dim` buffer; the buffers are summed in slice
     /// order, so the result does not depend on the thread count or on scheduling.
     pub fn grad_input(&self, dlog: &[f32], table: &[f32], dim: usize) -> Vec<f32> {
@@ -315,7 +315,7 @@ impl CandidatePlan {
     /// The gradient of every touched table row, in [`CandidatePlan::touched`] order
     /// (`n_touched() × dim`): by distinct block (blocks are disjoint, so they run in parallel
     /// without locks), in register tiles of 4 table rows × 16 values summed over the block's
-    /// users ([`kernels::grad_table_block`]).
+    /// users (`kernels::grad_table_block`).
     pub fn grad_table(&self, dlog: &[f32], g: &[f32], dim: usize) -> Vec<f32> {
         let mut out = vec![0f32; self.n_touched() * dim];
         let mut parts: Vec<(&mut [f32], usize)> = Vec::with_capacity(self.uniq.len());

@@ -5,7 +5,7 @@
 //! products: every op allocates and zero-fills its result, broadcasts and narrows copy,
 //! backward passes of `narrow`/`cat`/broadcasts scatter into fresh zeroed tensors, and
 //! elementwise work runs in separate passes (`docs/BENCHMARKS.md`, "CPU speed"). This op
-//! computes the same function with the same products ([`crate::ops::mm`], the `gemm` kernels
+//! computes the same function with the same products (`ops::mm`, the `gemm` kernels
 //! candle itself calls) and nothing else:
 //!
 //! - **attention + projection**, per sample in parallel: `A = X Xᵀ`, `R = I + γ1 A W1`,

@@ -1,7 +1,7 @@
 //! Fused ops, each one type with its CPU kernel (and, with the `cuda` feature, its CUDA kernel)
 //! side by side: numerically stable BCE-with-logits, InceptionXML+'s candidate scoring with a
 //! sparse table gradient, GELU + BatchNorm, im2col, seeded dropout, SIMD dot/axpy. The Adam
-//! kernels live with their optimisers in [`crate::optim`]; [`cuda`] holds the launch helpers
+//! kernels live with their optimisers in [`crate::optim`]; `cuda` (with the feature) holds the launch helpers
 //! and the compiled kernels that every CUDA path uses.
 
 pub mod bce;

@@ -76,9 +76,9 @@ impl Ensemble {
     }
 
     /// Averaged top-k rows for `texts`.
-    pub fn predict_texts(
+    pub fn predict_texts<S: AsRef<str> + Sync>(
         &self,
-        texts: &[String],
+        texts: &[S],
         k: usize,
         batch_size: usize,
         score: Option<ScoreMode>,

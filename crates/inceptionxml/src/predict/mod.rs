@@ -249,9 +249,9 @@ impl Predictor {
 
     /// Top-k rows for `texts`, in batches of `batch_size` (`score`: InceptionXML+ ranking,
     /// None for the model's default).
-    pub fn predict_texts(
+    pub fn predict_texts<S: AsRef<str> + Sync>(
         &self,
-        texts: &[String],
+        texts: &[S],
         k: usize,
         batch_size: usize,
         score: Option<ScoreMode>,

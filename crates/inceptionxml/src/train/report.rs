@@ -25,6 +25,9 @@ pub enum TrainEvent<'a> {
     Step { loss: f64, samples_per_s: f64 },
     /// An epoch ended (after its evaluation and checkpoint).
     EpochEnd(&'a EpochReport),
+    /// A fresh run chose its number of epochs by the rows it trains on
+    /// ([`crate::config::Preset::epochs_for`]), no number having been given.
+    DefaultEpochs { epochs: usize, rows: usize },
     /// Something the user should know that does not stop the run.
     Warning(String),
 }
