@@ -18,7 +18,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::ops::encoder::{gelu_bn_bwd, gelu_bn_fwd, BnParams, BnStats, RowMap};
+use crate::ops::gelu_bn::{gelu_bn_bwd, gelu_bn_fwd, BnParams, BnStats, RowMap};
 use crate::ops::mm::{mm, par_for, Out, View};
 use crate::ops::residual_hidden::{add_masked, linear_grads, masked};
 use crate::ops::storage::zeros;
