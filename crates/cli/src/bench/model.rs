@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::Device;
 use inceptionxml::config::{ClusterSource, ModelParams, PlusParams, ScoreMode, TrainConfig};
+use inceptionxml::profile::Stage;
 use inceptionxml::train::batches::{epoch_order, Batches};
 use inceptionxml::train::{train_step, Setup, TrainEvent};
 use inceptionxml::{LoadOptions, Model, PredictOptions};
@@ -282,11 +283,11 @@ fn bench_train_with(a: TrainBench, profile: bool) -> anyhow::Result<()> {
 /// The stage table of `bench profile`: milliseconds per step, share of the step, and for the
 /// encoder's matrix-product stages GFLOP per step, GFLOP/s and the share of the GEMM peak.
 fn print_profile(
-    spans: &[(&'static str, std::time::Duration, u64)],
+    spans: &[(Stage, std::time::Duration, u64)],
     steps: usize,
     mean_step: f64,
     loader_wait: f64,
-    macs: &[(&'static str, f64)],
+    macs: &[(Stage, f64)],
     peak: f64,
 ) {
     let steps = steps.max(1) as f64;
@@ -313,7 +314,7 @@ fn print_profile(
             ms,
             100.0 * secs / steps / mean_step
         );
-        if let Some((_, m)) = macs.iter().find(|(n, _)| *n == name) {
+        if let Some((_, m)) = macs.iter().find(|(n, _)| n.name() == name) {
             let gflop = 2.0 * m / 1e9;
             let rate = gflop / (ms / 1e3);
             line += &format!(
@@ -327,19 +328,22 @@ fn print_profile(
     };
     row("loader wait", loader_wait, false);
     let mut accounted = 0.0;
-    for (name, dt, _) in spans {
-        let top = inceptionxml::train::step::STEP.contains(name);
+    for (stage, dt, _) in spans {
+        let top = stage.is_top();
         if top {
             accounted += dt.as_secs_f64();
         }
-        row(name, dt.as_secs_f64(), !top);
+        row(stage.name(), dt.as_secs_f64(), !top);
     }
     row(
         "other (outside the stages)",
         (mean_step * steps - accounted).max(0.0),
         false,
     );
-    if spans.iter().any(|(name, _, _)| name.starts_with('‖')) {
+    if spans
+        .iter()
+        .any(|(stage, _, _)| stage.name().starts_with('‖'))
+    {
         println!(
             "(stages marked ‖ run at the same time as the other side of their stage: their times overlap)"
         );

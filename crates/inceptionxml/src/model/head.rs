@@ -9,11 +9,15 @@ use candle_nn::VarMap;
 use rand_chacha::ChaCha8Rng;
 
 use super::batch_norm::BatchNorm;
+use super::classifier::{Classified, HeadGrads};
 use super::fused::{bn_params, host};
 use super::init;
 use crate::error::Result;
 use crate::ops::bn_hidden::{self, BnHiddenTape};
 use crate::ops::dropout::Dropout;
+use crate::ops::linear_bce::linear_bce;
+use crate::ops::storage::with_host_f32;
+use crate::profile::{timed, Stage};
 
 /// Residual hidden layer plus the L-way classifier.
 #[derive(Debug, Clone)]
@@ -129,6 +133,58 @@ impl Head {
     /// The classifier's weight `[D, L]` and bias `[L]` variables.
     pub fn classifier(&self) -> (&Var, &Var) {
         (&self.out_weight, &self.out_bias)
+    }
+
+    /// The head's training forward and loss as composed candle ops (the reference; any
+    /// device): the classifier and its BCE against `targets` `[B, L]` as one unit of the step's
+    /// graph, whose backward the caller runs.
+    pub fn train_composed(&self, h: &Tensor, targets: &Tensor) -> Result<Classified> {
+        timed(Stage::HeadsForwardLoss, || {
+            let z = self.classifier_input(h, true)?;
+            timed(Stage::PlainLoss, || {
+                Classified::new(&z, &self.out_weight, &self.out_bias, targets, false)
+            })
+        })
+    }
+
+    /// The head's training forward, loss and backward as fused host ops, outside candle's
+    /// graph: the hidden layer ([`bn_hidden`]) and the classifier + BCE
+    /// ([`crate::ops::linear_bce`]) against `targets` `[B, L]`. The same values as
+    /// [`Self::train_composed`] and its backward (tested on twin models, `train::step`).
+    pub fn train_fused(&self, h: &Tensor, targets: &Tensor) -> Result<HeadGrads> {
+        let (b, d) = h.dims2()?;
+        let c = self.out_weight.dim(1)?;
+        let (tape, cls) = timed(Stage::HeadsForwardLoss, || -> Result<_> {
+            let hv = h.flatten_all()?.to_vec1::<f32>()?;
+            let (z, tape) = timed(Stage::PlainHidden, || self.classifier_input_fused(&hv, b))?;
+            drop(hv);
+            let cls = timed(Stage::PlainLoss, || {
+                with_host_f32(self.out_weight.as_tensor(), |wv| {
+                    with_host_f32(self.out_bias.as_tensor(), |bv| {
+                        with_host_f32(targets, |yv| linear_bce(&z, wv, bv, yv, (b, d, c)))
+                    })
+                })
+            })????;
+            Ok((tape, cls))
+        })?;
+        timed(Stage::HeadsBackward, || {
+            let hg = bn_hidden::backward(&tape, &cls.dx)?;
+            drop(tape);
+            let (bn_w, bn_b) = self.bn.params();
+            let params = vec![
+                (self.out_weight.clone(), cls.dw),
+                (self.out_bias.clone(), cls.db),
+                (self.hidden_weight.clone(), hg.dw),
+                (self.hidden_bias.clone(), hg.db),
+                (bn_w.clone(), hg.bn_weight),
+                (bn_b.clone(), hg.bn_bias),
+            ];
+            Ok(HeadGrads {
+                loss: cls.loss,
+                dh: hg.dh,
+                params,
+            })
+        })
     }
 
     /// `h_f` `[B, D]` -> logits `[B, L]`.

@@ -43,6 +43,7 @@
 pub mod attention;
 pub mod batch_norm;
 pub mod bench;
+pub mod classifier;
 pub mod embedding;
 pub mod fused;
 pub mod head;

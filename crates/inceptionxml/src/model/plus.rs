@@ -15,16 +15,52 @@
 //! `VarMap` names: `meta.hidden.{weight [hd,D], u*, v*, bias [hd]}`, `meta.out.{weight [hd,C]
 //! (in × out), bias [C]}`, `extreme.hidden.{weight, u*, v*, bias}`, `extreme.table [L, hd]`.
 
+use std::sync::Arc;
+
 use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use xmc::shortlist::{self, ClusterIndex, Shortlist};
 
+use super::classifier::{Classified, HeadGrads};
 use super::init;
-use super::spectral_norm::{SnState, SpectralNorm};
+use super::spectral_norm::{sn_backward, SnState, SpectralNorm};
 use crate::config::PlusConfig;
 use crate::error::Result;
+use crate::ops::bce::bce_masked_host;
 use crate::ops::dropout::Dropout;
+use crate::ops::linear_bce::{bce_backward, linear};
 use crate::ops::residual_hidden;
+use crate::ops::storage::with_host_f32;
+use crate::ops::{
+    bce_with_logits_masked, candidate_logits, stable_sigmoid, CandidatePlan, TableGrad,
+};
+use crate::profile::{timed, Laps, Stage};
+
+/// An InceptionXML+ training graph from [`PlusHeads::train_composed`]: the scalar whose
+/// backward carries both heads' gradients (meta loss term + extreme loss), and what the step
+/// needs after it.
+pub struct PlusGraph {
+    pub term: Tensor,
+    /// The meta classifier (its fused weight gradients go in after the backward).
+    pub meta: Classified,
+    /// The candidates' masked BCE.
+    pub ext_loss: Tensor,
+    /// The label table's row gradient, filled by the backward.
+    pub table_grad: TableGrad,
+    pub plan: Arc<CandidatePlan>,
+}
+
+/// What [`PlusHeads::train_fused`] leaves: the heads' loss and gradients, and the candidates'
+/// logit gradient `dlog` (`rows × width`) with the extreme features `g` (`rows × hd`), from
+/// which the label-table update computes the table's gradient block by block.
+pub struct PlusGrads {
+    pub heads: HeadGrads,
+    pub plan: Arc<CandidatePlan>,
+    pub dlog: Vec<f32>,
+    pub g: Vec<f32>,
+}
 
 /// Name of the label table in the `VarMap` (rows in cluster order).
 pub const TABLE_NAME: &str = "extreme.table";
@@ -238,6 +274,163 @@ impl PlusHeads {
         let m2 = self.dropout.host_mask(b * d, p2)?;
         let (out, tape) = residual_hidden::forward(h, w, &bias, (b, d), m1, m2)?;
         Ok((out, tape, sn))
+    }
+
+    /// The heads' training forward and loss as composed candle ops (the reference; any device,
+    /// or hd ≠ D): meta head and its BCE against the cluster `targets` `[B, C]` (by the fused
+    /// classifier op with `fused_meta`), the shortlist of each row's top-K clusters (its
+    /// `positives`' clusters forced in), the extreme head over `h` (detached with `detach`) and
+    /// the candidates' masked BCE. The caller runs the backward of [`PlusGraph::term`].
+    pub fn train_composed(
+        &self,
+        index: &ClusterIndex,
+        h: &Tensor,
+        (targets, positives): (&Tensor, &[Vec<u32>]),
+        detach: bool,
+        fused_meta: bool,
+    ) -> Result<PlusGraph> {
+        timed(Stage::HeadsForwardLoss, || {
+            let hm = timed(Stage::MetaHead, || self.meta_input(h, true))?;
+            let meta = timed(Stage::MetaLoss, || {
+                let (w, b) = self.meta_vars();
+                Classified::new(&hm, w, b, targets, fused_meta)
+            })?;
+            let (plan, sl) = timed(Stage::Shortlist, || {
+                self.shortlist_plan(&meta.scores()?, positives, index)
+            })?;
+            let g = timed(Stage::ExtremeFeatures, || {
+                let hin = if detach { h.detach() } else { h.clone() };
+                self.extreme_features(&hin, true)
+            })?;
+            let (ext_loss, table_grad) = timed(Stage::CandidateLoss, || {
+                let (logits, table_grad) =
+                    candidate_logits(&g, self.table.as_tensor(), plan.clone())?;
+                let dev = logits.device().clone();
+                let shape = (sl.rows, sl.width);
+                let y = Tensor::from_vec(sl.targets, shape, &dev)?;
+                let m = Tensor::from_vec(sl.mask, shape, &dev)?;
+                Ok::<_, crate::Error>((bce_with_logits_masked(&logits, &y, &m)?, table_grad))
+            })?;
+            let term = (meta.term() + &ext_loss)?;
+            Ok(PlusGraph {
+                term,
+                meta,
+                ext_loss,
+                table_grad,
+                plan,
+            })
+        })
+    }
+
+    /// The heads' training forward, loss and backward as fused host ops (hd = D,
+    /// [`Self::fusable`]), outside candle's graph: the two hidden layers
+    /// ([`residual_hidden`]), the meta classifier + BCE ([`crate::ops::linear_bce`]), the
+    /// shortlist, the candidates' scores and masked BCE and their input gradient. The meta
+    /// classifier's backward runs beside the whole extreme head on the thread pool (it needs
+    /// only the meta logits). With `detach` the extreme head's gradient does not reach h_f. The
+    /// same values, masks and gradients as [`Self::train_composed`] and its backward (tested on
+    /// twin models, `train::step`); the label table's gradient is left to the update
+    /// ([`PlusGrads::dlog`], [`PlusGrads::g`]).
+    pub fn train_fused(
+        &self,
+        index: &ClusterIndex,
+        h: &Tensor,
+        (targets, positives): (&Tensor, &[Vec<u32>]),
+        detach: bool,
+    ) -> Result<PlusGrads> {
+        timed(Stage::HeadsForwardBackward, || {
+            self.train_fused_steps(index, h, (targets, positives), detach)
+        })
+    }
+
+    fn train_fused_steps(
+        &self,
+        index: &ClusterIndex,
+        h: &Tensor,
+        (targets, positives): (&Tensor, &[Vec<u32>]),
+        detach: bool,
+    ) -> Result<PlusGrads> {
+        let (b, d) = h.dims2()?;
+        let hv = h.flatten_all()?.to_vec1::<f32>()?;
+        let mut laps = Laps::start(Stage::PlusHidden);
+        let (hm, tape_m, sn_m) = self.hidden_train_fused(Hidden::Meta, &hv, b)?;
+        let (g, tape_e, sn_e) = self.hidden_train_fused(Hidden::Extreme, &hv, b)?;
+        drop(hv);
+        laps.next(Stage::PlusMetaLogits);
+        let (mw, mb) = self.meta_vars();
+        let c = mw.dim(1)?;
+        let logits = with_host_f32(mw.as_tensor(), |wv| {
+            with_host_f32(mb.as_tensor(), |bv| linear(&hm, wv, bv, (b, d, c)))
+        })???;
+        // The meta classifier's backward and the extreme head's whole forward and backward need
+        // only the meta logits: the two run side by side on the thread pool.
+        laps.next(Stage::PlusMetaBesideExtreme);
+        let (meta, ext) = rayon::join(
+            || {
+                timed(Stage::SideMetaBackward, || -> Result<_> {
+                    let meta = with_host_f32(mw.as_tensor(), |wv| {
+                        with_host_f32(targets, |yv| bce_backward(&hm, wv, yv, &logits, (b, d, c)))
+                    })???;
+                    let gm = residual_hidden::backward(&tape_m, &meta.dx)?;
+                    Ok((meta, gm))
+                })
+            },
+            || -> Result<_> {
+                let mut side = Laps::start(Stage::SideShortlist);
+                let scores: Vec<f32> = logits.par_iter().map(|&x| stable_sigmoid(x)).collect();
+                let (plan, sl) = self.shortlist_plan(&scores, positives, index)?;
+                drop(scores);
+                side.next(Stage::SideCandidateLoss);
+                let (ext_loss, dlog) = with_host_f32(self.table.as_tensor(), |t| {
+                    bce_masked_host(&plan.scores(&g, t, d), &sl.targets, &sl.mask)
+                })??;
+                side.next(Stage::SideCandidatesBackward);
+                let dg = with_host_f32(self.table.as_tensor(), |t| plan.grad_input(&dlog, t, d))?;
+                side.next(Stage::SideExtremeHiddenBackward);
+                let ge = residual_hidden::backward(&tape_e, &dg)?;
+                Ok((plan, ext_loss, dlog, ge))
+            },
+        );
+        let ((meta, mut gm), (plan, ext_loss, dlog, ge)) = (meta?, ext?);
+        drop(hm);
+        laps.next(Stage::PlusHeadGradients);
+        let mut dh = std::mem::take(&mut gm.dh);
+        if !detach {
+            dh.par_iter_mut().zip(&ge.dh).for_each(|(a, e)| *a += e);
+        }
+        let mut params = vec![(mw.clone(), meta.dw), (mb.clone(), meta.db)];
+        for (which, tape, sn, hg) in [
+            (Hidden::Meta, &tape_m, sn_m, gm),
+            (Hidden::Extreme, &tape_e, sn_e, ge),
+        ] {
+            let (w, bias) = self.hidden_vars(which);
+            params.push((w.clone(), sn_backward(&hg.dw, tape.weight(), &sn)));
+            params.push((bias.clone(), hg.db));
+        }
+        Ok(PlusGrads {
+            heads: HeadGrads {
+                loss: meta.loss + ext_loss,
+                dh,
+                params,
+            },
+            plan,
+            dlog,
+            g,
+        })
+    }
+
+    /// The shortlist of a batch from its meta scores (each row's `positives`' clusters forced
+    /// in) and its candidate plan.
+    fn shortlist_plan(
+        &self,
+        scores: &[f32],
+        positives: &[Vec<u32>],
+        index: &ClusterIndex,
+    ) -> Result<(Arc<CandidatePlan>, Shortlist)> {
+        let pos: Vec<&[u32]> = positives.iter().map(Vec::as_slice).collect();
+        let sl = shortlist::build(scores, index, self.cfg.top_k, Some(&pos))?;
+        let plan = Arc::new(CandidatePlan::new(&sl, index)?);
+        Ok((plan, sl))
     }
 
     /// Keeps both hidden layers' evaluation weights `W / σ`

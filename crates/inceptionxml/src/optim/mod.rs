@@ -17,7 +17,7 @@ use candle_core::{Tensor, Var};
 
 use crate::error::{Error, Result};
 use crate::ops::candidates::{CandidatePlan, TableRows};
-use crate::profile::span;
+use crate::profile::{span, timed, Stage};
 
 /// The variables a run's optimisers move, bound when [`Optimizers`] is built (as candle's
 /// optimisers know their variables, not the model): the dense parameters, the word table and,
@@ -41,9 +41,6 @@ pub struct Optimizers {
     word_table: Var,
     label_table: Option<Var>,
 }
-
-/// Profile span names inside a training step's "optimiser" ([`crate::profile`]).
-pub const OPT: [&str; 3] = ["dense Adam", "label-table rows", "word rows"];
 
 /// The label-table update of an InceptionXML+ step.
 pub enum TableUpdate<'a> {
@@ -137,14 +134,13 @@ impl Optimizers {
         lr: f64,
         beta1: f64,
     ) -> Result<usize> {
-        let sp = span(OPT[0]);
-        self.adam.step(grads, lr, beta1)?;
-        drop(sp);
-        let sp =
-            (self.labels.is_some() && !matches!(table, TableUpdate::Done(_))).then(|| span(OPT[1]));
-        let touched = self.split().1.step(table, lr, beta1)?;
-        drop(sp);
-        let _sp = span(OPT[2]);
+        timed(Stage::DenseAdam, || self.adam.step(grads, lr, beta1))?;
+        let touched = match (&self.labels, &table) {
+            // Applied beside the encoder's backward already: nothing to time here.
+            (None, _) | (_, TableUpdate::Done(_)) => self.split().1.step(table, lr, beta1)?,
+            _ => timed(Stage::LabelRows, || self.split().1.step(table, lr, beta1))?,
+        };
+        let _sp = span(Stage::WordRows);
         match grads.get(x) {
             Some(gx) => {
                 // Grouped on the host from the batch's ids, summed where the gradient lives.

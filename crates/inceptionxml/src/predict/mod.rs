@@ -37,7 +37,7 @@ use crate::model::plus::PlusHeads;
 use crate::model::InceptionXml;
 use crate::model_dir::{self, ModelDirConfig};
 use crate::ops::stable_sigmoid;
-use crate::profile::span;
+use crate::profile::{timed, Laps, Stage};
 
 /// One ranked row: `(label, score)`, scores descending.
 pub type Row = Vec<(u32, f32)>;
@@ -104,14 +104,6 @@ fn plus_parts(model: &InceptionXml) -> Result<(&PlusHeads, &ClusterIndex)> {
     }
 }
 
-/// Profile span names of prediction's stages ([`crate::profile`]).
-pub const STAGES: [&str; 4] = [
-    "predict: lookup + encoder",
-    "predict: meta head + shortlist",
-    "predict: extreme features",
-    "predict: candidates + ranking",
-];
-
 /// Top-k rows for N×S token ids (`ids.len()` a multiple of the model's sequence length), in
 /// batches of `batch_size`, evaluation mode (no dropout, batch-norm running statistics).
 /// InceptionXML+ ranks with `score` (None: the model's configured default). With `indexes` and
@@ -144,10 +136,10 @@ pub fn rank_ids(
         let device = model.embedding_table().device().clone();
         let mut out = Ranked::default();
         for chunk in ids.chunks(batch_size.max(1) * s) {
-            let sp = span(STAGES[0]);
-            let t = Tensor::from_slice(chunk, (chunk.len() / s, s), &device)?;
-            let h = model.encode(&model.embed(&t)?, false)?;
-            drop(sp);
+            let h = timed(Stage::PredictEncode, || -> Result<Tensor> {
+                let t = Tensor::from_slice(chunk, (chunk.len() / s, s), &device)?;
+                model.encode(&model.embed(&t)?, false)
+            })?;
             match (mode, indexes) {
                 (None, None) => out.rows.extend(exact::plain(model, &h, k)?),
                 (None, Some(Indexes::Plain(ix))) => out.rows.extend(int8::plain(model, ix, &h, k)?),
@@ -189,16 +181,14 @@ fn rank_plus(
     fast: Option<&FastIndex>,
 ) -> Result<(Vec<Row>, Vec<Vec<u32>>)> {
     let (plus, index) = plus_parts(model)?;
-    let sp = span(STAGES[1]);
+    let mut laps = Laps::start(Stage::PredictShortlist);
     let shortlisted = match fast {
         Some(fi) => int8::shortlist(plus, index, h, fi)?,
         None => exact::shortlist(plus, index, h)?,
     };
-    drop(sp);
-    let sp = span(STAGES[2]);
+    laps.next(Stage::PredictExtremeFeatures);
     let g = plus.extreme_features(h, false)?;
-    drop(sp);
-    let _sp = span(STAGES[3]);
+    laps.next(Stage::PredictCandidates);
     let rows = match fast {
         Some(fi) => int8::rank_candidates(plus, index, &shortlisted, &g, fi, k, score)?,
         None => exact::rank_candidates(plus, index, &shortlisted, &g, k, score)?,

@@ -33,7 +33,7 @@ impl Workspace {
         }
         check_params(p, &dims)?;
         let mut g = Grads::default();
-        let sp = span(BWD[0]);
+        let mut laps = Laps::start(Stage::EncBwdBnFinal);
         // Final BatchNorm: dy3 compact [B·L2, F] from the channel-major gradient.
         let mut dy3 = vec![0f32; b * l2 * f];
         dy3.par_chunks_mut(l2 * f)
@@ -62,8 +62,7 @@ impl Workspace {
         )?;
         g.bn3 = (dw, db);
         g.fin_bias = dbias;
-        drop(sp);
-        let sp = span(BWD[1]);
+        laps.next(Stage::EncBwdFinal);
         let dz3 = &self.dz3[..];
         // Final convolution's weight: windowsᵀ · dz3.
         g.fin = vec![0f32; K * 3 * f * f];
@@ -88,8 +87,7 @@ impl Workspace {
                 par_for(b * w2, blk, f),
             )?;
         }
-        drop(sp);
-        let sp = span(BWD[2]);
+        laps.next(Stage::EncBwdBnMerge);
         // Merge BatchNorm (with its dropout).
         let dz2 = grow(&mut self.dz2, b * wp * 3 * f);
         // Rows l1..wp of each sample (the GELU+BN backward writes the rest).
@@ -110,8 +108,7 @@ impl Workspace {
         )?;
         g.bn2 = (dw, db);
         g.conv_bias = dbias;
-        drop(sp);
-        let sp = span(BWD[3]);
+        laps.next(Stage::EncBwdBranchWeights);
         let dz2 = &self.dz2[..];
         // Branch weights: windowsᵀ · dz2 (column block j).
         for (j, &(k, o)) in BRANCHES.iter().enumerate() {
@@ -125,8 +122,7 @@ impl Workspace {
             )?;
             g.conv[j] = w;
         }
-        drop(sp);
-        let sp = span(BWD[4]);
+        laps.next(Stage::EncBwdBranchInputs);
         // Branch inputs: per chunk of samples, columns dz2·Wᵀ then scattered back (col2im).
         let cw: usize = BRANCHES.iter().map(|(k, _)| k * f).sum();
         let dcols = grow(&mut self.dcols, b * wp * cw);
@@ -169,8 +165,7 @@ impl Workspace {
                 }
                 Ok(())
             })?;
-        drop(sp);
-        let sp = span(BWD[5]);
+        laps.next(Stage::EncBwdBnProjection);
         // Fold the circular padding back: dy1 [B·d, F].
         let dy1 = grow(&mut self.dy1, b * d * f);
         dy1.par_chunks_mut(d * f)
@@ -203,8 +198,7 @@ impl Workspace {
         )?;
         g.bn1 = (dw, db);
         g.bp = dbias;
-        drop(sp);
-        let sp = span(BWD[6]);
+        laps.next(Stage::EncBwdAttention);
         // Attention and projection backward per sample.
         let na = dims.att();
         let nd = 6 * s * s + f * s;
@@ -241,8 +235,7 @@ impl Workspace {
         g.w1 = acc.w1;
         g.g1 = acc.g1 as f32;
         g.g2 = acc.g2 as f32;
-        drop(sp);
-        let sp = span(BWD[7]);
+        laps.next(Stage::EncBwdXW2);
         // Y = X W2ᵀ on the words' rows: dX += dY W2 (scattered back), dW2 = dYᵀ X.
         let dyc = &self.dyc[..];
         let dxc = grow(&mut self.dxc, rows * d);
@@ -271,8 +264,7 @@ impl Workspace {
             false,
             par_for(d, d, rows),
         )?;
-        drop(sp);
-        let _sp = span(BWD[8]);
+        laps.next(Stage::EncBwdWordDropout);
         if self.drop.embed.is_some() {
             let lens = &self.lens;
             g.x.par_chunks_mut(s * d)

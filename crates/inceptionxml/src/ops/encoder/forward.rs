@@ -54,7 +54,7 @@ impl Workspace {
         let dr = self.drop;
         // Word-vector dropout on the words' rows (the padding rows stay zero), and the words'
         // rows gathered: xc [rows, d].
-        let sp = span(FWD[0]);
+        let mut laps = Laps::start(Stage::EncFwdWordDropout);
         let x = grow(&mut self.x, b * s * d);
         let mask0 = grow(
             &mut self.mask0,
@@ -85,8 +85,7 @@ impl Workspace {
                     xcs.copy_from_slice(&xs[..n]);
                 });
         }
-        drop(sp);
-        let sp = span(FWD[1]);
+        laps.next(Stage::EncFwdAttention);
         let x = &self.x[..];
         // Y = X W2ᵀ on the words' rows only (padding rows give zero).
         let y = grow(&mut self.yc, rows * d);
@@ -111,9 +110,8 @@ impl Workspace {
             .try_for_each(|(bi, (a, z))| {
                 attention_fwd(p, &dims, x, y, (bi, lens[bi], offs[bi]), a, z)
             })?;
-        drop(sp);
         // GELU + BatchNorm(F) (+ dropout) into the padded layout.
-        let sp = span(FWD[2]);
+        laps.next(Stage::EncFwdBnProjection);
         // Only the rows nothing below writes are zeroed: each sample's tail past its circular
         // padding and the K rows after the last sample (the windows' overhang).
         let ppad = grow(&mut self.ppad, (b * rp + K) * f);
@@ -141,8 +139,7 @@ impl Workspace {
             smp.copy_within(PAD * f..2 * PAD * f, (PAD + d) * f);
             smp[(2 * PAD + d) * f..].fill(0.0);
         });
-        drop(sp);
-        let sp = span(FWD[3]);
+        laps.next(Stage::EncFwdBranches);
         let ppad = &self.ppad[..];
         // The three branches: one GEMM each over overlapping windows (row stride 4F).
         let z2 = grow(&mut self.z2, b * wp * 3 * f);
@@ -157,8 +154,7 @@ impl Workspace {
                 par_for(b * wp, f, k * f),
             )?;
         }
-        drop(sp);
-        let sp = span(FWD[4]);
+        laps.next(Stage::EncFwdBnMerge);
         let h = grow(&mut self.h, (b * wp + K) * 3 * f);
         // Rows l1..wp of each sample and the K rows after the last; the GELU+BN writes the rest.
         h[b * wp * 3 * f..].fill(0.0);
@@ -179,8 +175,7 @@ impl Workspace {
             RowMap { stride: wp, off: 0 },
             merge_mask,
         )?;
-        drop(sp);
-        let sp = span(FWD[5]);
+        laps.next(Stage::EncFwdFinal);
         // Final convolution: one GEMM over 16-row windows of H at stride 4.
         let z3 = grow(&mut self.z3, b * w2 * f);
         mm(
@@ -192,8 +187,7 @@ impl Workspace {
             false,
             par_for(b * w2, f, K * 3 * f),
         )?;
-        drop(sp);
-        let sp = span(FWD[6]);
+        laps.next(Stage::EncFwdBnFinal);
         let y3 = grow(&mut self.y3, b * l2 * f);
         self.stats[2] = gelu_bn_fwd(
             &self.z3,
@@ -219,7 +213,7 @@ impl Workspace {
                     }
                 }
             });
-        drop(sp);
+        laps.stop();
         Ok(out)
     }
 }

@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::ops::dropout::{mask_into, mask_range};
 use crate::ops::mm::{mm, mm_split_k, par_for, Out, View};
 use crate::ops::storage::zeros;
-use crate::profile::span;
+use crate::profile::{Laps, Stage};
 
 use crate::ops::gelu_bn::{gelu_bn_bwd, gelu_bn_fwd, RowMap};
 pub use crate::ops::gelu_bn::{BnParams, BnStats};
@@ -54,29 +54,6 @@ const BRANCHES: [(usize, usize); 3] = [(4, 6), (8, 4), (16, 0)];
 const PAD: usize = 6;
 const K: usize = 16;
 const STRIDE: usize = 4;
-
-/// Profile span names of the forward stages ([`crate::profile`]).
-pub const FWD: [&str; 7] = [
-    "enc fwd: word dropout",
-    "enc fwd: attention + projection",
-    "enc fwd: GELU+BN (projection)",
-    "enc fwd: inception branches",
-    "enc fwd: GELU+BN (merge)",
-    "enc fwd: final convolution",
-    "enc fwd: GELU+BN (final)",
-];
-/// Profile span names of the backward stages.
-pub const BWD: [&str; 9] = [
-    "enc bwd: GELU+BN (final)",
-    "enc bwd: final convolution",
-    "enc bwd: GELU+BN (merge)",
-    "enc bwd: branch weights",
-    "enc bwd: branch inputs (col2im)",
-    "enc bwd: GELU+BN (projection)",
-    "enc bwd: attention + projection",
-    "enc bwd: X W2ᵀ (dX, dW2)",
-    "enc bwd: word dropout",
-];
 
 /// Sizes of one batch through the encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,10 +102,10 @@ impl Dims {
         })
     }
 
-    /// Multiply–adds per batch of each stage named in [`FWD`] / [`BWD`] (products only, as
+    /// Multiply–adds per batch of each stage named by its [`Stage`] (products only, as
     /// computed: padding windows included, padding word rows skipped), for texts of `words`
     /// words on average (at most S), for the profile's FLOP rates.
-    pub fn macs(&self, words: f64) -> Vec<(&'static str, f64)> {
+    pub fn macs(&self, words: f64) -> Vec<(Stage, f64)> {
         let (b, s, d, f) = (self.b as f64, self.s as f64, self.d as f64, self.f as f64);
         let n = words.clamp(0.0, s);
         let (wp, w2) = (self.wp as f64, self.w2 as f64);
@@ -138,20 +115,20 @@ impl Dims {
         vec![
             // A, N: n²d; X W2ᵀ: d²n; AW1, RN, (RN)R: 3S³; W_p M: F·S²; projection: F·n·d.
             (
-                FWD[1],
+                Stage::EncFwdAttention,
                 b * (2.0 * n * n * d + d * d * n + 3.0 * s2 * s + f * s2 + f * n * d),
             ),
-            (FWD[3], branches),
-            (FWD[5], fin),
-            (BWD[1], 2.0 * fin),
-            (BWD[3], branches),
-            (BWD[4], branches),
+            (Stage::EncFwdBranches, branches),
+            (Stage::EncFwdFinal, fin),
+            (Stage::EncBwdFinal, 2.0 * fin),
+            (Stage::EncBwdBranchWeights, branches),
+            (Stage::EncBwdBranchInputs, branches),
             // dT, dX(T): 2F·n·d; dWp, dM: 2F·S²; 6 S×S×S products; dY, dX(N), dX(A): 3n²d.
             (
-                BWD[6],
+                Stage::EncBwdAttention,
                 b * (2.0 * f * n * d + 2.0 * f * s2 + 6.0 * s2 * s + 3.0 * n * n * d),
             ),
-            (BWD[7], b * 2.0 * d * d * n),
+            (Stage::EncBwdXW2, b * 2.0 * d * d * n),
         ]
     }
 
