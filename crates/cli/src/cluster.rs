@@ -10,9 +10,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use xmc::cluster::{
-    cluster_labels_with, cooccurrence_quality, ClusterParams, Stop, DEFAULT_MAX_LEAF,
-};
+use xmc::cluster::{cluster_labels_with, ClusterParams, Stop, DEFAULT_MAX_LEAF};
+use xmc::cluster_quality::cooccurrence_quality;
 use xmc::pifa::{pifa, DEFAULT_TOP_N};
 use xmc::tfidf::{normalize_rows, TfIdf, TfIdfParams};
 use xmc::SparseMatrix;

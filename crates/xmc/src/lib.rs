@@ -29,6 +29,7 @@ pub mod metrics;
 
 // Label clustering.
 pub mod cluster;
+pub mod cluster_quality;
 pub mod pifa;
 pub mod shortlist;
 pub mod synthetic;

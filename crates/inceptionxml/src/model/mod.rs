@@ -12,7 +12,7 @@
 //! | [`inception`] | the k = 4/8/16 circular branches, merge, final conv (im2col GEMMs) |
 //! | [`head`] | residual hidden layer and the L-way classifier |
 //! | [`plus`] | InceptionXML+'s meta and extreme heads (MODEL.md §5) |
-//! | [`mod@bench`] | `bench_forward_backward()` timing helper |
+//! | [`classifier`] | a classifier + BCE as one unit of a step's graph; what a fused head pass returns |
 //!
 //! Variable names in the `VarMap` (buffers marked *): `embedding.weight` [V, d];
 //! `attn_words.{weight [S,S], u*, v*, gamma [1]}`; `attn_dims.{weight [d,d], u*, v*, gamma}`;
@@ -38,11 +38,10 @@
 //! above saves ~0.8 M and never materialises `O1`, `O2`. The backward pass costs about twice the
 //! forward. Elementwise work (GELU, BatchNorm, dropout) is O(S·d + F·d + 3F·L1) ≈ 30 k values.
 //!
-//! Measured timings of these stages are in docs/BENCHMARKS.md (`model::bench`).
+//! Measured timings of these stages are in docs/BENCHMARKS.md (`inceptionxml bench profile`).
 
 pub mod attention;
 pub mod batch_norm;
-pub mod bench;
 pub mod classifier;
 pub mod embedding;
 pub mod fused;
@@ -78,6 +77,14 @@ pub const EMBEDDING_NAME: &str = "embedding.weight";
 /// Name suffixes of the non-trainable buffers in the `VarMap`.
 pub const BUFFER_SUFFIXES: [&str; 4] = [".running_mean", ".running_var", ".u", ".v"];
 
+/// The heads on top of the encoder: plain InceptionXML's one-vs-all head, or InceptionXML+'s meta
+/// and extreme heads.
+#[derive(Debug, Clone)]
+pub enum Heads {
+    Plain(Head),
+    Plus(PlusHeads),
+}
+
 /// InceptionXML: embedding, dual attention, projection, inception encoder, one-vs-all head; or,
 /// with `cfg.plus`, InceptionXML+: the same encoder with meta and extreme heads.
 #[derive(Debug, Clone)]
@@ -87,8 +94,7 @@ pub struct InceptionXml {
     attention: DualAttention,
     projection: Projection,
     inception: Inception,
-    head: Option<Head>,
-    plus: Option<PlusHeads>,
+    heads: Heads,
     clusters: Option<Arc<ClusterIndex>>,
     dropout: Dropout,
     trainable: Vec<(String, Var)>,
@@ -128,35 +134,29 @@ impl InceptionXml {
         let attention = DualAttention::new(varmap, "attn_", s, d, &mut rng(1), device)?;
         let projection = Projection::new(varmap, "proj", s, f, &mut rng(2), device)?;
         let inception = Inception::new(varmap, "inception", f, &mut rng(3), device)?;
-        let (head, plus) = match &cfg.plus {
-            None => (
-                Some(Head::new(
-                    varmap,
-                    "head",
-                    cfg.feature_dim(),
-                    cfg.n_labels,
-                    cfg.dropout_hidden,
-                    cfg.dropout_ext,
-                    dropout.clone(),
-                    &mut rng(4),
-                    device,
-                )?),
-                None,
-            ),
-            Some(p) => (
-                None,
-                Some(PlusHeads::new(
-                    varmap,
-                    p,
-                    cfg.feature_dim(),
-                    cfg.n_labels,
-                    cfg.dropout_hidden,
-                    cfg.dropout_ext,
-                    dropout.clone(),
-                    &mut rng(4),
-                    device,
-                )?),
-            ),
+        let heads = match &cfg.plus {
+            None => Heads::Plain(Head::new(
+                varmap,
+                "head",
+                cfg.feature_dim(),
+                cfg.n_labels,
+                cfg.dropout_hidden,
+                cfg.dropout_ext,
+                dropout.clone(),
+                &mut rng(4),
+                device,
+            )?),
+            Some(p) => Heads::Plus(PlusHeads::new(
+                varmap,
+                p,
+                cfg.feature_dim(),
+                cfg.n_labels,
+                cfg.dropout_hidden,
+                cfg.dropout_ext,
+                dropout.clone(),
+                &mut rng(4),
+                device,
+            )?),
         };
         let mut trainable: Vec<(String, Var)> = lock(varmap)?
             .iter()
@@ -172,8 +172,7 @@ impl InceptionXml {
             attention,
             projection,
             inception,
-            head,
-            plus,
+            heads,
             clusters: None,
             dropout,
             trainable,
@@ -183,9 +182,17 @@ impl InceptionXml {
         })
     }
 
+    /// The model's heads.
+    pub fn heads(&self) -> &Heads {
+        &self.heads
+    }
+
     /// The InceptionXML+ heads, if this is an InceptionXML+ model.
     pub fn plus(&self) -> Option<&PlusHeads> {
-        self.plus.as_ref()
+        match &self.heads {
+            Heads::Plus(p) => Some(p),
+            Heads::Plain(_) => None,
+        }
     }
 
     /// Attaches the label clustering of an InceptionXML+ model (the label table's row order);
@@ -279,9 +286,12 @@ impl InceptionXml {
 
     /// The full L-way head (plain InceptionXML only).
     pub fn full_head(&self) -> Result<&Head> {
-        self.head.as_ref().ok_or_else(|| {
-            Error::WrongModelKind("an InceptionXML+ model has no full L-way head".into())
-        })
+        match &self.heads {
+            Heads::Plain(h) => Ok(h),
+            Heads::Plus(_) => Err(Error::WrongModelKind(
+                "an InceptionXML+ model has no full L-way head".into(),
+            )),
+        }
     }
 
     /// embed + encode + head.
@@ -308,7 +318,10 @@ impl InceptionXml {
             &self.attention,
             &self.projection,
             &self.inception,
-            self.head.as_ref(),
+            match &self.heads {
+                Heads::Plain(h) => Some(h),
+                Heads::Plus(_) => None,
+            },
         )
     }
 }

@@ -34,7 +34,7 @@ pub use int8::{FastIndex, MetaIndex};
 use crate::config::ScoreMode;
 use crate::error::{Error, Result};
 use crate::model::plus::PlusHeads;
-use crate::model::InceptionXml;
+use crate::model::{Heads, InceptionXml};
 use crate::model_dir::{self, ModelDirConfig};
 use crate::ops::stable_sigmoid;
 use crate::profile::{timed, Laps, Stage};
@@ -57,10 +57,10 @@ pub enum Indexes {
 impl Indexes {
     /// Quantises the model's output layer (plain) or both heads' big tables (InceptionXML+).
     pub fn build(model: &InceptionXml) -> Result<Self> {
-        match model.plus() {
-            Some(p) => Ok(Indexes::Plus(FastIndex::new(p)?)),
-            None => {
-                let (w, b) = model.full_head()?.output_layer();
+        match model.heads() {
+            Heads::Plus(p) => Ok(Indexes::Plus(FastIndex::new(p)?)),
+            Heads::Plain(head) => {
+                let (w, b) = head.output_layer();
                 Ok(Indexes::Plain(MetaIndex::from_linear(w, b)?))
             }
         }

@@ -17,7 +17,7 @@ use xmc::SparseMatrix;
 use super::TrainEvent;
 use crate::config::{ClusterSource, ModelParams, TrainConfig};
 use crate::error::{Error, Result};
-use crate::model::InceptionXml;
+use crate::model::{Heads, InceptionXml};
 use crate::model_dir::{self, ModelDirConfig, TrainerState};
 use crate::optim::{AdamConsts, Optimizers, TrainVars};
 
@@ -134,12 +134,11 @@ impl Setup {
             cfg.train.seed,
         )?;
         setup.model.set_embeddings(&table)?;
-        if setup.model.plus().is_none() {
+        if let Heads::Plain(head) = setup.model.heads() {
             let bias = cfg
                 .train
                 .output_bias
                 .values(&setup.train_labels.col_counts(), setup.n_train);
-            let head = setup.model.full_head()?;
             let var = &head.out_bias;
             var.set(&candle_core::Tensor::from_vec(bias, var.dims(), device)?)?;
         }

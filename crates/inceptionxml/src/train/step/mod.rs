@@ -29,7 +29,7 @@ use super::batches::Batch;
 use crate::error::Result;
 use crate::model::classifier::HeadGrads;
 use crate::model::fused::FusedTape;
-use crate::model::InceptionXml;
+use crate::model::{Heads, InceptionXml};
 use crate::optim::{Adam, LabelRows, Optimizers, TableUpdate};
 use crate::profile::{span, timed, Stage};
 
@@ -134,12 +134,12 @@ pub fn train_step(
     // The whole step runs on a worker of the thread pool: called from outside it, each of the
     // step's parallel stages would hand its work to the pool and sleep until a worker woke and
     // finished it (see `predict::rank_ids`).
-    rayon::scope(|_| match model.plus() {
-        None => Ok((
+    rayon::scope(|_| match model.heads() {
+        Heads::Plain(_) => Ok((
             train_step_plain(model, opt, batch, lr, beta1)?,
             StepStats::default(),
         )),
-        Some(_) => train_step_plus(model, opt, batch, lr, beta1, detach),
+        Heads::Plus(_) => train_step_plus(model, opt, batch, lr, beta1, detach),
     })
 }
 
