@@ -13,6 +13,9 @@ use crate::ops::{bce_with_logits, bce_with_logits_masked, CandidatePlan};
 use crate::optim::adam::{AdamCoef, AdamConsts};
 use crate::optim::RowGroups;
 
+// The kernels compiled as C++ (`kernels/host_emulation.cpp`). Each reads and writes only the
+// elements its size arguments name, through the pointers given, and keeps no pointer after it
+// returns; callers pass pointers of live buffers of at least those sizes.
 extern "C" {
     fn adam_f32(
         p: *mut f32,
@@ -134,6 +137,8 @@ fn adam_kernels_match_the_cpu_update() {
     v.iter_mut().for_each(|x| *x = x.abs());
     let (mut p2, mut m2, mut v2) = (p.clone(), m.clone(), v.clone());
     coef.apply(&mut p, &g, &mut m, &mut v);
+    // SAFETY: every pointer is into a live vector of at least the elements that the size
+    // arguments name (the vectors are built with those sizes above); see the extern block.
     unsafe {
         adam_f32(
             p2.as_mut_ptr(),
@@ -166,6 +171,8 @@ fn adam_kernels_match_the_cpu_update() {
             &mut v[at],
         );
     }
+    // SAFETY: every pointer is into a live vector of at least the elements that the size
+    // arguments name (the vectors are built with those sizes above); see the extern block.
     unsafe {
         row_adam_f32(
             p2.as_mut_ptr(),
@@ -194,6 +201,8 @@ fn segment_sum_kernel_matches_the_host_grouping() {
     let g = values(ids.len() * dim, 7, 1.0);
     let want = groups.sum_host(&g, dim).unwrap();
     let mut got = vec![0f32; want.len()];
+    // SAFETY: every pointer is into a live vector of at least the elements that the size
+    // arguments name (the vectors are built with those sizes above); see the extern block.
     unsafe {
         segment_sum_f32(
             g.as_ptr(),
@@ -235,6 +244,8 @@ fn bce_kernels_match_the_cpu_loss_and_gradient() {
             .unwrap();
         let mut acc = [0f64; 2];
         let mut out = [0f32; 1];
+        // SAFETY: every pointer is into a live vector of at least the elements that the size
+        // arguments name (the vectors are built with those sizes above); see the extern block.
         unsafe {
             bce_sum_f32(
                 x.as_ptr(),
@@ -254,6 +265,8 @@ fn bce_kernels_match_the_cpu_loss_and_gradient() {
         };
         let scale = [1.0 / count];
         let mut got = vec![0f32; n];
+        // SAFETY: every pointer is into a live vector of at least the elements that the size
+        // arguments name (the vectors are built with those sizes above); see the extern block.
         unsafe {
             bce_grad_f32(
                 x.as_ptr(),
@@ -281,6 +294,8 @@ fn dropout_kernel_draws_the_cpu_mask() {
         .collect();
     let mut got = vec![0f32; n];
     let threshold = (p as f64 * 4_294_967_296.0) as u64;
+    // SAFETY: every pointer is into a live vector of at least the elements that the size
+    // arguments name (the vectors are built with those sizes above); see the extern block.
     unsafe {
         dropout_f32(
             x.as_ptr(),
@@ -315,6 +330,8 @@ fn candidate_kernels_match_the_block_code() {
         .collect();
     let slots = plan.slot_positions();
     let mut scores = vec![f32::NAN; rows * w];
+    // SAFETY: every pointer is into a live vector of at least the elements that the size
+    // arguments name (the vectors are built with those sizes above); see the extern block.
     let rc = unsafe {
         emu_cand_scores_warp(
             g.as_ptr(),
@@ -329,6 +346,8 @@ fn candidate_kernels_match_the_block_code() {
     assert_eq!(rc, 0, "emulated warp did not start");
     close("scores", &scores, &plan.scores(&g, &table, dim), 1e-5);
     let mut dg = vec![0f32; rows * dim];
+    // SAFETY: every pointer is into a live vector of at least the elements that the size
+    // arguments name (the vectors are built with those sizes above); see the extern block.
     unsafe {
         cand_grad_input_f32(
             dlog.as_ptr(),
@@ -350,6 +369,8 @@ fn candidate_kernels_match_the_block_code() {
     let want = plan.grad_table(&dlog, &g, dim);
     let n_touched = plan.touched().len();
     let mut dw = vec![0f32; n_touched * dim];
+    // SAFETY: every pointer is into a live vector of at least the elements that the size
+    // arguments name (the vectors are built with those sizes above); see the extern block.
     unsafe {
         cand_grad_table_f32(
             dlog.as_ptr(),

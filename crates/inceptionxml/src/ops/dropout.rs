@@ -17,6 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::ops::cpu::simd_fn;
 
 const CHUNK: usize = 4096;
 
@@ -174,18 +175,12 @@ pub fn mask_into(out: &mut [f32], p: f32, seed: u64) {
 /// its low or high half), so any range can be drawn alone — the fused encoder draws the rows
 /// of real words only.
 pub fn mask_range(out: &mut [f32], p: f32, seed: u64, start: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::ops::simd::has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 (checked above).
-        return unsafe { mask_range_avx2(out, p, seed, start) };
-    }
-    mask_range_body(out, p, seed, start)
+    mask_range_dispatched(out, p, seed, start)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn mask_range_avx2(out: &mut [f32], p: f32, seed: u64, start: usize) {
-    mask_range_body(out, p, seed, start)
+simd_fn! {
+    /// [`mask_range`] with its body built for AVX2 where the CPU has it.
+    fn mask_range_dispatched(out: &mut [f32], p: f32, seed: u64, start: usize) = mask_range_body;
 }
 
 #[inline(always)]

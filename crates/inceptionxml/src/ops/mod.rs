@@ -7,6 +7,7 @@
 pub mod bce;
 pub mod bn_hidden;
 pub mod candidates;
+pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 pub mod dropout;

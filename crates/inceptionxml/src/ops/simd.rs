@@ -2,6 +2,8 @@
 //! binary itself targets baseline x86-64, so the wide path must be selected dynamically).
 //! Sixteen independent accumulators let the compiler keep two 8-wide registers busy.
 
+use crate::ops::cpu::dispatch;
+
 const LANES: usize = 16;
 
 macro_rules! kernels {
@@ -70,6 +72,10 @@ mod wide {
     }
     kernels!(dot_fma, axpy_fma, fma);
 
+    /// [`super::dot`] with FMA.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
         dot_fma(a, b)
@@ -81,7 +87,7 @@ mod wide {
     /// exact for every length.
     ///
     /// # Safety
-    /// The CPU supports AVX2 (checked by the caller, [`super::has_avx2_fma`]).
+    /// The CPU supports AVX2 and FMA (checked by the caller, `ops::cpu::dispatch!`).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot_i8(a: &[i8], b: &[i16]) -> i64 {
         use std::arch::x86_64::*;
@@ -110,51 +116,32 @@ mod wide {
         total + super::dot_i8_body(&a[blocks * 16..n], &b[blocks * 16..n])
     }
 
+    /// [`super::axpy`] with FMA.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
         axpy_fma(y, a, x)
     }
 }
 
-/// Whether this CPU runs the AVX2 + FMA kernels (checked once).
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn has_avx2_fma() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-}
-
 /// `Σ a[i]·b[i]` over the common length.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        return unsafe { wide::dot(a, b) };
-    }
-    dot_plain(a, b)
+    dispatch!(wide::dot(a, b), dot_plain(a, b))
 }
 
 /// Exact integer dot product of int8 and int16 rows (over the common length, any length).
 #[inline]
 pub fn dot_i8(a: &[i8], b: &[i16]) -> i64 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        return unsafe { wide::dot_i8(a, b) };
-    }
-    dot_i8_body(a, b)
+    dispatch!(wide::dot_i8(a, b), dot_i8_body(a, b))
 }
 
 /// `y[i] += a·x[i]` over the common length.
 #[inline]
 pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        return unsafe { wide::axpy(y, a, x) };
-    }
-    axpy_plain(y, a, x)
+    dispatch!(wide::axpy(y, a, x), axpy_plain(y, a, x))
 }
 
 #[cfg(test)]

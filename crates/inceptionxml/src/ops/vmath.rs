@@ -6,7 +6,7 @@
 //! the loops carry no bounds checks.
 
 #[cfg(target_arch = "x86_64")]
-use crate::ops::simd::has_avx2_fma;
+use crate::ops::cpu::simd_fn;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_145_75;
@@ -69,26 +69,6 @@ pub fn gelu_and_grad(z: f32) -> (f32, f32) {
 #[inline(always)]
 pub fn gelu(z: f32) -> f32 {
     z * normal_cdf_pdf(z).0
-}
-
-/// A row kernel dispatched at run time: the AVX2 + FMA compilation of `$body` where the CPU
-/// has them, the baseline one otherwise.
-macro_rules! simd_fn {
-    ($(#[$m:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:ident;) => {
-        $(#[$m])*
-        pub fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[cfg(target_arch = "x86_64")]
-            if has_avx2_fma() {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
-                    $body($($arg),*)
-                }
-                // SAFETY: the CPU supports AVX2 and FMA (checked above).
-                return unsafe { wide($($arg),*) };
-            }
-            $body($($arg),*)
-        }
-    };
 }
 
 #[inline(always)]

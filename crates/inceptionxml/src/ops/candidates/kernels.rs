@@ -72,6 +72,10 @@ pub mod plain {
 pub mod avx {
     use std::arch::x86_64::*;
 
+    /// The sum of the 8 lanes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -147,6 +151,9 @@ pub mod avx {
     }
 
     /// `a·b` over `n` values.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA, and `a..a + n`, `b..b + n` must be readable.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn dot(a: *const f32, b: *const f32, n: usize) -> f32 {
         let n8 = n / 8 * 8;
@@ -282,26 +289,23 @@ pub mod avx {
     }
 }
 
-macro_rules! dispatch {
+/// The safe entry `$name`: [`avx`]`::$name` or [`plain`]`::$name`, by the CPU
+/// ([`crate::ops::cpu::dispatch!`]).
+macro_rules! kernel {
     ($(#[$m:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?);) => {
         $(#[$m])*
         pub fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            if crate::ops::simd::has_avx2_fma() {
-                // SAFETY: the CPU supports AVX2 and FMA (checked above).
-                return unsafe { avx::$name($($arg),*) };
-            }
-            plain::$name($($arg),*)
+            crate::ops::cpu::dispatch!(avx::$name($($arg),*), plain::$name($($arg),*))
         }
     };
 }
 
-dispatch! {
+kernel! {
     /// Scores of a block's rows for each of its users, user-major: `out[j·len + i]`.
     pub fn score_block(w: &[f32], dim: usize, users: &[(u32, u32)], g: &[f32], out: &mut [f32]);
 }
 
-dispatch! {
+kernel! {
     /// Adds a block's contribution to its users' input gradients.
     pub fn grad_input_block(
         w: &[f32],
@@ -313,7 +317,7 @@ dispatch! {
     );
 }
 
-dispatch! {
+kernel! {
     /// A block's table-row gradients.
     pub fn grad_table_block(
         out: &mut [f32],

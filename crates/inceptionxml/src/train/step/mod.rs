@@ -7,7 +7,7 @@
 //! Per batch: look up the word vectors (detached from the table) → encode → head(s) → BCE →
 //! backward → dense Adam on the model's dense parameters, lazy row Adam on the word rows the
 //! batch looked up (from ∂loss/∂x) and, for InceptionXML+, on the label-table rows of the
-//! shortlisted clusters ([`plus`]). The padding row never moves.
+//! shortlisted clusters ([`train_step_plus`]). The padding row never moves.
 //!
 //! On the CPU (the fused encoder) the heads run as fused host ops outside candle's graph, and
 //! work that does not depend on each other runs side by side on the thread pool (`rayon::join`):
@@ -145,7 +145,7 @@ pub fn train_step(
 
 /// One optimiser step of plain InceptionXML on `batch` (dense label targets); returns the loss.
 /// With the fused encoder the head runs as fused host ops ([`crate::model::head::Head::train_fused`])
-/// and its updates beside the encoder's backward ([`Early::beside_encoder`]); otherwise the
+/// and its updates beside the encoder's backward (`Early::beside_encoder`); otherwise the
 /// composed head's graph and one candle backward.
 pub fn train_step_plain(
     model: &InceptionXml,
