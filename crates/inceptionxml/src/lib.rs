@@ -88,6 +88,8 @@ pub mod train;
 // The CUDA kernels run as C++ on the host against the CPU kernels (ops and optimisers alike).
 #[cfg(all(test, kernel_emulation))]
 mod emulation;
+#[cfg(test)]
+mod testing;
 
 pub use api::{train, train_with, LoadOptions, Model, PredictOptions, Suggestion, TrainOptions};
 pub use config::ScoreMode;

@@ -120,6 +120,7 @@ impl DualAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{self, host};
     use rand::SeedableRng;
 
     fn setup(s: usize, d: usize) -> (DualAttention, Tensor) {
@@ -136,14 +137,7 @@ mod tests {
     }
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap()
+        testing::max_abs_diff(&host(a), &host(b))
     }
 
     #[test]

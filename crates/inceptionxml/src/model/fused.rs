@@ -314,6 +314,7 @@ impl InceptionXml {
 mod tests {
     use super::*;
     use crate::config::{ModelConfig, PlusConfig, ScoreMode};
+    use crate::testing::{host, max_rel_diff};
     use candle_core::Device;
     use candle_nn::VarMap;
     use rand::{Rng, SeedableRng};
@@ -350,14 +351,8 @@ mod tests {
     }
 
     fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-        let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
-        let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
-        assert_eq!(a.len(), b.len());
-        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
-        a.iter()
-            .zip(&b)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
-            / scale
+        let (a, b) = (host(a), host(b));
+        max_rel_diff(&a, &b, &a, 1e-3)
     }
 
     fn snapshot(vm: &VarMap) -> Vec<(String, Tensor)> {

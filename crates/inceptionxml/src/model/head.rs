@@ -198,6 +198,7 @@ impl Head {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::max_rel_diff;
     use rand::{Rng, SeedableRng};
 
     /// The fused hidden layer ([`Head::classifier_input_fused`] and [`bn_hidden::backward`])
@@ -241,13 +242,8 @@ mod tests {
         let r: Vec<f32> = (0..b * d).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let host = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
         let close = |a: &[f32], b: &[f32], what: &str| {
-            assert_eq!(a.len(), b.len());
-            let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
-            let e = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-            assert!(
-                e < 1e-4 * scale.max(1.0),
-                "{what}: off by {e} at scale {scale}"
-            );
+            let e = max_rel_diff(a, b, b, 1.0);
+            assert!(e < 1e-4, "{what}: off by {e} of the scale");
         };
         let h = Var::from_vec(hv.clone(), (b, d), &dev).unwrap();
         let z = hc.classifier_input(h.as_tensor(), true).unwrap();

@@ -1,6 +1,7 @@
 //! Whole-model tests: shapes, train/eval behaviour, persistence, gradients.
 
 use super::*;
+use crate::testing::{self, host};
 use candle_core::DType;
 
 fn cfg(d: usize, s: usize, f: usize, v: usize, l: usize) -> ModelConfig {
@@ -27,14 +28,7 @@ fn ids(b: usize, s: usize, v: usize, seed: u64) -> Tensor {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    testing::max_abs_diff(&host(a), &host(b))
 }
 
 #[test]

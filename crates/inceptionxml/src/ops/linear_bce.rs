@@ -284,6 +284,7 @@ fn column_sums(g: &[f32], b: usize, c: usize) -> Vec<f32> {
 mod tests {
     use super::*;
     use crate::ops::bce_with_logits;
+    use crate::testing::{host, max_rel_diff};
     use candle_core::{Device, Tensor, Var};
     use rand::{Rng, SeedableRng};
 
@@ -314,13 +315,9 @@ mod tests {
         let loss = bce_with_logits(&z, &yt).unwrap();
         let g = loss.backward().unwrap();
         let close = |a: &[f32], t: &Tensor, tol: f32| {
-            let e: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
-            let scale = e.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-            let err = a
-                .iter()
-                .zip(&e)
-                .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
-            assert!(err <= tol * scale, "error {err} at scale {scale}");
+            let e = host(t);
+            let err = max_rel_diff(a, &e, &e, 1e-6);
+            assert!(err <= tol, "error {err} of the scale");
         };
         assert!((got.loss - loss.to_scalar::<f32>().unwrap()).abs() < 1e-5);
         close(&got.logits, &z, 1e-5);
@@ -354,10 +351,8 @@ mod tests {
         let logits = linear(&x, &w, &bias, (b, d, c)).unwrap();
         let want = bce_backward(&x, &w, &y, &logits, (b, d, c)).unwrap();
         let close = |p: &[f32], q: &[f32], what: &str| {
-            assert_eq!(p.len(), q.len());
-            let scale = q.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-            let err = p.iter().zip(q).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(err <= 1e-4 * scale, "{what}: error {err} at scale {scale}");
+            let err = max_rel_diff(p, q, q, 1e-6);
+            assert!(err <= 1e-4, "{what}: error {err} of the scale");
         };
         assert!((got.loss - want.loss).abs() < 1e-6);
         close(&got.logits, &logits, "logits");

@@ -364,6 +364,7 @@ simd_fn! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::assert_each_close;
 
     #[test]
     fn exp_matches_libm() {
@@ -426,24 +427,23 @@ mod tests {
         let (mut a2, mut d2, mut s2, mut q2) = (a1.clone(), d1.clone(), s1.clone(), q1.clone());
         gelu_grad_row(&z, &b, &mut a1, &mut d1, &mut s1, &mut q1);
         gelu_grad_row_body(&z, &b, &mut a2, &mut d2, &mut s2, &mut q2);
-        let close = |x: &[f32], y: &[f32]| {
-            x.iter()
-                .zip(y)
-                .all(|(p, q)| (p - q).abs() <= 1e-5 * (1.0 + q.abs()))
-        };
-        assert!(close(&a1, &a2) && close(&d1, &d2) && close(&s1, &s2) && close(&q1, &q2));
+        let close = |x: &[f32], y: &[f32]| assert_each_close("row kernel", x, y, 1e-5);
+        for (x, y) in [(&a1, &a2), (&d1, &d2), (&s1, &s2), (&q1, &q2)] {
+            close(x, y);
+        }
         let (mut o1, mut o2) = (vec![0.0; n], vec![0.0; n]);
         gelu_affine_row(&z, &b, &sc, &sh, &mut o1);
         gelu_affine_row_body(&z, &b, &sc, &sh, &mut o2);
-        assert!(close(&o1, &o2));
+        close(&o1, &o2);
         affine_mask_row(&z, &sc, &sh, &m, &mut o1);
         affine_mask_row_body(&z, &sc, &sh, &m, &mut o2);
-        assert!(close(&o1, &o2));
+        close(&o1, &o2);
         let (mut t1, mut t2, mut u1, mut u2) =
             (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
         bn_sums_row(&z, &m, &a1, &b, &sc, &mut t1, &mut t2);
         bn_sums_row_body(&z, &m, &a1, &b, &sc, &mut u1, &mut u2);
-        assert!(close(&t1, &u1) && close(&t2, &u2));
+        close(&t1, &u1);
+        close(&t2, &u2);
         let c = BnBack {
             mean: &b,
             inv: &sc,
@@ -455,6 +455,7 @@ mod tests {
             (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
         bn_grad_row(&z, &m, &a1, &d1, &c, &mut g1, &mut zs1);
         bn_grad_row_body(&z, &m, &a1, &d1, &c, &mut g2, &mut zs2);
-        assert!(close(&g1, &g2) && close(&zs1, &zs2));
+        close(&g1, &g2);
+        close(&zs1, &zs2);
     }
 }

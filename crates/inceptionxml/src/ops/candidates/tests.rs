@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::ops::bce_with_logits_masked;
+use crate::testing::{assert_each_close, max_abs_diff};
 use candle_core::{Device, Var};
 use xmc::shortlist::build;
 
@@ -135,15 +136,7 @@ fn tiled_kernels_match_plain_loops() {
                 }
             }
         }
-        let close = |a: &[f32], b: &[f32], what: &str| {
-            assert_eq!(a.len(), b.len(), "{what}");
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                assert!(
-                    (x - y).abs() < 1e-3 * (1.0 + y.abs()),
-                    "{what}[{i}] {x} vs {y}"
-                );
-            }
-        };
+        let close = |a: &[f32], b: &[f32], what: &str| assert_each_close(what, a, b, 1e-3);
         // Padding slots: 0 in the scores, and 0 in dlog (the loss gives them none).
         let zero_padding = |v: &[f32]| {
             let mut v = v.to_vec();
@@ -262,10 +255,8 @@ fn the_gpu_kernels_flat_arrays_give_the_block_results() {
         .collect();
     let (scores, dg, dw) = flat_kernels(&plan, &g, &table, &dlog, dim);
     let close = |a: &[f32], b: &[f32]| {
-        assert_eq!(a.len(), b.len());
-        for (x, y) in a.iter().zip(b) {
-            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
-        }
+        let e = max_abs_diff(a, b);
+        assert!(e < 1e-5, "off by {e}");
     };
     close(&scores, &plan.scores(&g, &table, dim));
     close(&dg, &plan.grad_input(&dlog, &table, dim));

@@ -6,6 +6,7 @@ use super::plus::{plus_backward, PlusTable};
 use super::*;
 use crate::config::{ModelConfig, PlusConfig, ScoreMode};
 use crate::optim::AdamConsts;
+use crate::testing::{host, max_rel_diff};
 use crate::train::batches::make_batch;
 use crate::train::setup::optimizers_for;
 use candle_core::Device;
@@ -41,12 +42,7 @@ fn tiny_plus(seq_len: usize, top_k: usize, fused: bool) -> (InceptionXml, Arc<Cl
 /// label table's row gradient agree.
 #[test]
 fn fused_plus_step_matches_composed_ops() {
-    let rel = |a: &[f32], b: &[f32]| {
-        assert_eq!(a.len(), b.len());
-        let scale = a.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
-        a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-    };
-    let host = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+    let rel = |a: &[f32], b: &[f32]| max_rel_diff(a, b, a, 1e-3);
     for detach in [false, true] {
         let make = |fused: bool| tiny_plus(8, 2, fused);
         let (ma, index) = make(false);
@@ -119,7 +115,6 @@ fn fused_plus_step_matches_composed_ops() {
 #[test]
 fn fused_steps_move_every_variable_as_composed_steps_do() {
     let lr = 1e-2;
-    let host = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
     let labels =
         SparseMatrix::from_index_rows(12, &[vec![5], vec![6, 1], vec![0], vec![11, 2]]).unwrap();
     for plus in [false, true] {
