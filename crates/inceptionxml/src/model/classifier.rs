@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::ops::linear_bce::linear_bce;
-use crate::ops::storage::with_host_f32;
+use crate::ops::storage::with_host_f32s;
 use crate::ops::{bce_with_logits, stable_sigmoid};
 
 /// What a head's training pass by fused host ops leaves: its mean loss, the gradient of its
@@ -47,14 +47,10 @@ impl Classified {
         let (n, d) = x.dims2()?;
         let c = w.dim(1)?;
         let xs = x.contiguous()?;
-        let lb = with_host_f32(&xs, |xv| {
-            with_host_f32(w.as_tensor(), |wv| {
-                with_host_f32(b.as_tensor(), |bv| {
-                    with_host_f32(targets, |yv| linear_bce(xv, wv, bv, yv, (n, d, c)))
-                })
-            })
-        })????;
-        let lb = lb?;
+        let tensors = [&xs, w.as_tensor(), b.as_tensor(), targets];
+        let lb = with_host_f32s(tensors, |[xv, wv, bv, yv]| {
+            linear_bce(xv, wv, bv, yv, (n, d, c))
+        })??;
         let dev = x.device();
         let dx = Tensor::from_vec(lb.dx, (n, d), dev)?;
         Ok(Classified::Fused {

@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::ops::bn_hidden::{self, BnHiddenTape};
 use crate::ops::dropout::Dropout;
 use crate::ops::linear_bce::linear_bce;
-use crate::ops::storage::with_host_f32;
+use crate::ops::storage::with_host_f32s;
 use crate::profile::{timed, Stage};
 
 /// Residual hidden layer plus the L-way classifier.
@@ -159,12 +159,15 @@ impl Head {
             let (z, tape) = timed(Stage::PlainHidden, || self.classifier_input_fused(&hv, b))?;
             drop(hv);
             let cls = timed(Stage::PlainLoss, || {
-                with_host_f32(self.out_weight.as_tensor(), |wv| {
-                    with_host_f32(self.out_bias.as_tensor(), |bv| {
-                        with_host_f32(targets, |yv| linear_bce(&z, wv, bv, yv, (b, d, c)))
-                    })
+                let tensors = [
+                    self.out_weight.as_tensor(),
+                    self.out_bias.as_tensor(),
+                    targets,
+                ];
+                with_host_f32s(tensors, |[wv, bv, yv]| {
+                    linear_bce(&z, wv, bv, yv, (b, d, c))
                 })
-            })????;
+            })??;
             Ok((tape, cls))
         })?;
         timed(Stage::HeadsBackward, || {

@@ -32,7 +32,7 @@ use crate::ops::bce::bce_masked_host;
 use crate::ops::dropout::Dropout;
 use crate::ops::linear_bce::{bce_backward, linear};
 use crate::ops::residual_hidden;
-use crate::ops::storage::with_host_f32;
+use crate::ops::storage::{with_host_f32, with_host_f32s};
 use crate::ops::{
     bce_with_logits_masked, candidate_logits, stable_sigmoid, CandidatePlan, TableGrad,
 };
@@ -359,18 +359,18 @@ impl PlusHeads {
         laps.next(Stage::PlusMetaLogits);
         let (mw, mb) = self.meta_vars();
         let c = mw.dim(1)?;
-        let logits = with_host_f32(mw.as_tensor(), |wv| {
-            with_host_f32(mb.as_tensor(), |bv| linear(&hm, wv, bv, (b, d, c)))
-        })???;
+        let logits = with_host_f32s([mw.as_tensor(), mb.as_tensor()], |[wv, bv]| {
+            linear(&hm, wv, bv, (b, d, c))
+        })??;
         // The meta classifier's backward and the extreme head's whole forward and backward need
         // only the meta logits: the two run side by side on the thread pool.
         laps.next(Stage::PlusMetaBesideExtreme);
         let (meta, ext) = rayon::join(
             || {
                 timed(Stage::SideMetaBackward, || -> Result<_> {
-                    let meta = with_host_f32(mw.as_tensor(), |wv| {
-                        with_host_f32(targets, |yv| bce_backward(&hm, wv, yv, &logits, (b, d, c)))
-                    })???;
+                    let meta = with_host_f32s([mw.as_tensor(), targets], |[wv, yv]| {
+                        bce_backward(&hm, wv, yv, &logits, (b, d, c))
+                    })??;
                     let gm = residual_hidden::backward(&tape_m, &meta.dx)?;
                     Ok((meta, gm))
                 })

@@ -47,6 +47,37 @@ pub(crate) fn with_host_f32<R>(
     Ok(f(&v))
 }
 
+/// [`with_host_f32`] for several tensors at once: runs `f` on the values of each of `ts`
+/// (row-major), in place where a tensor is a contiguous f32 CPU tensor, from a host copy
+/// otherwise. Returns what `f` returns; a tensor that cannot be read is an error.
+pub(crate) fn with_host_f32s<const N: usize, R>(
+    ts: [&candle_core::Tensor; N],
+    f: impl FnOnce([&[f32]; N]) -> R,
+) -> candle_core::Result<R> {
+    let readable = |t: &candle_core::Tensor| {
+        let (st, l) = t.storage_and_layout();
+        matches!(&*st, candle_core::Storage::Cpu(cs) if f32_slice(cs, l, "").is_ok())
+    };
+    // Copies of the tensors that cannot be read in place, made before any storage is held.
+    let mut copies: [Option<Vec<f32>>; N] = std::array::from_fn(|_| None);
+    for (t, c) in ts.iter().zip(copies.iter_mut()) {
+        if !readable(t) {
+            let v = t.flatten_all()?.to_dtype(candle_core::DType::F32)?;
+            *c = Some(v.to_vec1()?);
+        }
+    }
+    let guards: [_; N] = std::array::from_fn(|i| ts[i].storage_and_layout());
+    let mut values: [&[f32]; N] = [&[]; N];
+    for ((v, copy), (st, l)) in values.iter_mut().zip(&copies).zip(&guards) {
+        *v = match (copy, &**st) {
+            (Some(c), _) => c,
+            (None, candle_core::Storage::Cpu(cs)) => f32_slice(cs, l, "tensor")?,
+            (None, _) => candle_core::bail!("tensor: not on the CPU"),
+        };
+    }
+    Ok(f(values))
+}
+
 /// `n` zeros, written by the thread pool when `n` is large. A big `vec![0.0; n]` in a training
 /// step is not free: once the allocator recycles the previous step's buffer, `calloc` clears it
 /// with one `memset` on the calling thread (tens of MB for a classifier's gradient), which the

@@ -15,7 +15,7 @@ use crate::error::Result;
 use crate::model::plus::PlusHeads;
 use crate::model::InceptionXml;
 use crate::ops::linear_bce::linear;
-use crate::ops::storage::with_host_f32;
+use crate::ops::storage::with_host_f32s;
 use crate::ops::{candidate_logits, stable_sigmoid, CandidatePlan};
 
 /// Top-k rows of a plain model for encoder features `h` `[B, D]`. On the CPU the output layer
@@ -29,9 +29,7 @@ pub fn plain(model: &InceptionXml, h: &Tensor, k: usize) -> Result<Vec<Row>> {
     let (w, b) = head.output_layer();
     let (n, d) = z.dims2()?;
     let l = w.dim(1)?;
-    let logits = with_host_f32(&z, |zv| {
-        with_host_f32(w, |wv| with_host_f32(b, |bv| linear(zv, wv, bv, (n, d, l))))
-    })????;
+    let logits = with_host_f32s([&z, w, b], |[zv, wv, bv]| linear(zv, wv, bv, (n, d, l)))??;
     Ok(top_k_host(&logits, l, k))
 }
 
