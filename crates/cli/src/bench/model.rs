@@ -230,7 +230,7 @@ fn bench_train_with(a: TrainBench, profile: bool) -> anyhow::Result<()> {
         gpu_mem(&device)
     );
     if profile {
-        let dims = inceptionxml::ops::encoder::Dims::new(
+        let dims = inceptionxml::ops::host::encoder::Dims::new(
             a.batch_size,
             mcfg.seq_len,
             mcfg.embed_dim,

@@ -6,7 +6,7 @@ use candle_core::{Tensor, Var};
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::ops::linear_bce::linear_bce;
+use crate::ops::host::linear_bce::linear_bce;
 use crate::ops::storage::with_host_f32s;
 use crate::ops::{bce_with_logits, stable_sigmoid};
 

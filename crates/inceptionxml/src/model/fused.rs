@@ -1,4 +1,4 @@
-//! The model's side of the fused CPU encoder ([`crate::ops::encoder`]): gathering the layers'
+//! The model's side of the fused CPU encoder ([`crate::ops::host::encoder`]): gathering the layers'
 //! parameters as host vectors (spectral norms iterated as the composed encoder does), drawing
 //! the dropout seeds in the composed encoder's order, updating the BatchNorm running
 //! statistics, and turning the op's gradients back into gradients of the model's variables
@@ -14,7 +14,7 @@ use super::inception::Conv1d;
 use super::spectral_norm::{sn_backward, SnState};
 use super::InceptionXml;
 use crate::error::{Error, Result};
-use crate::ops::encoder::{BnParams, Dims, Dropouts, Params, Workspace};
+use crate::ops::host::encoder::{BnParams, Dims, Dropouts, Params, Workspace};
 use crate::ops::storage::with_host_f32;
 
 /// Words per text of `ids` (rows of `s` ids): the positions up to its last non-padding id;
@@ -78,7 +78,7 @@ fn conv_dims(c: &Conv1d) -> Result<(usize, usize, usize)> {
 
 impl InceptionXml {
     /// Whether [`Self::encode`] and the training step use the fused CPU ops — the encoder, and in
-    /// training the classifier + BCE ([`crate::ops::linear_bce`]): on the CPU in f32, unless
+    /// training the classifier + BCE ([`crate::ops::host::linear_bce`]): on the CPU in f32, unless
     /// switched off with [`Self::set_fused`].
     pub fn uses_fused_encoder(&self) -> bool {
         self.fused

@@ -13,9 +13,9 @@ use super::classifier::{Classified, HeadGrads};
 use super::fused::{bn_params, host};
 use super::init;
 use crate::error::Result;
-use crate::ops::bn_hidden::{self, BnHiddenTape};
 use crate::ops::dropout::Dropout;
-use crate::ops::linear_bce::linear_bce;
+use crate::ops::host::bn_hidden::{self, BnHiddenTape};
+use crate::ops::host::linear_bce::{linear, linear_bce};
 use crate::ops::storage::with_host_f32s;
 use crate::profile::{timed, Stage};
 
@@ -103,7 +103,7 @@ impl Head {
     }
 
     /// The training forward of [`Self::classifier_input`] as fused host ops
-    /// ([`crate::ops::bn_hidden`]) for `h` `[b, D]` (row-major host values): the masks drawn as
+    /// ([`crate::ops::host::bn_hidden`]) for `h` `[b, D]` (row-major host values): the masks drawn as
     /// the composed ops draw them, in their order, and the BatchNorm's running statistics
     /// updated as theirs are. Returns the classifier's input and the backward's tape.
     pub fn classifier_input_fused(&self, h: &[f32], b: usize) -> Result<(Vec<f32>, BnHiddenTape)> {
@@ -149,7 +149,7 @@ impl Head {
 
     /// The head's training forward, loss and backward as fused host ops, outside candle's
     /// graph: the hidden layer ([`bn_hidden`]) and the classifier + BCE
-    /// ([`crate::ops::linear_bce`]) against `targets` `[B, L]`. The same values as
+    /// ([`crate::ops::host::linear_bce`]) against `targets` `[B, L]`. The same values as
     /// [`Self::train_composed`] and its backward (tested on twin models, `train::step`).
     pub fn train_fused(&self, h: &Tensor, targets: &Tensor) -> Result<HeadGrads> {
         let (b, d) = h.dims2()?;
@@ -188,6 +188,21 @@ impl Head {
                 params,
             })
         })
+    }
+
+    /// The evaluation logits `[B, L]` for `h_f` `[B, D]` as row-major host values: on the CPU
+    /// the output layer is one host product written straight into them
+    /// ([`crate::ops::host::linear_bce::linear`]); elsewhere [`Self::forward`] copied to the host.
+    pub fn eval_logits(&self, h: &Tensor) -> Result<Vec<f32>> {
+        if !h.device().is_cpu() || h.dtype() != candle_core::DType::F32 {
+            let logits = self.forward(h, false)?.to_dtype(candle_core::DType::F32)?;
+            return Ok(logits.flatten_all()?.to_vec1()?);
+        }
+        let z = self.classifier_input(h, false)?.contiguous()?;
+        let (w, b) = self.output_layer();
+        let (n, d) = z.dims2()?;
+        let l = w.dim(1)?;
+        with_host_f32s([&z, w, b], |[zv, wv, bv]| linear(zv, wv, bv, (n, d, l)))?
     }
 
     /// `h_f` `[B, D]` -> logits `[B, L]`.

@@ -101,10 +101,10 @@ pub struct InceptionXml {
     /// Whether the fused CPU encoder is used ([`fused`]).
     fused: bool,
     /// Its buffers, reused from step to step.
-    workspace: Arc<Mutex<crate::ops::encoder::Workspace>>,
+    workspace: Arc<Mutex<crate::ops::host::encoder::Workspace>>,
     /// The encoder's evaluation parameters on the host, kept by [`Self::freeze_for_inference`]
     /// (a loaded model for prediction); dropped by every training forward.
-    frozen: Arc<Mutex<Option<Arc<crate::ops::encoder::Params>>>>,
+    frozen: Arc<Mutex<Option<Arc<crate::ops::host::encoder::Params>>>>,
 }
 
 impl InceptionXml {

@@ -30,8 +30,8 @@ use crate::config::PlusConfig;
 use crate::error::Result;
 use crate::ops::bce::bce_masked_host;
 use crate::ops::dropout::Dropout;
-use crate::ops::linear_bce::{bce_backward, linear};
-use crate::ops::residual_hidden;
+use crate::ops::host::linear_bce::{bce_backward, linear};
+use crate::ops::host::residual_hidden;
 use crate::ops::storage::{with_host_f32, with_host_f32s};
 use crate::ops::{
     bce_with_logits_masked, candidate_logits, stable_sigmoid, CandidatePlan, TableGrad,
@@ -255,7 +255,7 @@ impl PlusHeads {
     /// [`Self::extreme_features`] draw, in their order. Returns the output, the backward's tape
     /// and the spectral norm's state (for the raw weight's gradient, [`sn_backward`]).
     ///
-    /// [`residual_hidden`]: crate::ops::residual_hidden
+    /// [`residual_hidden`]: crate::ops::host::residual_hidden
     /// [`sn_backward`]: super::spectral_norm::sn_backward
     pub fn hidden_train_fused(
         &self,
@@ -324,7 +324,7 @@ impl PlusHeads {
 
     /// The heads' training forward, loss and backward as fused host ops (hd = D,
     /// [`Self::fusable`]), outside candle's graph: the two hidden layers
-    /// ([`residual_hidden`]), the meta classifier + BCE ([`crate::ops::linear_bce`]), the
+    /// ([`residual_hidden`]), the meta classifier + BCE ([`crate::ops::host::linear_bce`]), the
     /// shortlist, the candidates' scores and masked BCE and their input gradient. The meta
     /// classifier's backward runs beside the whole extreme head on the thread pool (it needs
     /// only the meta logits). With `detach` the extreme head's gradient does not reach h_f. The

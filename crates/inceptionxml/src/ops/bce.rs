@@ -11,8 +11,8 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::host::vmath;
 use super::storage::{f32_slice, with_host_f32};
-use super::vmath;
 use crate::error::Result;
 
 /// Entries per rayon task.

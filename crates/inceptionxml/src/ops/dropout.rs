@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::ops::cpu::simd_fn;
+use crate::ops::host::cpu::simd_fn;
 
 const CHUNK: usize = 4096;
 

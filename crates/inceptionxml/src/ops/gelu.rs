@@ -1,5 +1,5 @@
 //! The exact (erf) GELU as one op: on the CPU a vectorised kernel forward
-//! ([`crate::ops::vmath::gelu_row`]) and one fused pass backward (`g·GELU'(x)`), where candle's
+//! ([`crate::ops::host::vmath::gelu_row`]) and one fused pass backward (`g·GELU'(x)`), where candle's
 //! `gelu_erf` evaluates a scalar erf per value and composes its backward from about a dozen
 //! elementwise ops. Other devices and dtypes use `gelu_erf`.
 
@@ -7,8 +7,8 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::ops::host::vmath;
 use crate::ops::storage::f32_slice;
-use crate::ops::vmath;
 
 const CHUNK: usize = 1 << 13;
 

@@ -14,23 +14,14 @@ use crate::config::ScoreMode;
 use crate::error::Result;
 use crate::model::plus::PlusHeads;
 use crate::model::InceptionXml;
-use crate::ops::linear_bce::linear;
-use crate::ops::storage::with_host_f32s;
 use crate::ops::{candidate_logits, stable_sigmoid, CandidatePlan};
 
-/// Top-k rows of a plain model for encoder features `h` `[B, D]`. On the CPU the output layer
-/// is one host product written straight into the logits the top-k reads ([`linear`]).
+/// Top-k rows of a plain model for encoder features `h` `[B, D]`, from the head's evaluation
+/// logits ([`crate::model::head::Head::eval_logits`]).
 pub fn plain(model: &InceptionXml, h: &Tensor, k: usize) -> Result<Vec<Row>> {
     let head = model.full_head()?;
-    if !h.device().is_cpu() || h.dtype() != candle_core::DType::F32 {
-        return top_k_rows(&head.forward(h, false)?, k);
-    }
-    let z = head.classifier_input(h, false)?.contiguous()?;
-    let (w, b) = head.output_layer();
-    let (n, d) = z.dims2()?;
-    let l = w.dim(1)?;
-    let logits = with_host_f32s([&z, w, b], |[zv, wv, bv]| linear(zv, wv, bv, (n, d, l)))??;
-    Ok(top_k_host(&logits, l, k))
+    let l = head.output_layer().0.dim(1)?;
+    Ok(top_k_host(&head.eval_logits(h)?, l, k))
 }
 
 /// Per row of a `[B, L]` logit tensor, the `k` best labels with their σ scores, descending.

@@ -28,7 +28,7 @@ use crate::config::ScoreMode;
 use crate::error::Result;
 use crate::model::plus::PlusHeads;
 use crate::model::InceptionXml;
-use crate::ops::simd::{dot, dot_i8};
+use crate::ops::host::simd::{dot, dot_i8};
 use crate::ops::{candidate_logits, stable_sigmoid, CandidatePlan};
 
 /// Clusters per parallel task.

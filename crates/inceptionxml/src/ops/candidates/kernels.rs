@@ -290,12 +290,12 @@ pub mod avx {
 }
 
 /// The safe entry `$name`: [`avx`]`::$name` or [`plain`]`::$name`, by the CPU
-/// ([`crate::ops::cpu::dispatch!`]).
+/// ([`crate::ops::host::cpu::dispatch!`]).
 macro_rules! kernel {
     ($(#[$m:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?);) => {
         $(#[$m])*
         pub fn $name($($arg: $ty),*) {
-            crate::ops::cpu::dispatch!(avx::$name($($arg),*), plain::$name($($arg),*))
+            crate::ops::host::cpu::dispatch!(avx::$name($($arg),*), plain::$name($($arg),*))
         }
     };
 }

@@ -6,7 +6,7 @@
 //! about three times the two products it needs (fresh zeroed gradient tensors accumulated by
 //! `add`, the bias gradient a single-threaded strided reduction, separate passes for the loss
 //! gradient); here the loss gradient `G = (σ(logits) − y)/(B·C)` is one vectorised pass
-//! ([`crate::ops::vmath::bce_grad_row`]), `dW = xᵀG` and `dx = G·Wᵀ` are two GEMMs, `db` a
+//! ([`crate::ops::host::vmath::bce_grad_row`]), `dW = xᵀG` and `dx = G·Wᵀ` are two GEMMs, `db` a
 //! column sum in row order (deterministic).
 //!
 //! The caller joins the result to candle's graph: `dx` is the gradient of `x`, so
@@ -17,9 +17,9 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::ops::mm::{mm, par_for, Out, SharedDst, View};
+use crate::ops::host::mm::{mm, par_for, Out, SharedDst, View};
+use crate::ops::host::vmath;
 use crate::ops::storage::zeros;
-use crate::ops::vmath;
 
 /// The forward values and every gradient of one classifier + BCE.
 #[derive(Debug)]

@@ -18,9 +18,9 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::ops::mm::{mm, par_for, Out, View};
+use crate::ops::host::mm::{mm, par_for, Out, View};
+use crate::ops::host::vmath;
 use crate::ops::storage::zeros;
-use crate::ops::vmath;
 
 /// What the backward needs from the forward.
 #[derive(Debug)]

@@ -1,12 +1,12 @@
 //! Row kernels of the fused GELU + BatchNorm passes, written branch-free (a polynomial `exp`,
 //! selects instead of branches) so the compiler vectorises them; compiled a second time for
-//! AVX2 + FMA and chosen at run time, like [`crate::ops::simd`].
+//! AVX2 + FMA and chosen at run time, like [`crate::ops::host::simd`].
 //!
 //! Each kernel works on one row of `C` channels; slices are cut to the common length first so
 //! the loops carry no bounds checks.
 
 #[cfg(target_arch = "x86_64")]
-use crate::ops::cpu::simd_fn;
+use crate::ops::host::cpu::simd_fn;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_145_75;

@@ -21,7 +21,7 @@ pub(crate) fn has_avx2_fma() -> bool {
 macro_rules! dispatch {
     ($wide:expr, $plain:expr) => {{
         #[cfg(target_arch = "x86_64")]
-        if $crate::ops::cpu::has_avx2_fma() {
+        if $crate::ops::host::cpu::has_avx2_fma() {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above), the only condition of
             // the target-feature kernel called here (see `dispatch!`'s contract).
             #[allow(unused_unsafe)]
@@ -48,7 +48,7 @@ macro_rules! simd_fn {
             unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
                 $body($($arg),*)
             }
-            $crate::ops::cpu::dispatch!(wide($($arg),*), $body($($arg),*))
+            $crate::ops::host::cpu::dispatch!(wide($($arg),*), $body($($arg),*))
         }
     };
 }

@@ -8,7 +8,7 @@
 //! residual: the classifier's input dropout). Through candle's autograd this is a dozen ops,
 //! most of them single-threaded, each with its own allocation and pass over `[B, D]`; here the
 //! forward is one GEMM, the fused GELU + BatchNorm passes of the encoder
-//! ([`crate::ops::encoder`]) and one row pass, the backward two GEMMs, those passes' backward
+//! ([`crate::ops::host::encoder`]) and one row pass, the backward two GEMMs, those passes' backward
 //! and one row pass.
 //!
 //! The masks are drawn by the caller from the model's [`crate::ops::dropout::Dropout`] in the
@@ -18,9 +18,9 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::ops::gelu_bn::{gelu_bn_bwd, gelu_bn_fwd, BnParams, BnStats, RowMap};
-use crate::ops::mm::{mm, par_for, Out, View};
-use crate::ops::residual_hidden::{add_masked, linear_grads, masked};
+use crate::ops::host::gelu_bn::{gelu_bn_bwd, gelu_bn_fwd, BnParams, BnStats, RowMap};
+use crate::ops::host::mm::{mm, par_for, Out, View};
+use crate::ops::host::residual_hidden::{add_masked, linear_grads, masked};
 use crate::ops::storage::zeros;
 
 /// One row per sample in the GELU + BatchNorm passes.

@@ -34,12 +34,12 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::ops::dropout::{mask_into, mask_range};
-use crate::ops::mm::{mm, mm_split_k, par_for, Out, View};
+use crate::ops::host::mm::{mm, mm_split_k, par_for, Out, View};
 use crate::ops::storage::zeros;
 use crate::profile::{Laps, Stage};
 
-use crate::ops::gelu_bn::{gelu_bn_bwd, gelu_bn_fwd, RowMap};
-pub use crate::ops::gelu_bn::{BnParams, BnStats};
+use crate::ops::host::gelu_bn::{gelu_bn_bwd, gelu_bn_fwd, RowMap};
+pub use crate::ops::host::gelu_bn::{BnParams, BnStats};
 use attention::{attention_bwd, attention_fwd, AttAcc};
 
 mod attention;

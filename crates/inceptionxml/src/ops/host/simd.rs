@@ -2,7 +2,7 @@
 //! binary itself targets baseline x86-64, so the wide path must be selected dynamically).
 //! Sixteen independent accumulators let the compiler keep two 8-wide registers busy.
 
-use crate::ops::cpu::dispatch;
+use crate::ops::host::cpu::dispatch;
 
 const LANES: usize = 16;
 
