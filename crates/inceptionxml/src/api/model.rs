@@ -9,7 +9,7 @@ use xmc::labels::Labels;
 use crate::config::ScoreMode;
 use crate::device::DeviceSpec;
 use crate::error::Result;
-use crate::predict::{Ensemble, Row};
+use crate::predict::{Ensemble, Row, Scoring};
 use crate::runtime;
 
 /// How a model is loaded.
@@ -97,7 +97,11 @@ impl Model {
         runtime::init_threads(opts.threads)?;
         let dirs: Vec<PathBuf> = dirs.iter().map(|d| d.as_ref().to_path_buf()).collect();
         let device = opts.device.open()?;
-        let ensemble = Ensemble::load(&dirs, opts.exact, &device)?;
+        let scoring = match opts.exact {
+            true => Scoring::Exact,
+            false => Scoring::Int8SmallBatches,
+        };
+        let ensemble = Ensemble::load(&dirs, &device, scoring)?;
         Ok(Model { ensemble, dirs })
     }
 

@@ -9,7 +9,7 @@ use xmc::predictions::top_k_sparse;
 
 use xmc::labels::Labels;
 
-use super::Predictor;
+use super::{Predictor, Scoring};
 use crate::config::ScoreMode;
 use crate::error::{Error, Result};
 
@@ -22,15 +22,15 @@ pub struct Ensemble {
 }
 
 impl Ensemble {
-    /// Loads every directory; all must score the same number of labels. `exact`: no int8
-    /// indexes ([`Predictor::load`]). Every member goes to `device`.
-    pub fn load(dirs: &[PathBuf], exact: bool, device: &Device) -> Result<Self> {
+    /// Loads every directory, each onto `device` and scoring as `scoring` says
+    /// ([`Predictor::load`]); all must score the same labels.
+    pub fn load(dirs: &[PathBuf], device: &Device, scoring: Scoring) -> Result<Self> {
         if dirs.is_empty() {
             return Err(Error::Config("an ensemble needs at least one model".into()));
         }
         let members = dirs
             .iter()
-            .map(|d| Predictor::load(d, device, !exact))
+            .map(|d| Predictor::load(d, device, scoring))
             .collect::<Result<Vec<_>>>()?;
         if let Some(first) = members.first() {
             for m in &members[1..] {

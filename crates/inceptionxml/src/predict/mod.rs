@@ -46,6 +46,17 @@ pub type Row = Vec<(u32, f32)>;
 /// the heads with f32 GEMMs, which reuse each weight across rows.
 pub const INT8_MAX_BATCH: usize = 8;
 
+/// How a loaded model scores small batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scoring {
+    /// Through int8 copies of the big reads with exact rescoring of the best, for batches of at
+    /// most [`INT8_MAX_BATCH`] texts on the CPU (larger batches, and other devices, are exact).
+    #[default]
+    Int8SmallBatches,
+    /// Exactly in f32, whatever the batch size.
+    Exact,
+}
+
 /// The int8 copies of a model's big reads (CPU, small batches).
 pub enum Indexes {
     /// The plain model's output layer.
@@ -212,12 +223,13 @@ pub struct Predictor {
 
 impl Predictor {
     /// Loads and validates the model directory `dir` ([`model_dir::load`]); the weights go to
-    /// `device`. With `indexes` (and on the CPU only) the int8 copies for small batches are
-    /// built; without, small batches are scored exactly like large ones.
-    pub fn load(dir: impl AsRef<Path>, device: &Device, indexes: bool) -> Result<Self> {
+    /// `device`. With [`Scoring::Int8SmallBatches`] (and on the CPU only) the int8 copies for
+    /// small batches are built; with [`Scoring::Exact`], small batches are scored exactly like
+    /// large ones.
+    pub fn load(dir: impl AsRef<Path>, device: &Device, scoring: Scoring) -> Result<Self> {
         let loaded = model_dir::load(dir.as_ref(), device)?;
         loaded.model.freeze_for_inference()?;
-        let indexes = match indexes && device.is_cpu() {
+        let indexes = match scoring == Scoring::Int8SmallBatches && device.is_cpu() {
             true => Some(Indexes::build(&loaded.model)?),
             false => None,
         };

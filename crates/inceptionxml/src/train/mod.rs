@@ -1,10 +1,11 @@
-//! Training: [`train`] runs a whole job (fresh or resumed) and reads as its table of contents.
+//! Training: [`train()`] runs a whole job (fresh or resumed) and reads as its table of contents;
+//! [`crate::train()`] (the facade) resolves the user's options and calls it.
 //!
 //! | file | job |
 //! |---|---|
 //! | [`setup`] | configuration, vocabulary, clusters, encoded data, model, optimisers (shared with `bench train`) |
 //! | [`batches`] | seeded shuffles and batches built one ahead on a background thread |
-//! | [`step`] | one optimiser step of InceptionXML or InceptionXML+ |
+//! | [`step`] | one optimiser step of InceptionXML or InceptionXML+: orchestration of the model's and the optimisers' passes |
 //! | [`evaluate`] | metrics on the validation and test splits through the prediction code |
 //! | [`report`] | progress events and the `metrics.jsonl` line |
 //!
