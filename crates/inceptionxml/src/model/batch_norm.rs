@@ -78,7 +78,7 @@ impl BatchNorm {
         if !train {
             let mean: Vec<f32> = self.running_mean.as_tensor().to_vec1()?;
             let var: Vec<f32> = self.running_var.as_tensor().to_vec1()?;
-            return gelu_bn::eval(z, w, b, mean, var, EPS);
+            return gelu_bn::eval(z, w, b, mean, var);
         }
         if n < 2 {
             return Err(Error::Shape(format!(
@@ -86,7 +86,7 @@ impl BatchNorm {
                 z.dims()
             )));
         }
-        let (y, mean, var) = gelu_bn::train(z, w, b, EPS)?;
+        let (y, mean, var) = gelu_bn::train(z, w, b)?;
         self.update_running(&mean, &var, n)?;
         Ok(y)
     }

@@ -7,6 +7,7 @@
 
 /// Whether this CPU runs the AVX2 + FMA kernels (checked once).
 #[cfg(target_arch = "x86_64")]
+#[inline]
 pub(crate) fn has_avx2_fma() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();

@@ -36,8 +36,8 @@ macro_rules! kernels {
     };
 }
 
-/// Values summed in i32 before the partial sum moves to i64: each product is at most
-/// 128·32768 = 2²², so 256 of them (2³⁰) cannot overflow an i32 lane.
+/// Values summed in i32 before the partial sum moves to i64 on the plain path: each product is
+/// at most 128·32768 = 2²², so 256 of them (2³⁰) cannot overflow an i32.
 const I8_CHUNK: usize = 256;
 
 /// `Σ a[i]·b[i]` of int8 weights and int16 activations, exact for every length: i32 products
@@ -82,23 +82,25 @@ mod wide {
     }
 
     /// 16 values per step: sign-extend 16 int8 to int16 (`vpmovsxbw`), multiply by 16 int16
-    /// and add adjacent pairs into 8 int32 (`vpmaddwd`), accumulate. Each lane takes 2 products
-    /// a step, so after `I8_CHUNK` / 2 steps (2⁷ · 2 · 2²² = 2³⁰ at most) its sum moves to i64:
-    /// exact for every length.
+    /// and add adjacent pairs into 8 int32 (`vpmaddwd`), accumulate. A step adds at most
+    /// 2 · 2²² to a lane, so 255 steps (4,080 values) cannot overflow it; longer rows are summed
+    /// 255 steps at a time, the lanes in i64: exact for every length, and one pass as before for
+    /// rows up to 4,080 values.
     ///
     /// # Safety
     /// The CPU supports AVX2 and FMA (checked by the caller, `ops::cpu::dispatch!`).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot_i8(a: &[i8], b: &[i16]) -> i64 {
         use std::arch::x86_64::*;
-        const STEPS: usize = super::I8_CHUNK / 2;
+        const MAX_STEPS: usize = 255;
         let n = a.len().min(b.len());
         let blocks = n / 16;
         let mut total = 0i64;
-        let mut lanes = [0i32; 8];
-        for start in (0..blocks).step_by(STEPS) {
+        let mut start = 0;
+        loop {
+            let end = blocks.min(start + MAX_STEPS);
             let mut acc = _mm256_setzero_si256();
-            for i in start..blocks.min(start + STEPS) {
+            for i in start..end {
                 // SAFETY: i·16 + 16 ≤ n ≤ the length of both slices; unaligned loads.
                 let (wa, xb) = unsafe {
                     (
@@ -109,11 +111,19 @@ mod wide {
                 let wa = _mm256_cvtepi8_epi16(wa);
                 acc = _mm256_add_epi32(acc, _mm256_madd_epi16(wa, xb));
             }
+            let mut lanes = [0i32; 8];
             // SAFETY: `lanes` holds 8 i32 = 32 bytes; unaligned store.
             unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
             total += lanes.iter().map(|&l| l as i64).sum::<i64>();
+            if end == blocks {
+                break;
+            }
+            start = end;
         }
-        total + super::dot_i8_body(&a[blocks * 16..n], &b[blocks * 16..n])
+        // Fewer than 16 products: exact in i32.
+        let (ta, tb) = (&a[blocks * 16..n], &b[blocks * 16..n]);
+        let tail: i32 = ta.iter().zip(tb).map(|(&x, &y)| x as i32 * y as i32).sum();
+        total + tail as i64
     }
 
     /// [`super::axpy`] with FMA.
