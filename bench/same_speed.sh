@@ -30,14 +30,22 @@ fi
 num_after() { grep -o "[0-9.]* $1" | head -1 | cut -d' ' -f1; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-# compare NAME UNIT "ARGS": alternate BASE and NEW ROUNDS times with the same arguments.
+# compare NAME UNIT "ARGS": alternate BASE and NEW ROUNDS times with the same arguments, the
+# one that goes first swapping every round (the second run of a pair can differ systematically).
 compare() {
-  local name=$1 unit=$2 args=$3 a=() b=()
-  for _ in $(seq "$ROUNDS"); do
-    # shellcheck disable=SC2086
-    a+=("$("$BASE" $args 2>&1 | num_after "$unit")")
-    # shellcheck disable=SC2086
-    b+=("$("$NEW" $args 2>&1 | num_after "$unit")")
+  local name=$1 unit=$2 args=$3 a=() b=() r
+  for r in $(seq "$ROUNDS"); do
+    if [ $((r % 2)) -eq 1 ]; then
+      # shellcheck disable=SC2086
+      a+=("$("$BASE" $args 2>&1 | num_after "$unit")")
+      # shellcheck disable=SC2086
+      b+=("$("$NEW" $args 2>&1 | num_after "$unit")")
+    else
+      # shellcheck disable=SC2086
+      b+=("$("$NEW" $args 2>&1 | num_after "$unit")")
+      # shellcheck disable=SC2086
+      a+=("$("$BASE" $args 2>&1 | num_after "$unit")")
+    fi
   done
   local ma mb
   ma=$(printf '%s\n' "${a[@]}" | median)

@@ -95,6 +95,27 @@ mod wide {
         const MAX_STEPS: usize = 255;
         let n = a.len().min(b.len());
         let blocks = n / 16;
+        // Up to 511 values the whole sum fits an i32 (511 · 2²² < 2³¹): one pass, i32 throughout.
+        if n <= 511 {
+            let mut acc = _mm256_setzero_si256();
+            for i in 0..blocks {
+                // SAFETY: i·16 + 16 ≤ n ≤ the length of both slices; unaligned loads.
+                let (wa, xb) = unsafe {
+                    (
+                        _mm_loadu_si128(a.as_ptr().add(i * 16) as *const __m128i),
+                        _mm256_loadu_si256(b.as_ptr().add(i * 16) as *const __m256i),
+                    )
+                };
+                let wa = _mm256_cvtepi8_epi16(wa);
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(wa, xb));
+            }
+            let mut lanes = [0i32; 8];
+            // SAFETY: `lanes` holds 8 i32 = 32 bytes; unaligned store.
+            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
+            let (ta, tb) = (&a[blocks * 16..n], &b[blocks * 16..n]);
+            let tail: i32 = ta.iter().zip(tb).map(|(&x, &y)| x as i32 * y as i32).sum();
+            return (lanes.iter().sum::<i32>() + tail) as i64;
+        }
         let mut total = 0i64;
         let mut start = 0;
         loop {
@@ -183,7 +204,7 @@ mod tests {
     /// on the wide and the plain path alike.
     #[test]
     fn dot_i8_is_exact_for_long_rows_of_extreme_values() {
-        for n in [255usize, 256, 257, 4_100] {
+        for n in [255usize, 256, 257, 511, 512, 4_080, 4_100] {
             let a = vec![-128i8; n];
             let b = vec![-32768i16; n];
             let want = n as i64 * 128 * 32768;
