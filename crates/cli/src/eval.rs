@@ -10,7 +10,8 @@ use xmc::SparseMatrix;
 #[derive(clap::Args)]
 #[command(after_long_help = "\
 Semantics follow pyxclib (xclib/evaluation/xc_metrics.py). Each prediction row is ranked by score
-descending, ties broken by the lower label index; a row with fewer than k predictions is padded
+descending, equal scores keeping the order of the prediction file (another tool's rounded scores
+rank as that tool wrote them); a row with fewer than k predictions is padded
 with irrelevant entries. Test rows without any true label are KEPT: they count in the denominator
 of P@k, nDCG@k and R@k and score 0 there (R@k divides by max(|positives|, 1)); they add nothing to
 PSP@k / PSnDCG@k. nDCG@k uses IDCG over min(|positives|, k). PSP@k is the sum over rows of the

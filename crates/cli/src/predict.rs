@@ -121,14 +121,20 @@ fn interactive(p: &Model, args: &Args) -> anyhow::Result<()> {
         }
         let bytes = raw.strip_suffix(b"\n").unwrap_or(&raw);
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-        // A line that is not UTF-8 gets an error line of its own; the session goes on.
-        let Ok(line) = std::str::from_utf8(bytes) else {
-            eprintln!("error: <stdin>:{}: not valid UTF-8 (line skipped)", i + 1);
-            writeln!(out)?;
-            out.flush()?;
-            continue;
+        // A byte-order mark opening the input is not text.
+        let bytes = match i {
+            0 => bytes.strip_prefix(xmc::io::UTF8_BOM).unwrap_or(bytes),
+            _ => bytes,
         };
-        let row = p.rank_one(line, args.top_k, args.score)?;
+        // A line that is not UTF-8 gets an error on standard error and an empty result in the
+        // output's format (an empty row, `{"results":[]}`, no TSV line); the session goes on.
+        let row = match std::str::from_utf8(bytes) {
+            Ok(line) => p.rank_one(line, args.top_k, args.score)?,
+            Err(_) => {
+                eprintln!("error: <stdin>:{}: not valid UTF-8 (line skipped)", i + 1);
+                Vec::new()
+            }
+        };
         match args.format {
             Format::Xc => {
                 let s: Vec<String> = row.iter().map(|(l, v)| format!("{l}:{v:.6}")).collect();

@@ -522,6 +522,36 @@ fn os_errors_are_printed_once() {
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(lines[1].is_empty() && !lines[2].is_empty(), "{lines:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("<stdin>:2"));
+
+    // Issue 27 D12: in JSON Lines every input line gets a JSON object, the non-UTF-8 one an
+    // empty result; D8: a byte-order mark opening the input is not part of the first text.
+    let mut child = Command::new(BIN)
+        .args(["predict", "--model", model.to_str().unwrap()])
+        .args(["--texts", "-", "--top-k", "2", "--format", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"\xEF\xBB\xBFbread\n\xff\xfe bad\nbread\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let objs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert_eq!(objs.len(), 3, "{objs:?}");
+    assert_eq!(objs[1], serde_json::json!({"results": []}));
+    assert_eq!(
+        objs[0], objs[2],
+        "the mark changed the first text's suggestions"
+    );
+    assert!(!objs[0]["results"].as_array().unwrap().is_empty());
 }
 
 /// An empty test split skips evaluation with a warning; the last epoch is still saved.

@@ -193,6 +193,31 @@ fn plus_trains_resumes_predicts_and_ensembles() {
     let text = std::fs::read_to_string(&mixed).unwrap();
     assert!(text.starts_with("3000 736\n"));
 
+    // Issue 27 D1: a clusters.txt with an empty cluster (the last cluster's labels moved to
+    // cluster 0) is refused at load, naming the file, with and without --exact (it panicked).
+    let orig = std::fs::read_to_string(model.join("clusters.txt")).unwrap();
+    let mut lines: Vec<String> = orig.lines().map(String::from).collect();
+    let c: usize = lines[0].split_whitespace().nth(1).unwrap().parse().unwrap();
+    for l in lines.iter_mut().skip(1) {
+        if l.trim() == (c - 1).to_string() {
+            *l = "0".into();
+        }
+    }
+    std::fs::write(model.join("clusters.txt"), lines.join("\n") + "\n").unwrap();
+    let tst = data_dir().join("tst_X.txt");
+    for extra in [&[][..], &["--exact"][..]] {
+        let mut args = vec!["predict", "--model", model.to_str().unwrap()];
+        args.extend_from_slice(&["--texts", tst.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        fails_with_one_line(&args, "clusters.txt:1: cluster");
+        let err = String::from_utf8_lossy(&run(&args).stderr).to_string();
+        assert!(
+            err.contains("has no label") && !err.contains("panicked"),
+            "{err}"
+        );
+    }
+    std::fs::write(model.join("clusters.txt"), orig).unwrap();
+
     // A clusters.txt that does not fit the model is named.
     std::fs::write(
         model.join("clusters.txt"),

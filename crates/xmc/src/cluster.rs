@@ -249,6 +249,21 @@ impl Clustering {
                 assign.len()
             )));
         }
+        // Every cluster holds a label: an empty one has no rows in the label table to score.
+        let mut used = vec![false; n_clusters];
+        for &c in &assign {
+            used[c as usize] = true;
+        }
+        if let Some(c) = used.iter().position(|u| !u) {
+            return Err(Error::parse(
+                lines.path(),
+                1,
+                format!(
+                    "cluster {c} has no label: each of the {n_clusters} clusters the header states \
+                     needs at least one"
+                ),
+            ));
+        }
         Ok(Clustering { assign, n_clusters })
     }
 }
@@ -918,7 +933,10 @@ mod tests {
             err("3 2\n0\n1\n").starts_with("c.txt:3: header states 3 labels but the file has 2")
         );
         assert!(err("1 2\n0\n1\n").starts_with("c.txt:3: more lines"));
-        assert!(Clustering::read_from("1 2\n0\n\n".as_bytes(), "c").is_ok());
+        assert!(Clustering::read_from("2 2\n0\n1\n\n".as_bytes(), "c").is_ok());
+        // Issue 27 D1: a cluster without a label (here cluster 1) is refused at read, naming
+        // the file, instead of panicking at prediction.
+        assert!(err("2 2\n0\n0\n").starts_with("c.txt:1: cluster 1 has no label"));
         assert!(c
             .check_labels(6, "c.txt")
             .unwrap_err()

@@ -18,7 +18,11 @@ pub fn open(path: &Path) -> Result<BufReader<File>> {
     Ok(BufReader::with_capacity(1 << 20, f))
 }
 
-/// Reads lines from `reader`, tracking the 1-based line number, stripping `\n` / `\r\n`.
+/// The UTF-8 byte-order mark, which some editors write at the start of a text file.
+pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Reads lines from `reader`, tracking the 1-based line number, stripping `\n` / `\r\n` and a
+/// byte-order mark at the start of the file.
 pub struct Lines<R> {
     reader: R,
     path: PathBuf,
@@ -57,6 +61,10 @@ impl<R: BufRead> Lines<R> {
             return Ok(None);
         }
         self.line += 1;
+        // A UTF-8 byte-order mark opening the file is not text (Annif reads `utf-8-sig`).
+        if self.line == 1 && self.buf.starts_with(UTF8_BOM) {
+            self.buf.drain(..UTF8_BOM.len());
+        }
         if self.buf.last() == Some(&b'\n') {
             self.buf.pop();
             if self.buf.last() == Some(&b'\r') {
@@ -308,6 +316,20 @@ mod tests {
         assert_eq!(l.next_line().unwrap(), Some("c"));
         assert_eq!(l.line_no(), 4);
         assert_eq!(l.next_line().unwrap(), None);
+    }
+
+    /// Issue 27 D8: a byte-order mark opening the file is dropped (it became part of label 0's
+    /// URI, of the first text, of a fastText line's first label); one later in the file is
+    /// text, and a file of only a mark is one empty line.
+    #[test]
+    fn a_leading_byte_order_mark_is_not_text() {
+        let data = b"\xEF\xBB\xBF<http://x/a>\tA\n\xEF\xBB\xBFb\n";
+        let mut l = Lines::new(&data[..], "v.tsv");
+        assert_eq!(l.next_line().unwrap(), Some("<http://x/a>\tA"));
+        assert_eq!(l.next_line().unwrap(), Some("\u{feff}b"));
+        let mut only = Lines::new(&b"\xEF\xBB\xBF"[..], "e.txt");
+        assert_eq!(only.next_line().unwrap(), Some(""));
+        assert_eq!(only.next_line().unwrap(), None);
     }
 
     #[test]

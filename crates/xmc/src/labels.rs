@@ -67,7 +67,11 @@ impl Labels {
         let path = path.as_ref();
         let mut l = lines(path)?;
         let (mut names, mut uris) = (Vec::new(), Vec::new());
+        // Each URI's first line: a URI names one label (two lines sharing one would send every
+        // subject with that URI to one of them).
+        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         while let Some(line) = l.next_line()? {
+            let line_no = names.len() + 1;
             let mut fields = line.split('\t');
             let uri = fields.next().map(parse_uri).unwrap_or_default();
             let Some(name) = fields.next() else {
@@ -75,6 +79,13 @@ impl Labels {
             };
             if uri.is_none() && name.trim().is_empty() {
                 return Err(l.error("a label needs a URI or a name"));
+            }
+            if let Some(u) = &uri {
+                if let Some(first) = seen.insert(u.clone(), line_no) {
+                    return Err(l.error(format!(
+                        "URI <{u}> is on line {first} too: each label needs its own URI"
+                    )));
+                }
             }
             names.push(name.trim().to_string());
             uris.push(uri);
@@ -143,5 +154,15 @@ mod tests {
         let l = Labels::read_tsv(&p).unwrap();
         assert_eq!(l.uris[1].as_deref(), Some("http://x/2"));
         assert_eq!(l.names, vec!["one", "two"]);
+        // Issue 27 D7: two lines sharing a URI (written with and without brackets) are refused,
+        // naming both lines; names alone may repeat.
+        std::fs::write(&p, "<http://x/1>\tone\nhttp://x/2\ttwo\nhttp://x/1\tuno\n").unwrap();
+        let e = Labels::read_tsv(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("vocab.tsv:3") && e.contains("<http://x/1> is on line 1 too"),
+            "{e}"
+        );
+        std::fs::write(&p, "\tsame\n\tsame\n").unwrap();
+        assert_eq!(Labels::read_tsv(&p).unwrap().len(), 2);
     }
 }

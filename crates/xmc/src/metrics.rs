@@ -5,8 +5,11 @@
 //! extreme-classification literature, so numbers are comparable with published tables:
 //!
 //! * **Ranking.** Each prediction row is a sparse list of `label:score`; its entries are ranked by
-//!   score descending, ties broken by the lower label index (pyxclib's `_topk` uses an unstable
-//!   `argsort`, so its tie order is unspecified; ours is deterministic). A row with fewer than `k`
+//!   score descending (pyxclib's `_topk` uses an unstable `argsort`, so its tie order is
+//!   unspecified; ours is deterministic). Prediction files read for evaluation
+//!   ([`crate::predictions::read_predictions_file_order`], what `inceptionxml eval` does) keep
+//!   the file's order among equal scores; [`evaluate`] on a matrix with equal scores in a row
+//!   ranks them by the lower label index ([`rank_row`]). A row with fewer than `k`
 //!   stored predictions is padded with "no label", which is never relevant. Every stored entry
 //!   counts as a prediction, whatever its score.
 //! * **Truth.** Every stored entry of a truth row is a positive; callers drop entries whose value
@@ -277,7 +280,9 @@ impl Sums {
     }
 }
 
-/// The top `k` entries of a prediction row: score descending, ties by lower label index.
+/// The top `k` entries of a prediction row: score descending, equal scores by the lower label
+/// index. (`inceptionxml eval` turns each row's scores into distinct rank keys in the file's
+/// order first, [`crate::predictions::read_predictions_file_order`], so that no tie is left.)
 pub fn rank_row(indices: &[u32], scores: &[f32], k: usize) -> Vec<u32> {
     let entries = indices
         .iter()

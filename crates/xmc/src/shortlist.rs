@@ -30,6 +30,9 @@ impl ClusterIndex {
             })?;
             *slot += 1;
         }
+        if let Some(c) = counts.iter().position(|&n| n == 0) {
+            return Err(Error::Shape(format!("cluster {c} has no label")));
+        }
         let mut offsets = Vec::with_capacity(n_clusters + 1);
         offsets.push(0);
         for c in &counts {
@@ -321,6 +324,8 @@ mod tests {
         assert_eq!(ix.members(1), &[1, 4]);
         assert_eq!(ix.max_size(), 2);
         assert!(ClusterIndex::new(vec![0, 3], 3).is_err());
+        // An empty cluster (cluster 1 here) has no table rows to score: refused.
+        assert!(ClusterIndex::new(vec![0, 2, 0], 3).is_err());
     }
 
     #[test]
