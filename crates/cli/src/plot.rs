@@ -56,6 +56,9 @@ pub struct Run {
     pub points: Vec<Point>,
 }
 
+/// The largest magnitude of a plotted value: far beyond any percentage or loss a run records.
+const MAX_VALUE: f64 = 1e9;
+
 /// Reads `path` (a `metrics.jsonl`, or a model directory holding one). A line that is not a
 /// JSON object with a positive `epoch` is an error naming the file and line.
 pub fn read_run(path: &Path) -> anyhow::Result<Run> {
@@ -84,14 +87,30 @@ pub fn read_run(path: &Path) -> anyhow::Result<Run> {
             .filter(|&e| e > 0 && e <= u32::MAX as u64)
             .ok_or_else(|| anyhow!("{}: no positive \"epoch\"", at()))?;
         let metric = |split: &str, key: &str| v.get(split)?.get(key)?.as_f64();
-        points.push(Point {
+        let point = Point {
             epoch: epoch as u32,
             loss: v.get("loss").and_then(Value::as_f64),
             test_p1: metric("metrics", "P@1"),
             test_psp1: metric("metrics", "PSP@1"),
             valid_p1: metric("valid", "P@1"),
             valid_psp1: metric("valid", "PSP@1"),
-        });
+        };
+        // Metrics are percentages and a training loss above `MAX_LOSS` stops training: a value
+        // far outside would make an axis range that overflows (the drawing never ended).
+        let values = [
+            point.loss,
+            point.test_p1,
+            point.test_psp1,
+            point.valid_p1,
+            point.valid_psp1,
+        ];
+        if let Some(x) = values.into_iter().flatten().find(|x| x.abs() > MAX_VALUE) {
+            bail!(
+                "{}: value {x} is out of range (at most {MAX_VALUE:e} in magnitude)",
+                at()
+            );
+        }
+        points.push(point);
     }
     if points.is_empty() {
         bail!("{}: no epochs recorded", file.display());
@@ -291,6 +310,25 @@ mod tests {
         assert_eq!(run.points[1].test_p1, Some(20.5));
         assert_eq!(run.points[1].valid_psp1, Some(11.0));
         assert_eq!(run.points[1].loss, Some(0.25));
+    }
+
+    /// Issue 27 D5: a value near f64's largest (here 1.7e308 and −1e308) spun `plot` at 100 %
+    /// CPU forever; it is refused, naming the file and line.
+    #[test]
+    fn absurd_values_are_refused_not_plotted_forever() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("metrics.jsonl");
+        for bad in [
+            r#"{"epoch":2,"loss":0.5,"metrics":{"P@1":1.7e308}}"#,
+            r#"{"epoch":2,"loss":-1e308}"#,
+        ] {
+            std::fs::write(&f, format!("{{\"epoch\":1,\"loss\":0.6}}\n{bad}\n")).unwrap();
+            let e = read_run(&f).unwrap_err().to_string();
+            assert!(
+                e.contains("metrics.jsonl:2: value") && e.contains("out of range"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -230,6 +230,27 @@ fn resume_continues_the_schedule() {
     ] {
         assert!(err.contains(flag), "{flag} not in {err}");
     }
+    // Issue 27 D11: a trainer state whose step, epoch and schedule disagree is refused (it
+    // resumed and ran past the schedule, or reported 99 epochs), and the model is untouched.
+    let state_path = model.join("trainer_state.json");
+    let saved = std::fs::read_to_string(&state_path).unwrap();
+    for epochs_done in [0, 99] {
+        let mut tampered = state.clone();
+        tampered["epochs_done"] = epochs_done.into();
+        std::fs::write(&state_path, tampered.to_string()).unwrap();
+        let o = resume_with(&[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success(),
+            "epochs_done {epochs_done} resumed: {err}"
+        );
+        assert!(
+            err.contains("trainer_state.json") && err.contains("disagree"),
+            "{err}"
+        );
+        assert_eq!(metrics_lines(&model).len(), 1);
+    }
+    std::fs::write(&state_path, saved).unwrap();
     tiny_train(&model, &["--resume"]);
     let lines = metrics_lines(&model);
     assert_eq!(lines.len(), 2);

@@ -240,6 +240,18 @@ impl Plan {
         let spe = steps_per_epoch(s.n_train, cfg.batch_size);
         let total = (spe * cfg.epochs) as u64;
         if let Some(st) = &s.state {
+            // Checkpoints are saved at epoch ends: the step count is whole epochs of the
+            // schedule, at most all of them.
+            let at_epoch_end = (st.epochs_done as u64).checked_mul(st.steps_per_epoch as u64);
+            if at_epoch_end != Some(st.step) || st.epochs_done > cfg.epochs {
+                return Err(Error::Model {
+                    path: dir.join(model_dir::STATE).display().to_string(),
+                    msg: format!(
+                        "step {} after {} of {} epochs of {} steps: step, epoch and schedule disagree",
+                        st.step, st.epochs_done, cfg.epochs, st.steps_per_epoch
+                    ),
+                });
+            }
             if st.steps_per_epoch != spe || st.total_steps != total || st.n_train != s.n_train {
                 return Err(Error::Model {
                     path: dir.join(model_dir::STATE).display().to_string(),
