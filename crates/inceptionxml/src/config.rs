@@ -401,7 +401,7 @@ impl TrainConfig {
         if self.max_train == Some(0) {
             return bad("max_train must be > 0".into());
         }
-        if !(0.0..=0.5).contains(&self.valid_fraction) {
+        if !(0.0..=xmc::dataset::MAX_VALID_FRACTION).contains(&self.valid_fraction) {
             return bad(format!(
                 "valid_fraction {} outside [0, 0.5]",
                 self.valid_fraction

@@ -70,6 +70,14 @@ impl Split {
         }
     }
 
+    /// A seeded validation hold-out of `fraction` of the rows, checked by
+    /// [`check_valid_fraction`] (the rule `train --valid-fraction` and `split` share):
+    /// `(rest, held_out)`, each in file order.
+    pub fn hold_out_valid(&self, fraction: f64, seed: u64) -> Result<(Split, Split)> {
+        check_valid_fraction(self.len(), fraction)?;
+        self.hold_out(fraction, seed)
+    }
+
     /// A seeded hold-out ([`split`]): `(rest, held_out)`, each in file order;
     /// `held_out` has `round(len · fraction)` rows.
     pub fn hold_out(&self, fraction: f64, seed: u64) -> Result<(Split, Split)> {
@@ -170,18 +178,10 @@ impl XcDataset {
     pub fn write_hold_out(&self, out: &Path, fraction: f64, seed: u64) -> Result<(usize, usize)> {
         if fraction <= 0.0 {
             return Err(Error::param(format!(
-                "hold-out fraction {fraction}: must be above 0"
+                "valid fraction {fraction}: must be above 0"
             )));
         }
-        let (rest, held) = self.train.hold_out(fraction, seed)?;
-        if held.is_empty() || rest.is_empty() {
-            return Err(Error::param(format!(
-                "hold-out fraction {fraction} of {} rows leaves {} kept and {} held out",
-                self.train.len(),
-                rest.len(),
-                held.len()
-            )));
-        }
+        let (rest, held) = self.train.hold_out_valid(fraction, seed)?;
         build_folder(out, |tmp| {
             rest.write(tmp, "trn")?;
             held.write(tmp, "tst")?;
@@ -207,6 +207,29 @@ impl XcDataset {
         }
         l
     }
+}
+
+/// The largest share of the training rows a validation hold-out may take.
+pub const MAX_VALID_FRACTION: f64 = 0.5;
+
+/// The one rule for a validation hold-out of `fraction` of `n` training rows (`train
+/// --valid-fraction`, `split`): 0 is none; otherwise a share up to [`MAX_VALID_FRACTION`] that
+/// holds out at least one row. Returns the rows held out.
+pub fn check_valid_fraction(n: usize, fraction: f64) -> Result<usize> {
+    if !(0.0..=MAX_VALID_FRACTION).contains(&fraction) {
+        return Err(Error::param(format!(
+            "valid fraction {fraction} outside [0, {MAX_VALID_FRACTION}]"
+        )));
+    }
+    let held = n_held_out(n, fraction);
+    if fraction > 0.0 && held == 0 {
+        return Err(Error::param(format!(
+            "valid fraction {fraction} of {n} training rows holds out no row: use 0 for no \
+             validation split, or at least {:.2e}",
+            0.5 / n.max(1) as f64
+        )));
+    }
+    Ok(held)
 }
 
 /// How many of `n` rows [`split`] puts in the test (held-out) part at `test_fraction`

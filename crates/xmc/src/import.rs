@@ -91,6 +91,12 @@ pub fn read_annif_tsv(path: &Path, vocab: &Labels, skip_bad: bool) -> Result<Cor
         texts.push(text.trim().to_string());
         rows.push(sorted_unique(row));
     }
+    if !rows.is_empty() && rows.iter().all(Vec::is_empty) {
+        return Err(Error::param(format!(
+            "{}: no line has a subject: nothing to train on",
+            path.display()
+        )));
+    }
     Ok(Corpus {
         texts,
         rows,
@@ -238,6 +244,14 @@ mod tests {
             e.contains("corpus.tsv:1") && e.contains("not in the vocabulary"),
             "{e}"
         );
+        // Issue 27 D14: a corpus where no line has a subject is refused (it imported and
+        // trained with no warning).
+        std::fs::write(&corpus, "red apples\t\nfresh bread\t\n").unwrap();
+        let e = read_annif_tsv(&corpus, &v, false).unwrap_err().to_string();
+        assert!(
+            e.contains("corpus.tsv") && e.contains("no line has a subject"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -271,5 +285,21 @@ mod tests {
             );
         }
         assert_eq!(n_held_out(211_487, 0.05), 10_574);
+    }
+
+    /// Issue 27 D14: one rule for a validation hold-out, `train --valid-fraction` and `split`
+    /// alike: 0 (none), or up to 0.5 holding out at least one row.
+    #[test]
+    fn one_rule_for_the_validation_fraction() {
+        use crate::dataset::check_valid_fraction;
+        assert_eq!(check_valid_fraction(300, 0.0).unwrap(), 0);
+        assert_eq!(check_valid_fraction(300, 0.5).unwrap(), 150);
+        assert_eq!(check_valid_fraction(300, 0.002).unwrap(), 1);
+        let e = check_valid_fraction(300, 0.001).unwrap_err().to_string();
+        assert!(e.contains("holds out no row"), "{e}");
+        for f in [0.9, 0.51, -0.1, f64::NAN] {
+            let e = check_valid_fraction(300, f).unwrap_err().to_string();
+            assert!(e.contains("valid fraction") && !e.contains("test"), "{e}");
+        }
     }
 }

@@ -58,7 +58,7 @@ fn training_rows<'a>(
     data: &'a XcDataset,
 ) -> Result<(Cow<'a, Split>, Option<Split>)> {
     let (train, valid) = if cfg.valid_fraction > 0.0 {
-        let (rest, held) = data.train.hold_out(cfg.valid_fraction, VALID_SEED)?;
+        let (rest, held) = data.train.hold_out_valid(cfg.valid_fraction, VALID_SEED)?;
         (Cow::Owned(rest), Some(held))
     } else {
         (Cow::Borrowed(&data.train), None)
