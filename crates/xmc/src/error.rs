@@ -33,6 +33,25 @@ pub enum Error {
     Shape(String),
 }
 
+/// The longest message an error about a file's content carries, in bytes.
+pub const MAX_MESSAGE: usize = 400;
+
+/// `msg` cut to at most [`MAX_MESSAGE`] bytes (at a character boundary), saying how much was
+/// left out.
+pub fn shorten(mut msg: String) -> String {
+    if msg.len() <= MAX_MESSAGE {
+        return msg;
+    }
+    let total = msg.len();
+    let mut cut = MAX_MESSAGE;
+    while !msg.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    msg.truncate(cut);
+    msg.push_str(&format!("… ({} more bytes)", total - cut));
+    msg
+}
+
 /// `Result` with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -45,20 +64,23 @@ impl Error {
         }
     }
 
-    /// A parse error on line `line` (1-based) of `path`.
+    /// A parse error on line `line` (1-based) of `path`. The message is cut to
+    /// [`MAX_MESSAGE`] bytes ([`shorten`]): it may quote the input, which can be a line of
+    /// megabytes.
     pub fn parse(path: impl AsRef<Path>, line: usize, msg: impl Into<String>) -> Self {
         Error::Parse {
             path: path.as_ref().to_path_buf(),
             line,
-            msg: msg.into(),
+            msg: shorten(msg.into()),
         }
     }
 
-    /// A file whose content disagrees with something else.
+    /// A file whose content disagrees with something else (the message cut as in
+    /// [`Error::parse`]).
     pub fn mismatch(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
         Error::Mismatch {
             path: path.as_ref().to_path_buf(),
-            msg: msg.into(),
+            msg: shorten(msg.into()),
         }
     }
 

@@ -332,6 +332,21 @@ mod tests {
         assert_eq!(only.next_line().unwrap(), None);
     }
 
+    /// Issue 27 D13: an error quoting a 10 MB line is cut to a few hundred bytes (it printed
+    /// 10 MB), at a character boundary.
+    #[test]
+    fn errors_quoting_huge_input_are_cut() {
+        let line = "é".repeat(5 << 20);
+        let e = Error::parse("big.txt", 1, format!("bad header {line:?}")).to_string();
+        assert!(e.len() < 600, "{} bytes", e.len());
+        assert!(
+            e.starts_with("big.txt:1: bad header \"éé") && e.contains("more bytes"),
+            "{e}"
+        );
+        let short = Error::parse("s.txt", 2, "bad id \"x\"").to_string();
+        assert_eq!(short, "s.txt:2: bad id \"x\"");
+    }
+
     #[test]
     fn non_utf8_names_file_and_line() {
         let data = b"ok\nbad \xff here\n";
