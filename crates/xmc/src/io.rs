@@ -252,7 +252,11 @@ pub fn temp_sibling(path: &Path) -> Result<PathBuf> {
                 pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
             };
             if pid.is_some_and(gone) && Path::new("/proc/self").exists() {
-                let _ = std::fs::remove_file(e.path());
+                // A folder is the leftover of a killed `build_folder`.
+                let _ = match e.file_type() {
+                    Ok(t) if t.is_dir() => std::fs::remove_dir_all(e.path()),
+                    _ => std::fs::remove_file(e.path()),
+                };
             }
         }
     }
@@ -282,14 +286,14 @@ pub fn build_folder<T>(out: &Path, f: impl FnOnce(&Path) -> Result<T>) -> Result
             ),
         ));
     }
-    let name = out
-        .file_name()
-        .ok_or_else(|| Error::param(format!("{}: not a folder name", out.display())))?;
-    let tmp: PathBuf = out.with_file_name(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    if out.file_name().is_none() {
+        return Err(Error::param(format!(
+            "{}: not a folder name",
+            out.display()
+        )));
+    }
+    // `.NAME.PID.tmp`; the folders of killed builds of `out` are removed on the way.
+    let tmp = temp_sibling(out)?;
     let built = (|| {
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let v = f(&tmp)?;
@@ -368,6 +372,26 @@ mod tests {
         write_atomic(&p, |w| w.write_all(b"ok")).unwrap();
         assert!(!stale.exists());
         assert!(other.exists(), "only leftovers of this path are touched");
+    }
+
+    /// Issue 27 D10: the temporary folder of a killed `build_folder` (an `import` killed
+    /// mid-write) is removed by the next build of the same folder; others are left alone.
+    #[test]
+    fn stale_temporary_folders_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("xc");
+        let stale = dir.path().join(".xc.4194399.tmp");
+        std::fs::create_dir_all(stale.join("sub")).unwrap();
+        std::fs::write(stale.join("trn_X.txt"), "half").unwrap();
+        let other = dir.path().join(".other.4194399.tmp");
+        std::fs::create_dir(&other).unwrap();
+        build_folder(&out, |tmp| {
+            std::fs::write(tmp.join("f"), "x").map_err(|e| Error::io(tmp, e))
+        })
+        .unwrap();
+        assert!(!stale.exists(), "the killed build's folder is left");
+        assert!(other.exists(), "only leftovers of this folder are touched");
+        assert_eq!(std::fs::read(out.join("f")).unwrap(), b"x");
     }
 
     #[test]
