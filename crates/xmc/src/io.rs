@@ -168,6 +168,12 @@ impl AtomicFile {
         }
         let tmp = temp_sibling(&path)?;
         let f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        // A file replaced keeps its permissions (a private 0600 output stays private), set
+        // before anything is written.
+        if let Ok(old) = std::fs::metadata(&path) {
+            f.set_permissions(old.permissions())
+                .map_err(|e| Error::io(&tmp, e))?;
+        }
         Ok(AtomicFile {
             path,
             tmp,
@@ -392,6 +398,26 @@ mod tests {
         assert!(!stale.exists(), "the killed build's folder is left");
         assert!(other.exists(), "only leftovers of this folder are touched");
         assert_eq!(std::fs::read(out.join("f")).unwrap(), b"x");
+    }
+
+    /// Issue 27 D3: replacing an existing file keeps its mode (a 0600 file became 0644), also
+    /// through a symbolic link; a new file gets the umask's.
+    #[test]
+    fn a_replaced_file_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("private.txt");
+        std::fs::write(&p, "old").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_atomic(&p, |w| w.write_all(b"new")).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        let link = dir.path().join("link.txt");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        write_atomic(&link, |w| w.write_all(b"newer")).unwrap();
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(std::fs::read(&p).unwrap(), b"newer");
     }
 
     #[test]
