@@ -16,6 +16,8 @@ use xmc::pifa::{pifa, DEFAULT_TOP_N};
 use xmc::tfidf::{normalize_rows, TfIdf, TfIdfParams};
 use xmc::SparseMatrix;
 
+use crate::common::outln;
+
 /// Flags of `inceptionxml cluster`.
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("size").args(["clusters", "max_leaf"])))]
@@ -54,8 +56,9 @@ pub struct Args {
 }
 
 /// Prints a phase's wall time and note.
-fn phase(name: &str, t: Instant, note: &str) {
-    println!("{name:<9} {:>8.2} s  {note}", t.elapsed().as_secs_f64());
+fn phase(name: &str, t: Instant, note: &str) -> anyhow::Result<()> {
+    outln!("{name:<9} {:>8.2} s  {note}", t.elapsed().as_secs_f64())?;
+    Ok(())
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -77,12 +80,12 @@ fn run_cluster(args: &Args) -> anyhow::Result<()> {
         ..Default::default()
     };
     params.validate()?;
-    println!(
+    outln!(
         "cluster: {} threads, seed {}, {:?}",
         rayon::current_num_threads(),
         args.seed,
         stop
-    );
+    )?;
 
     let t = Instant::now();
     let y_path = args.data.join("trn_X_Y.txt");
@@ -114,7 +117,7 @@ fn run_cluster(args: &Args) -> anyhow::Result<()> {
                     x.nnz(),
                     f.display()
                 ),
-            );
+            )?;
             x
         }
         None => {
@@ -136,12 +139,12 @@ fn run_cluster(args: &Args) -> anyhow::Result<()> {
                 "read",
                 t,
                 &format!("{} texts, {} labels", texts.len(), labels.n_cols),
-            );
+            )?;
             let t = Instant::now();
             let docs = xmc::text::tokenize_all(&texts);
             drop(texts);
             let tokens: usize = docs.iter().map(Vec::len).sum();
-            phase("tokenize", t, &format!("{tokens} tokens"));
+            phase("tokenize", t, &format!("{tokens} tokens"))?;
             let t = Instant::now();
             let tp = TfIdfParams {
                 bigrams: args.bigrams,
@@ -153,7 +156,7 @@ fn run_cluster(args: &Args) -> anyhow::Result<()> {
                 "tfidf",
                 t,
                 &format!("{} terms, {} nnz", tfidf.len(), x.nnz()),
-            );
+            )?;
             x
         }
     };
@@ -174,7 +177,7 @@ fn run_cluster(args: &Args) -> anyhow::Result<()> {
             label_features.nnz(),
             empty
         ),
-    );
+    )?;
 
     let t = Instant::now();
     let depth = params.depth(label_features.n_rows)?;
@@ -197,29 +200,29 @@ fn run_cluster(args: &Args) -> anyhow::Result<()> {
             report.iterations,
             report.iterations as f64 / report.nodes.max(1) as f64
         ),
-    );
+    )?;
 
     let t = Instant::now();
     clustering.write(&args.out)?;
-    phase("write", t, &args.out.display().to_string());
+    phase("write", t, &args.out.display().to_string())?;
 
     let sizes = clustering.sizes();
     let (mn, mx) = (
         sizes.iter().copied().min().unwrap_or(0),
         sizes.iter().copied().max().unwrap_or(0),
     );
-    println!(
+    outln!(
         "cluster sizes: min {mn} mean {:.2} max {mx}",
         clustering.n_labels() as f64 / clustering.n_clusters as f64
-    );
+    )?;
     let t = Instant::now();
     let q = cooccurrence_quality(&labels, &clustering)?;
-    println!("quality: {q}");
-    phase("quality", t, "");
+    outln!("quality: {q}")?;
+    phase("quality", t, "")?;
     let rss = crate::common::peak_rss_mib().map_or("n/a".to_owned(), |m| format!("{m:.0} MiB"));
-    println!(
+    outln!(
         "total     {:>8.2} s  peak RSS {rss}",
         start.elapsed().as_secs_f64()
-    );
+    )?;
     Ok(())
 }

@@ -2,6 +2,28 @@
 
 use xmc::metrics::Metrics;
 
+/// `println!` that returns an error instead of panicking when standard output cannot be
+/// written (a full disk, `>/dev/full`): `outln!("...")?`. A closed pipe still ends the process
+/// quietly (SIGPIPE, `main`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+            .map_err(|e| anyhow::anyhow!("writing to standard output: {e}"))
+    }};
+}
+pub(crate) use outln;
+
+/// [`outln!`] without the line break.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+            .map_err(|e| anyhow::anyhow!("writing to standard output: {e}"))
+    }};
+}
+pub(crate) use out;
+
 /// `--device`, shared by the commands that run the model.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct DeviceArg {

@@ -11,6 +11,8 @@ use xmc::dataset::XcDataset;
 use crate::common::RunArgs;
 use crate::progress::Progress;
 
+use crate::common::outln;
+
 /// Flags of `inceptionxml demo`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -53,12 +55,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut progress = Progress::new(!args.quiet);
     let summary =
         inceptionxml::train_with(&data, &args.model, &opts, &mut |e| progress.on_event(e))?;
-    crate::train::print_summary(&summary, &args.model);
-    println!("wall time {:.1}s", t0.elapsed().as_secs_f64());
-    println!(
+    crate::train::print_summary(&summary, &args.model)?;
+    outln!("wall time {:.1}s", t0.elapsed().as_secs_f64())?;
+    outln!(
         "try: inceptionxml predict --model {} --texts {} --top-k 5",
         args.model.display(),
         args.data.join("tst_X.txt").display()
-    );
+    )?;
     Ok(())
 }

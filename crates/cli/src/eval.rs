@@ -6,6 +6,8 @@ use anyhow::Context;
 use xmc::metrics::{evaluate, inverse_propensity, Propensity};
 use xmc::SparseMatrix;
 
+use crate::common::{out, outln};
+
 /// Flags of `inceptionxml eval`.
 #[derive(clap::Args)]
 #[command(after_long_help = "\
@@ -81,9 +83,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let m = evaluate(&truth, &pred, inv_psp.as_deref(), args.k as usize)?;
     if args.json {
-        println!("{}", m.to_json());
+        outln!("{}", m.to_json())?;
     } else {
-        print!("{m}");
+        out!("{m}")?;
     }
     Ok(())
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use xmc::import::{read_annif_tsv, read_fasttext, Corpus};
 use xmc::labels::Labels;
 
+use crate::common::outln;
+
 /// Flags of `inceptionxml import`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -64,7 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         From::Fasttext { input, out } => (read_fasttext(&input, out.skip_bad)?, out),
     };
     let (train, test) = corpus.write_xc(&out.out, out.test_fraction, out.seed)?;
-    println!(
+    outln!(
         "wrote {}: {train} training and {test} test texts, {} labels{}",
         out.out.display(),
         corpus.labels.len(),
@@ -72,6 +74,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             0 => String::new(),
             n => format!(", {n} malformed lines skipped"),
         }
-    );
+    )?;
     Ok(())
 }

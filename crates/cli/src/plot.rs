@@ -10,6 +10,8 @@ use anyhow::{anyhow, bail, Context};
 use plotters::prelude::*;
 use serde_json::Value;
 
+use crate::common::outln;
+
 /// Flags of `inceptionxml plot`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,7 +36,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(|p| read_run(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
     draw(&runs, &args.out, (args.width, args.height))?;
-    println!("wrote {}", args.out.display());
+    outln!("wrote {}", args.out.display())?;
     Ok(())
 }
 

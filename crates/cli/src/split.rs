@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use inceptionxml::train::VALID_SEED;
 use xmc::dataset::XcDataset;
 
+use crate::common::outln;
+
 /// Flags of `inceptionxml split`.
 #[derive(clap::Args)]
 #[command(
@@ -30,9 +32,9 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let data = XcDataset::open(&args.data)?;
     let (kept, held) = data.write_hold_out(&args.out, args.valid_fraction, VALID_SEED)?;
-    println!(
+    outln!(
         "wrote {}: {kept} training rows (trn_*) and {held} validation rows (tst_*)",
         args.out.display()
-    );
+    )?;
     Ok(())
 }

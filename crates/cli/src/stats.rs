@@ -6,6 +6,8 @@ use std::time::Instant;
 use xmc::dataset::XcDataset;
 use xmc::stats::DatasetStats;
 
+use crate::common::{out, outln};
+
 /// Flags of `inceptionxml stats`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,11 +25,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let ds = XcDataset::open(&args.data)?;
     let stats = DatasetStats::compute(&ds);
     if args.json {
-        println!("{}", serde_json::to_string(&stats)?);
+        outln!("{}", serde_json::to_string(&stats)?)?;
     } else {
-        println!("dataset: {}", args.data.display());
-        print!("{stats}");
-        println!("(read and checked in {:.2} s)", t0.elapsed().as_secs_f64());
+        outln!("dataset: {}", args.data.display())?;
+        out!("{stats}")?;
+        outln!("(read and checked in {:.2} s)", t0.elapsed().as_secs_f64())?;
     }
     Ok(())
 }

@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use xmc::synthetic::{generate, SynthParams};
 
+use crate::common::outln;
+
 /// Flags of `inceptionxml synth`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -62,20 +64,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let t = Instant::now();
     let d = generate(&p)?;
-    println!(
+    outln!(
         "generated {} train + {} test texts, {} labels, {} label entries in {:.2} s",
         d.train_texts.len(),
         d.test_texts.len(),
         p.n_labels,
         d.train_labels.nnz(),
         t.elapsed().as_secs_f64()
-    );
+    )?;
     let t = Instant::now();
     d.write_dir(&args.out)?;
-    println!(
+    outln!(
         "wrote {} in {:.2} s",
         args.out.display(),
         t.elapsed().as_secs_f64()
-    );
+    )?;
     Ok(())
 }

@@ -12,6 +12,8 @@ use xmc::dataset::XcDataset;
 use crate::common::{with_default, PlusArgs, RunArgs};
 use crate::progress::Progress;
 
+use crate::common::outln;
+
 /// Flags of `inceptionxml train`: the library's [`TrainOptions`], whose defaults the help texts
 /// quote.
 #[derive(clap::Args)]
@@ -182,51 +184,59 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut progress = Progress::new(!args.quiet);
     let summary =
         inceptionxml::train_with(&data, &args.model, &opts, &mut |e| progress.on_event(e))?;
-    print_summary(&summary, &args.model);
-    write_curves(&args.model);
+    print_summary(&summary, &args.model)?;
+    write_curves(&args.model)?;
     Ok(())
 }
 
-/// Draws the run's curves into `curves.png` in the model directory; a failure is reported, not
-/// fatal (the model is saved).
-fn write_curves(dir: &std::path::Path) {
+/// Draws the run's curves into `curves.png` in the model directory; a failure to draw is
+/// reported, not fatal (the model is saved).
+fn write_curves(dir: &std::path::Path) -> anyhow::Result<()> {
     let out = dir.join("curves.png");
     let drawn =
         crate::plot::read_run(dir).and_then(|run| crate::plot::draw(&[run], &out, (1500, 500)));
     match drawn {
-        Ok(()) => println!("curves drawn in {}", out.display()),
+        Ok(()) => outln!("curves drawn in {}", out.display())?,
         Err(e) => eprintln!("warning: no curves: {e:#}"),
     }
+    Ok(())
 }
 
 /// The end-of-training report on standard output.
-pub fn print_summary(s: &train::TrainSummary, dir: &std::path::Path) {
+pub fn print_summary(s: &train::TrainSummary, dir: &std::path::Path) -> anyhow::Result<()> {
     if let Some(c) = &s.coverage {
-        println!("embeddings: {c}");
+        outln!("embeddings: {c}")?;
     }
-    println!(
+    outln!(
         "trained {} epochs ({} steps) on {} rows, vocabulary {}, {:.1}s training, {:.0} samples/s",
-        s.epochs_done, s.steps, s.n_train, s.vocab_size, s.train_s, s.samples_per_s
-    );
+        s.epochs_done,
+        s.steps,
+        s.n_train,
+        s.vocab_size,
+        s.train_s,
+        s.samples_per_s
+    )?;
     if let Some(v) = &s.last_valid {
-        println!(
+        outln!(
             "validation metrics ({} rows held out of training) after epoch {}:",
-            s.n_valid, v.epoch
-        );
-        println!("{}", crate::common::format_metrics(&v.metrics));
+            s.n_valid,
+            v.epoch
+        )?;
+        outln!("{}", crate::common::format_metrics(&v.metrics))?;
     }
     if let Some(e) = &s.last_eval {
-        println!("test metrics after epoch {}:", e.epoch);
-        println!("{}", crate::common::format_metrics(&e.metrics));
+        outln!("test metrics after epoch {}:", e.epoch)?;
+        outln!("{}", crate::common::format_metrics(&e.metrics))?;
         if let Some(p) = &e.plus {
-            println!(
+            outln!(
                 "ranking {}; meta P@1 {:.2}; shortlist recall@{} {:.2}",
                 p.score,
                 p.meta_p1 * 100.0,
                 p.top_k,
                 p.shortlist_recall * 100.0
-            );
+            )?;
         }
     }
-    println!("model saved to {}", dir.display());
+    outln!("model saved to {}", dir.display())?;
+    Ok(())
 }

@@ -374,6 +374,79 @@ fn closed_stdout_is_not_a_panic() {
     }
 }
 
+/// Issue 27 D2: standard output that cannot be written (a full disk: `/dev/full`) is a one-line
+/// error in every command that prints, never a panic (stats, eval, split, synth, plot, cluster,
+/// import and train panicked with "failed printing to stdout").
+#[test]
+fn a_full_stdout_is_an_error_not_a_panic() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        return; // no /dev/full on this system
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir();
+    let d = data.to_str().unwrap();
+    let model = dir.path().join("m");
+    let m = model.to_str().unwrap();
+    let truth = data.join("tst_X_Y.txt");
+    let tmp = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let (split_out, synth_out, clusters, ft) =
+        (tmp("split"), tmp("synth"), tmp("c.txt"), tmp("ft"));
+    let ft_file = dir.path().join("ft.txt");
+    std::fs::write(&ft_file, "__label__a one text\n__label__b another text\n").unwrap();
+    let train_args = tiny_train_args(&data, &model, &["--max-train", "200", "--epochs", "1"]);
+    let train: Vec<&str> = strs(&train_args)
+        .into_iter()
+        .filter(|a| *a != "--quiet")
+        .collect();
+    let commands: Vec<Vec<&str>> = vec![
+        train,
+        vec!["stats", "--data", d],
+        vec![
+            "eval",
+            "--truth",
+            truth.to_str().unwrap(),
+            "--pred",
+            truth.to_str().unwrap(),
+        ],
+        vec!["split", "--data", d, "--out", &split_out],
+        vec![
+            "synth", "--out", &synth_out, "--labels", "20", "--texts", "50",
+        ],
+        vec!["plot", "--metrics", m, "--out", &clusters],
+        vec![
+            "cluster",
+            "--data",
+            d,
+            "--out",
+            &clusters,
+            "--clusters",
+            "8",
+        ],
+        vec![
+            "import",
+            "fasttext",
+            "--input",
+            ft_file.to_str().unwrap(),
+            "--out",
+            &ft,
+        ],
+    ];
+    for args in commands {
+        let o = Command::new(BIN)
+            .args(&args)
+            .stdout(full.try_clone().unwrap())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            err.contains("error: writing to standard output"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 /// `--threads` beyond what the machine can use is an error, not minutes of thread churn.
 #[test]
 fn absurd_thread_counts_are_refused() {
