@@ -2,7 +2,6 @@
 //! solid, validation split dashed) and training loss per epoch — as one PNG, read from each run's
 //! `metrics.jsonl`. `train` draws `curves.png` into the model directory at the end of a run.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
@@ -74,15 +73,17 @@ pub fn read_run(path: &Path) -> anyhow::Result<Run> {
         .and_then(|d| d.canonicalize().ok())
         .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| file.display().to_string());
-    let f = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+    // The library's line reader: a line is capped (xmc::io::MAX_LINE), not read without bound.
+    let mut lines = xmc::io::lines(&file)?;
     let mut points = Vec::new();
-    for (i, line) in BufReader::new(f).lines().enumerate() {
-        let at = || format!("{}:{}", file.display(), i + 1);
-        let line = line.with_context(at)?;
+    let mut i = 0;
+    while let Some(line) = lines.next_line()? {
+        i += 1;
+        let at = || format!("{}:{}", file.display(), i);
         if line.trim().is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(&line).with_context(at)?;
+        let v: Value = serde_json::from_str(line).with_context(at)?;
         let epoch = v
             .get("epoch")
             .and_then(Value::as_u64)

@@ -1,6 +1,6 @@
 //! `inceptionxml predict`.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -107,25 +107,11 @@ fn interactive(p: &Model, args: &Args) -> anyhow::Result<()> {
         )
     };
     let labels = p.labels();
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
-    let mut raw = Vec::new();
-    for i in 0.. {
-        raw.clear();
-        if input
-            .read_until(b'\n', &mut raw)
-            .with_context(|| format!("<stdin>:{}", i + 1))?
-            == 0
-        {
-            break;
-        }
-        let bytes = raw.strip_suffix(b"\n").unwrap_or(&raw);
-        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-        // A byte-order mark opening the input is not text.
-        let bytes = match i {
-            0 => bytes.strip_prefix(xmc::io::UTF8_BOM).unwrap_or(bytes),
-            _ => bytes,
-        };
+    // The library's line reader: line breaks (`\n`, `\r\n`) and a byte-order mark opening the
+    // input are stripped, and a line is capped (xmc::io::MAX_LINE), never read without bound.
+    let mut input = xmc::io::Lines::new(std::io::stdin().lock(), "<stdin>");
+    let mut i = 0;
+    while let Some(bytes) = input.next_bytes()? {
         // A line that is not UTF-8 gets an error on standard error and an empty result in the
         // output's format (an empty row, `{"results":[]}`, no TSV line); the session goes on.
         let row = match std::str::from_utf8(bytes) {
@@ -143,6 +129,7 @@ fn interactive(p: &Model, args: &Args) -> anyhow::Result<()> {
             f => write_row(&mut out, i, &row, labels, f)?,
         }
         out.flush()?;
+        i += 1;
     }
     Ok(())
 }

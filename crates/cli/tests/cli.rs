@@ -447,6 +447,52 @@ fn a_full_stdout_is_an_error_not_a_panic() {
     }
 }
 
+/// Issue 27 D6: an endless line (`/dev/zero`) is a one-line error naming the file and line in
+/// every reader (they aborted on a 32 GB allocation): texts to predict, a metrics file to plot,
+/// a fastText corpus to import, and interactive input.
+#[test]
+fn an_endless_line_is_an_error_not_an_abort() {
+    if !std::path::Path::new("/dev/zero").exists() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    train_tiny(&model, "200", &["--epochs", "1"]);
+    let m = model.to_str().unwrap();
+    let png = dir.path().join("p.png");
+    let ft = dir.path().join("ft");
+    for args in [
+        vec!["predict", "--model", m, "--texts", "/dev/zero"],
+        vec![
+            "plot",
+            "--metrics",
+            "/dev/zero",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        vec![
+            "import",
+            "fasttext",
+            "--input",
+            "/dev/zero",
+            "--out",
+            ft.to_str().unwrap(),
+        ],
+    ] {
+        fails_with_one_line(&args, "/dev/zero:1: line longer than");
+    }
+    let o = Command::new(BIN)
+        .args(["predict", "--model", m, "--texts", "-"])
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("<stdin>:1: line longer than"),
+        "{err}"
+    );
+}
+
 /// `--threads` beyond what the machine can use is an error, not minutes of thread churn.
 #[test]
 fn absurd_thread_counts_are_refused() {

@@ -18,6 +18,10 @@ pub fn open(path: &Path) -> Result<BufReader<File>> {
     Ok(BufReader::with_capacity(1 << 20, f))
 }
 
+/// The longest line a reader accepts, in bytes (its line break not counted): far beyond any
+/// text, label row or vector line, far below what would exhaust memory.
+pub const MAX_LINE: usize = 64 << 20;
+
 /// The UTF-8 byte-order mark, which some editors write at the start of a text file.
 pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -50,13 +54,39 @@ impl<R: BufRead> Lines<R> {
         self.line
     }
 
-    /// The next line as raw bytes, or `None` at end of file.
+    /// The next line as raw bytes, or `None` at end of file. A line longer than [`MAX_LINE`]
+    /// bytes is an error naming the file and line, found before the line is held in memory
+    /// (`/dev/zero` is one endless line).
     pub fn next_bytes(&mut self) -> Result<Option<&[u8]>> {
         self.buf.clear();
-        let n = self
-            .reader
-            .read_until(b'\n', &mut self.buf)
-            .map_err(|e| Error::io(&self.path, e))?;
+        let mut n = 0;
+        loop {
+            let available = match self.reader.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(&self.path, e)),
+            };
+            if available.is_empty() {
+                break;
+            }
+            let (end, done) = match available.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (available.len(), false),
+            };
+            if n + end > MAX_LINE + 2 {
+                return Err(Error::parse(
+                    &self.path,
+                    self.line + 1,
+                    format!("line longer than {MAX_LINE} bytes"),
+                ));
+            }
+            self.buf.extend_from_slice(&available[..end]);
+            self.reader.consume(end);
+            n += end;
+            if done {
+                break;
+            }
+        }
         if n == 0 {
             return Ok(None);
         }
@@ -355,6 +385,21 @@ mod tests {
         );
         let short = Error::parse("s.txt", 2, "bad id \"x\"").to_string();
         assert_eq!(short, "s.txt:2: bad id \"x\"");
+    }
+
+    /// Issue 27 D6: an endless line (`/dev/zero`) is an error naming the file and line once
+    /// it passes [`MAX_LINE`], not an abort on a 32 GB allocation; lines just under it are read.
+    #[test]
+    fn an_endless_line_is_an_error_not_an_abort() {
+        let zeros = std::io::BufReader::new(std::io::repeat(0));
+        let mut l = Lines::new(zeros, "/dev/zero");
+        let e = l.next_bytes().unwrap_err().to_string();
+        assert!(e.starts_with("/dev/zero:1: line longer than"), "{e}");
+        let mut long = vec![b'a'; MAX_LINE];
+        long.extend_from_slice(b"\r\nnext\n");
+        let mut l = Lines::new(&long[..], "long.txt");
+        assert_eq!(l.next_bytes().unwrap().unwrap().len(), MAX_LINE);
+        assert_eq!(l.next_line().unwrap(), Some("next"));
     }
 
     #[test]
