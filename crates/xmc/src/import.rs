@@ -56,7 +56,11 @@ pub fn read_annif_tsv(path: &Path, vocab: &Labels, skip_bad: bool) -> Result<Cor
         .collect();
     let mut l = lines(path)?;
     let (mut texts, mut rows, mut skipped) = (Vec::new(), Vec::new(), 0);
-    while let Some(line) = l.next_line()? {
+    while let Some(bytes) = l.next_bytes()? {
+        let Ok(line) = std::str::from_utf8(bytes) else {
+            bad_or_skip(skip_bad, &mut skipped, l.error("invalid UTF-8"))?;
+            continue;
+        };
         let Some((text, subjects)) = line.split_once('\t') else {
             bad_or_skip(
                 skip_bad,
@@ -83,6 +87,8 @@ pub fn read_annif_tsv(path: &Path, vocab: &Labels, skip_bad: bool) -> Result<Cor
         }
         if text.trim().is_empty() {
             problem = Some("empty text".into());
+        } else if text.contains('\r') {
+            problem = Some("the text holds a carriage return (a line break of its own)".into());
         }
         if let Some(msg) = problem {
             bad_or_skip(skip_bad, &mut skipped, l.error(msg))?;
@@ -112,7 +118,11 @@ pub fn read_fasttext(path: &Path, skip_bad: bool) -> Result<Corpus> {
     let mut ids: HashMap<String, u32> = HashMap::new();
     let mut names = Vec::new();
     let (mut texts, mut rows, mut skipped) = (Vec::new(), Vec::new(), 0);
-    while let Some(line) = l.next_line()? {
+    while let Some(bytes) = l.next_bytes()? {
+        let Ok(line) = std::str::from_utf8(bytes) else {
+            bad_or_skip(skip_bad, &mut skipped, l.error("invalid UTF-8"))?;
+            continue;
+        };
         let (mut words, mut found) = (Vec::new(), Vec::new());
         for tok in line.split_whitespace() {
             match tok.strip_prefix(FASTTEXT_PREFIX) {
@@ -244,6 +254,27 @@ mod tests {
             e.contains("corpus.tsv:1") && e.contains("not in the vocabulary"),
             "{e}"
         );
+        // Issue 27 D9: a non-UTF-8 line and a text holding a lone carriage return are named
+        // by file and line, and skipped with --skip-bad (the whole import failed, the CR with a
+        // message naming neither).
+        std::fs::write(
+            &corpus,
+            b"bad \xff\t<http://x/a>\nred\rapples\t<http://x/a>\ngood bread\t<http://x/b>\n",
+        )
+        .unwrap();
+        let e = read_annif_tsv(&corpus, &v, false).unwrap_err().to_string();
+        assert!(e.contains("corpus.tsv:1") && e.contains("UTF-8"), "{e}");
+        let c = read_annif_tsv(&corpus, &v, true).unwrap();
+        assert_eq!(
+            (c.texts.clone(), c.skipped),
+            (vec!["good bread".to_string()], 2)
+        );
+        std::fs::write(&corpus, "red\rapples\t<http://x/a>\n").unwrap();
+        let e = read_annif_tsv(&corpus, &v, false).unwrap_err().to_string();
+        assert!(
+            e.contains("corpus.tsv:1") && e.contains("carriage return"),
+            "{e}"
+        );
         // Issue 27 D14: a corpus where no line has a subject is refused (it imported and
         // trained with no warning).
         std::fs::write(&corpus, "red apples\t\nfresh bread\t\n").unwrap();
@@ -269,6 +300,15 @@ mod tests {
         assert_eq!(c.texts, vec!["how to knead"]);
         assert_eq!(c.labels.names, vec!["baking", "bread"]);
         assert_eq!(c.rows, vec![vec![0, 1]]);
+        // Issue 27 D9: a line that is not UTF-8 is skipped with --skip-bad, else named.
+        std::fs::write(&p, b"__label__a bad \xff text\n__label__b good text\n").unwrap();
+        let e = read_fasttext(&p, false).unwrap_err().to_string();
+        assert!(e.contains("ft.txt:1") && e.contains("UTF-8"), "{e}");
+        let c = read_fasttext(&p, true).unwrap();
+        assert_eq!(
+            (c.texts.clone(), c.skipped),
+            (vec!["good text".to_string()], 1)
+        );
     }
 
     #[test]
