@@ -36,7 +36,7 @@ use crate::ops::storage::{with_host_f32, with_host_f32s};
 use crate::ops::{
     bce_with_logits_masked, candidate_logits, stable_sigmoid, CandidatePlan, TableGrad,
 };
-use crate::profile::{timed, Laps, Stage};
+use crate::profile::{span, timed, Laps, Stage};
 
 /// An InceptionXML+ training graph from [`PlusHeads::train_composed`]: the scalar whose
 /// backward carries both heads' gradients (meta loss term + extreme loss), and what the step
@@ -338,18 +338,7 @@ impl PlusHeads {
         (targets, positives): (&Tensor, &[Vec<u32>]),
         detach: bool,
     ) -> Result<PlusGrads> {
-        timed(Stage::HeadsForwardBackward, || {
-            self.train_fused_steps(index, h, (targets, positives), detach)
-        })
-    }
-
-    fn train_fused_steps(
-        &self,
-        index: &ClusterIndex,
-        h: &Tensor,
-        (targets, positives): (&Tensor, &[Vec<u32>]),
-        detach: bool,
-    ) -> Result<PlusGrads> {
+        let _span = span(Stage::HeadsForwardBackward);
         let (b, d) = h.dims2()?;
         let hv = h.flatten_all()?.to_vec1::<f32>()?;
         let mut laps = Laps::start(Stage::PlusHidden);

@@ -81,70 +81,62 @@ mod wide {
         dot_fma(a, b)
     }
 
-    /// 16 values per step: sign-extend 16 int8 to int16 (`vpmovsxbw`), multiply by 16 int16
-    /// and add adjacent pairs into 8 int32 (`vpmaddwd`), accumulate. A step adds at most
-    /// 2 · 2²² to a lane, so 255 steps (4,080 values) cannot overflow it; longer rows are summed
-    /// 255 steps at a time, the lanes in i64: exact for every length, and one pass as before for
-    /// rows up to 4,080 values.
+    /// The 8 i32 lanes of the int8·int16 products of blocks `blocks` (16 values each): sign-extend
+    /// 16 int8 to int16 (`vpmovsxbw`), multiply by 16 int16 and add adjacent pairs into 8 int32
+    /// (`vpmaddwd`), accumulate. A block adds at most 2 · 2²² to a lane, so up to 255 blocks
+    /// cannot overflow one.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA, and `blocks.end · 16` is at most the length of both slices.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn madd_lanes(a: &[i8], b: &[i16], blocks: std::ops::Range<usize>) -> [i32; 8] {
+        use std::arch::x86_64::*;
+        let mut acc = _mm256_setzero_si256();
+        for i in blocks {
+            // SAFETY: i·16 + 16 ≤ the length of both slices (the caller's promise); unaligned.
+            let (wa, xb) = unsafe {
+                (
+                    _mm_loadu_si128(a.as_ptr().add(i * 16) as *const __m128i),
+                    _mm256_loadu_si256(b.as_ptr().add(i * 16) as *const __m256i),
+                )
+            };
+            let wa = _mm256_cvtepi8_epi16(wa);
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(wa, xb));
+        }
+        let mut lanes = [0i32; 8];
+        // SAFETY: `lanes` holds 8 i32 = 32 bytes; unaligned store.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
+        lanes
+    }
+
+    /// `Σ a[i]·b[i]` by 16-value blocks ([`madd_lanes`]): rows up to 511 values in one i32 pass
+    /// (511 · 2²² < 2³¹), longer ones 255 blocks at a time with the lanes summed in i64: exact
+    /// for every length.
     ///
     /// # Safety
     /// The CPU supports AVX2 and FMA (checked by the caller, `ops::cpu::dispatch!`).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot_i8(a: &[i8], b: &[i16]) -> i64 {
-        use std::arch::x86_64::*;
-        const MAX_STEPS: usize = 255;
+        const MAX_BLOCKS: usize = 255;
         let n = a.len().min(b.len());
         let blocks = n / 16;
-        // Up to 511 values the whole sum fits an i32 (511 · 2²² < 2³¹): one pass, i32 throughout.
-        if n <= 511 {
-            let mut acc = _mm256_setzero_si256();
-            for i in 0..blocks {
-                // SAFETY: i·16 + 16 ≤ n ≤ the length of both slices; unaligned loads.
-                let (wa, xb) = unsafe {
-                    (
-                        _mm_loadu_si128(a.as_ptr().add(i * 16) as *const __m128i),
-                        _mm256_loadu_si256(b.as_ptr().add(i * 16) as *const __m256i),
-                    )
-                };
-                let wa = _mm256_cvtepi8_epi16(wa);
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(wa, xb));
-            }
-            let mut lanes = [0i32; 8];
-            // SAFETY: `lanes` holds 8 i32 = 32 bytes; unaligned store.
-            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
-            let (ta, tb) = (&a[blocks * 16..n], &b[blocks * 16..n]);
-            let tail: i32 = ta.iter().zip(tb).map(|(&x, &y)| x as i32 * y as i32).sum();
-            return (lanes.iter().sum::<i32>() + tail) as i64;
-        }
-        let mut total = 0i64;
-        let mut start = 0;
-        loop {
-            let end = blocks.min(start + MAX_STEPS);
-            let mut acc = _mm256_setzero_si256();
-            for i in start..end {
-                // SAFETY: i·16 + 16 ≤ n ≤ the length of both slices; unaligned loads.
-                let (wa, xb) = unsafe {
-                    (
-                        _mm_loadu_si128(a.as_ptr().add(i * 16) as *const __m128i),
-                        _mm256_loadu_si256(b.as_ptr().add(i * 16) as *const __m256i),
-                    )
-                };
-                let wa = _mm256_cvtepi8_epi16(wa);
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(wa, xb));
-            }
-            let mut lanes = [0i32; 8];
-            // SAFETY: `lanes` holds 8 i32 = 32 bytes; unaligned store.
-            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
-            total += lanes.iter().map(|&l| l as i64).sum::<i64>();
-            if end == blocks {
-                break;
-            }
-            start = end;
-        }
         // Fewer than 16 products: exact in i32.
         let (ta, tb) = (&a[blocks * 16..n], &b[blocks * 16..n]);
         let tail: i32 = ta.iter().zip(tb).map(|(&x, &y)| x as i32 * y as i32).sum();
-        total + tail as i64
+        if n <= 511 {
+            // SAFETY: blocks · 16 ≤ n, the common length; AVX2 + FMA as this function's.
+            let lanes = unsafe { madd_lanes(a, b, 0..blocks) };
+            return (lanes.iter().sum::<i32>() + tail) as i64;
+        }
+        let mut total = tail as i64;
+        for start in (0..blocks).step_by(MAX_BLOCKS) {
+            let end = blocks.min(start + MAX_BLOCKS);
+            // SAFETY: end · 16 ≤ blocks · 16 ≤ n; AVX2 + FMA as this function's.
+            let lanes = unsafe { madd_lanes(a, b, start..end) };
+            total += lanes.iter().map(|&l| l as i64).sum::<i64>();
+        }
+        total
     }
 
     /// [`super::axpy`] with FMA.
