@@ -421,7 +421,14 @@ fn bad_requests_get_their_status_and_a_problem() {
             "POST",
             "/v1/projects/cook/suggest",
             form_ct,
-            b"text=x&limit=0".to_vec(),
+            b"text=x&limit=-1".to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/projects/cook/suggest-batch",
+            json_ct,
+            b"{\"documents\":[{\"text\":\"x\",\"document_id\":7}]}".to_vec(),
             400,
         ),
         (
@@ -518,6 +525,53 @@ fn bad_requests_get_their_status_and_a_problem() {
     )
     .unwrap();
     assert_eq!((empty.status, empty.body.as_str()), (200, "[]"));
+
+    // Issue 27, Annif's semantics: limit 0 and an empty text give 200 with no results (an empty
+    // text got ten prior-driven labels); a repeated field takes its first value, `limit` as
+    // `text` (limit took the last); a string document_id is echoed.
+    let none = serde_json::json!({"results": []});
+    for body in ["text=bread&limit=0", "text=", "text=+++&limit=5"] {
+        let r = http(
+            p,
+            "POST",
+            "/v1/projects/cook/suggest",
+            form_ct,
+            body.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!((r.status, r.json()), (200, none.clone()), "{body}");
+    }
+    let r = http(
+        p,
+        "POST",
+        "/v1/projects/cook/suggest",
+        form_ct,
+        b"text=bread&text=knife&limit=2&limit=5",
+    )
+    .unwrap();
+    let results = r.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 2, "{}", r.body);
+    let first = suggest(p, "cook", "bread", "&limit=2").unwrap().json();
+    assert_eq!(first["results"].as_array().unwrap(), &results);
+    let docs = br#"{"documents":[{"text":"bread","document_id":"a"},{"text":"  ","document_id":"b"},{"text":"knife"}]}"#;
+    let r = http(
+        p,
+        "POST",
+        "/v1/projects/cook/suggest-batch?limit=3",
+        json_ct,
+        docs,
+    )
+    .unwrap();
+    let out = r.json();
+    assert_eq!(out.as_array().unwrap().len(), 3, "{}", r.body);
+    assert_eq!(out[0]["document_id"], "a");
+    assert_eq!(
+        out[1],
+        serde_json::json!({"results": [], "document_id": "b"})
+    );
+    assert!(out[2]["document_id"].is_null());
+    assert_eq!(out[0]["results"].as_array().unwrap().len(), 3);
+    assert_eq!(out[2]["results"].as_array().unwrap().len(), 3);
 }
 
 #[test]

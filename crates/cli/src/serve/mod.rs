@@ -456,16 +456,23 @@ fn form_pairs(s: &str) -> Result<Vec<(String, String)>, Response> {
         .collect()
 }
 
-/// `limit` (default 10, at least 1) and `threshold` (default 0, within [0, 1]).
+/// The value of form field `name`: the first one when it is repeated, the one rule for every
+/// field (as Annif's form parsing takes the first).
+fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a String> {
+    pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+}
+
+/// `limit` (default 10, at least 0: 0 asks for no results, as in Annif) and `threshold`
+/// (default 0, within [0, 1]).
 fn limits(pairs: &[(String, String)]) -> Result<(usize, f32), Response> {
-    let get = |k: &str| pairs.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v);
+    let get = |k: &str| field(pairs, k);
     let limit = match get("limit") {
         None => 10,
         Some(v) => match v.trim().parse::<i64>() {
-            Ok(n) if n >= 1 => n.min(100_000) as usize,
+            Ok(n) if n >= 0 => n.min(100_000) as usize,
             _ => {
                 return Err(bad_request(format!(
-                    "limit {v:?}: expected an integer >= 1"
+                    "limit {v:?}: expected an integer >= 0"
                 )))
             }
         },
@@ -548,11 +555,13 @@ async fn suggest(
         let body = std::str::from_utf8(&body).map_err(|_| bad_request("the body is not UTF-8"))?;
         let pairs = form_pairs(body)?;
         let (limit, threshold) = limits(&pairs)?;
-        let text = pairs
-            .iter()
-            .find(|(k, _)| k == "text")
-            .map(|(_, v)| v.clone())
+        let text = field(&pairs, "text")
+            .cloned()
             .ok_or_else(|| bad_request("the form field text is missing"))?;
+        // No text, or no result asked for: no result (Annif's answer), the model not asked.
+        if limit == 0 || text.trim().is_empty() {
+            return Ok(json_response(&serde_json::json!({ "results": [] })));
+        }
         let (mut rows, model) = rank(project, vec![text], limit, threshold).await?;
         let row = rows.pop().unwrap_or_default();
         Ok::<_, Response>(json_response(&results_json(&row, &model)))
@@ -560,12 +569,12 @@ async fn suggest(
     run.await.unwrap_or_else(|r| r)
 }
 
-/// One document of `suggest-batch`.
+/// One document of `suggest-batch`; its `document_id`, when given, is a string (Annif's schema).
 #[derive(Deserialize)]
 struct Document {
     text: String,
     #[serde(default)]
-    document_id: Option<serde_json::Value>,
+    document_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -596,22 +605,31 @@ async fn suggest_batch(
                 docs.documents.len()
             )));
         }
-        let (texts, ids): (Vec<String>, Vec<Option<serde_json::Value>>) = docs
+        // Documents without text (or a limit of 0) get no result without asking the model.
+        let asks = |t: &str| limit > 0 && !t.trim().is_empty();
+        let texts: Vec<String> = docs
             .documents
-            .into_iter()
-            .map(|d| (d.text, d.document_id))
-            .unzip();
+            .iter()
+            .filter(|d| asks(&d.text))
+            .map(|d| d.text.clone())
+            .collect();
         let (rows, model) = if texts.is_empty() {
             (Vec::new(), project.current())
         } else {
             rank(project, texts, limit, threshold).await?
         };
-        let out: Vec<serde_json::Value> = rows
-            .iter()
-            .zip(ids)
-            .map(|(row, id)| {
-                let mut v = results_json(row, &model);
-                v["document_id"] = id.unwrap_or(serde_json::Value::Null);
+        let mut ranked = rows.into_iter();
+        let out: Vec<serde_json::Value> = docs
+            .documents
+            .into_iter()
+            .map(|d| {
+                let row = if asks(&d.text) {
+                    ranked.next().unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                let mut v = results_json(&row, &model);
+                v["document_id"] = d.document_id.map_or(serde_json::Value::Null, Into::into);
                 v
             })
             .collect();
@@ -637,7 +655,11 @@ mod tests {
         let p = |s: &str| form_pairs(s).ok().unwrap();
         assert_eq!(limits(&p("text=x")).ok(), Some((10, 0.0)));
         assert_eq!(limits(&p("limit=3&threshold=0.5")).ok(), Some((3, 0.5)));
-        assert!(limits(&p("limit=0")).is_err());
+        // Issue 27: limit 0 asks for no results (Annif answers 200 with none); a repeated field
+        // takes its first value, as `text` does.
+        assert_eq!(limits(&p("limit=0")).ok(), Some((0, 0.0)));
+        assert_eq!(limits(&p("limit=2&limit=7")).ok(), Some((2, 0.0)));
+        assert!(limits(&p("limit=-1")).is_err());
         assert!(limits(&p("limit=x")).is_err());
         assert!(limits(&p("threshold=1.5")).is_err());
     }
