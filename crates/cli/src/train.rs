@@ -165,25 +165,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let data = XcDataset::open(&args.data)
         .with_context(|| format!("reading dataset {}", args.data.display()))?;
     let opts = args.options();
-    if args.resume {
-        let saved = inceptionxml::model_dir::read_config(&args.model)?;
-        let changed: Vec<String> = opts
-            .changed_from(&saved)
-            .into_iter()
-            .map(|c| match c.split_once(' ') {
-                Some((name, rest)) => format!("--{} {rest}", name.replace('_', "-")),
-                None => c,
-            })
-            .collect();
-        anyhow::ensure!(
-            changed.is_empty(),
-            "--resume continues the saved run with its own settings; these flags would change it: {}",
-            changed.join(", ")
-        );
-    }
     let mut progress = Progress::new(!args.quiet);
     let summary =
-        inceptionxml::train_with(&data, &args.model, &opts, &mut |e| progress.on_event(e))?;
+        inceptionxml::train_with(&data, &args.model, &opts, &mut |e| progress.on_event(e))
+            .map_err(|e| match e {
+                // A resume refused by the library: its options named as the flags that set them.
+                inceptionxml::Error::ChangedOnResume(changed) => {
+                    let flags: Vec<String> = changed
+                        .iter()
+                        .map(|c| match c.split_once(' ') {
+                            Some((name, rest)) => format!("--{} {rest}", name.replace('_', "-")),
+                            None => c.clone(),
+                        })
+                        .collect();
+                    anyhow::anyhow!(
+                "--resume continues the saved run with its own settings; these flags would \
+                 change it: {}",
+                flags.join(", ")
+            )
+                }
+                e => e.into(),
+            })?;
     print_summary(&summary, &args.model)?;
     write_curves(&args.model)?;
     Ok(())

@@ -33,6 +33,13 @@ pub enum Error {
     /// written.
     #[error("row {row}: the model produced a non-finite score")]
     NonFinite { row: usize },
+    /// A resumed run given options that differ from the saved run's, each as `name given
+    /// (saved value)` (names are [`crate::TrainOptions`]'s fields).
+    #[error(
+        "resuming continues the saved run with its own settings; these options would change it: {}",
+        .0.join(", ")
+    )]
+    ChangedOnResume(Vec<String>),
     /// No training rows to learn from.
     #[error("no training rows")]
     NoTrainingRows,

@@ -244,11 +244,7 @@ pub fn train_with(
         let saved = model_dir::read_config(out)?;
         let changed = opts.changed_from(&saved);
         if !changed.is_empty() {
-            return Err(Error::Config(format!(
-                "resuming continues the saved run with its own settings; these options would \
-                 change it: {}",
-                changed.join(", ")
-            )));
+            return Err(Error::ChangedOnResume(changed));
         }
     }
     let (config, model, by_data) = opts.resolve(data.train.len());
