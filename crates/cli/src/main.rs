@@ -40,8 +40,8 @@ enum Command {
     Split(split::Args),
     /// Write a seeded Zipf-distributed synthetic dataset (for scale tests).
     Synth(synth::Args),
-    /// Train an InceptionXML model on a dataset folder.
-    Train(train::Args),
+    /// Train an InceptionXML model (fused with a sparse lexical model) on a dataset folder.
+    Train(Box<train::Args>),
     /// Rank labels for texts with a trained model.
     Predict(predict::Args),
     /// Draw training curves (P@1, PSP@1, loss per epoch) of one or several runs as a PNG.
@@ -68,7 +68,7 @@ fn main() {
         Command::Import(a) => import::run(a),
         Command::Split(a) => split::run(a),
         Command::Synth(a) => synth::run(a),
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
         Command::Predict(a) => predict::run(a),
         Command::Plot(a) => plot::run(a),
         Command::Demo(a) => demo::run(a),

@@ -27,6 +27,9 @@ impl Progress {
         }
         match event {
             TrainEvent::Warning(_) => {}
+            TrainEvent::SparseStart { rows } => {
+                eprintln!("training the sparse model on {rows} rows")
+            }
             TrainEvent::DefaultEpochs { epochs, rows } => {
                 println!(
                     "epochs {epochs} (the default for {rows} training rows; --epochs to change)"

@@ -6,7 +6,7 @@ use anyhow::Context;
 use inceptionxml::api::TrainDefaults;
 use inceptionxml::config::{OutputBias, Preset, MID_TRAIN_ROWS, PAPER_TRAIN_ROWS};
 use inceptionxml::train;
-use inceptionxml::TrainOptions;
+use inceptionxml::{SparseMode, TrainOptions};
 use xmc::dataset::XcDataset;
 
 use crate::common::{with_default, PlusArgs, RunArgs};
@@ -82,6 +82,17 @@ pub struct Args {
     /// Stop after N epochs of this session as if interrupted (continue with --resume).
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
+    /// Train only the sparse lexical model (TF-IDF word uni- and bigrams over a tree of linear
+    /// classifiers, as Parabel and omikuji): minutes, no network. By default it is trained after
+    /// the network and fused with it, the weight chosen on the validation split
+    #[arg(long, conflicts_with_all = ["no_sparse", "resume", "plus"])]
+    pub sparse: bool,
+    /// The network alone, without the fused sparse model
+    #[arg(long)]
+    pub no_sparse: bool,
+    #[arg(long, help = with_default("Trees of the sparse model (scores averaged)",
+        xmc::tree::SparseParams::DEFAULT.n_trees))]
+    pub sparse_trees: Option<usize>,
     #[command(flatten)]
     pub run: RunArgs,
     /// No progress bar or per-epoch lines.
@@ -156,6 +167,12 @@ impl Args {
             stop_after: self.stop_after,
             device: self.run.device.device,
             threads: self.run.threads.threads,
+            sparse: match (self.sparse, self.no_sparse) {
+                (true, _) => SparseMode::Only,
+                (false, true) => SparseMode::Off,
+                (false, false) => SparseMode::Fused,
+            },
+            sparse_trees: self.sparse_trees,
         }
     }
 }
@@ -187,7 +204,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 e => e.into(),
             })?;
     print_summary(&summary, &args.model)?;
-    write_curves(&args.model)?;
+    if summary.steps > 0 {
+        write_curves(&args.model)?;
+    }
     Ok(())
 }
 
@@ -208,6 +227,17 @@ fn write_curves(dir: &std::path::Path) -> anyhow::Result<()> {
 pub fn print_summary(s: &train::TrainSummary, dir: &std::path::Path) -> anyhow::Result<()> {
     if let Some(c) = &s.coverage {
         outln!("embeddings: {c}")?;
+    }
+    if let Some(sp) = s.sparse.as_ref().filter(|_| s.steps == 0) {
+        outln!(
+            "trained the sparse model on {} rows in {:.1}s ({} weights)",
+            s.n_train,
+            sp.train_s,
+            sp.n_weights
+        )?;
+        print_sparse(sp)?;
+        outln!("model saved to {}", dir.display())?;
+        return Ok(());
     }
     outln!(
         "trained {} epochs ({} steps) on {} rows, vocabulary {}, {:.1}s training, {:.0} samples/s",
@@ -239,6 +269,33 @@ pub fn print_summary(s: &train::TrainSummary, dir: &std::path::Path) -> anyhow::
             )?;
         }
     }
+    if let Some(sp) = &s.sparse {
+        outln!(
+            "sparse model trained in {:.1}s ({} weights), fused with weight {}",
+            sp.train_s,
+            sp.n_weights,
+            sp.sparse_weight
+        )?;
+        print_sparse(sp)?;
+    }
     outln!("model saved to {}", dir.display())?;
+    Ok(())
+}
+
+/// The sparse stage's validation choice and the directory's test metrics.
+fn print_sparse(sp: &train::SparseSummary) -> anyhow::Result<()> {
+    if let Some([net, sparse, fused]) = sp.valid_p1 {
+        outln!(
+            "validation P@1: network {:.2}, sparse {:.2}, fused {:.2} (weight {})",
+            net * 100.0,
+            sparse * 100.0,
+            fused * 100.0,
+            sp.sparse_weight
+        )?;
+    }
+    if let Some(m) = &sp.test {
+        outln!("test metrics of the saved model (what predict ranks with):")?;
+        outln!("{}", crate::common::format_metrics(m))?;
+    }
     Ok(())
 }

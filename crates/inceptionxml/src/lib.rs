@@ -91,7 +91,9 @@ mod emulation;
 #[cfg(test)]
 mod testing;
 
-pub use api::{train, train_with, LoadOptions, Model, PredictOptions, Suggestion, TrainOptions};
+pub use api::{
+    train, train_with, LoadOptions, Model, PredictOptions, SparseMode, Suggestion, TrainOptions,
+};
 pub use config::ScoreMode;
 pub use device::DeviceSpec;
 pub use error::{Error, Result};

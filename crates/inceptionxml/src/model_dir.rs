@@ -156,12 +156,17 @@ pub fn read_vocab(dir: &Path, model: &ModelConfig) -> Result<Vocab> {
 /// Reads `labels.tsv` of `dir`, checking its size against `config.json`; a directory without
 /// one (written before labels were kept) names the labels by index.
 pub fn read_labels(dir: &Path, model: &ModelConfig) -> Result<Labels> {
+    read_labels_file(dir, model.n_labels)
+}
+
+/// Reads `labels.tsv` of `dir`, which must name `n_labels` labels (numbered labels when absent).
+pub fn read_labels_file(dir: &Path, n_labels: usize) -> Result<Labels> {
     let path = dir.join(LABELS);
     if !path.exists() {
-        return Ok(Labels::numbered(model.n_labels));
+        return Ok(Labels::numbered(n_labels));
     }
     let labels = Labels::read_tsv(&path)?;
-    labels.check_len(model.n_labels, &path)?;
+    labels.check_len(n_labels, &path)?;
     Ok(labels)
 }
 

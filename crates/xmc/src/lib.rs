@@ -35,5 +35,9 @@ pub mod shortlist;
 pub mod synthetic;
 pub mod tfidf;
 
+// The sparse lexical model: linear classifiers over a label tree.
+pub mod linear;
+pub mod tree;
+
 pub use error::{Error, Result};
 pub use sparse::SparseMatrix;

@@ -143,6 +143,41 @@ impl TfIdf {
         })
     }
 
+    /// A model from its parts (as [`TfIdf::terms`], [`TfIdf::idf`] and its parameters give them):
+    /// refuses a length mismatch, a repeated term and a weight that is not finite and positive.
+    pub fn from_parts(terms: Vec<String>, idf: Vec<f32>, params: TfIdfParams) -> Result<Self> {
+        params.validate()?;
+        if terms.len() != idf.len() {
+            return Err(Error::Shape(format!(
+                "tfidf: {} terms but {} idf weights",
+                terms.len(),
+                idf.len()
+            )));
+        }
+        if let Some(w) = idf.iter().find(|w| !(w.is_finite() && **w > 0.0)) {
+            return Err(Error::param(format!(
+                "tfidf: idf weight {w} is not finite and > 0"
+            )));
+        }
+        let mut index = HashMap::with_capacity(terms.len());
+        for (i, t) in terms.iter().enumerate() {
+            if index.insert(t.clone(), i as u32).is_some() {
+                return Err(Error::param(format!("tfidf: term {t:?} appears twice")));
+            }
+        }
+        Ok(TfIdf {
+            params,
+            index,
+            terms,
+            idf,
+        })
+    }
+
+    /// The options it was fitted with.
+    pub fn params(&self) -> &TfIdfParams {
+        &self.params
+    }
+
     /// Number of terms (columns of [`TfIdf::transform`]).
     pub fn len(&self) -> usize {
         self.terms.len()

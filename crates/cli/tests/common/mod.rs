@@ -40,8 +40,8 @@ pub fn fails_with_one_line(args: &[&str], needle: &str) {
     assert!(lines[0].contains(needle), "{needle:?} not in {err}");
 }
 
-/// The arguments of `train` on `data` into `model` with d = 64 and batch 64, quietly, then
-/// `extra`.
+/// The arguments of `train` on `data` into `model` with d = 64 and batch 64, the network
+/// alone (`--no-sparse`: these tests check the network), quietly, then `extra`.
 pub fn tiny_train_args(data: &Path, model: &Path, extra: &[&str]) -> Vec<String> {
     let head = [
         "train",
@@ -53,6 +53,7 @@ pub fn tiny_train_args(data: &Path, model: &Path, extra: &[&str]) -> Vec<String>
         "64",
         "--batch-size",
         "64",
+        "--no-sparse",
         "--quiet",
     ];
     head.iter().chain(extra).map(|s| s.to_string()).collect()

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::model_dir::{self, ModelDirConfig};
 use crate::runtime;
 use crate::train::{self as run, TrainEvent, TrainJob, TrainSummary};
+use xmc::tree::SparseParams;
 
 /// Everything `inceptionxml train` takes besides the data. `None` is the default, which for
 /// several options depends on the model kind (`plus`) or on the data (epochs): see
@@ -72,6 +73,23 @@ pub struct TrainOptions {
     pub device: DeviceSpec,
     /// Worker threads (None: every core; [`runtime::init_threads`]).
     pub threads: Option<usize>,
+    /// The sparse lexical model ([`xmc::tree`]): fused with the network (the default), off, or
+    /// alone (no network: minutes instead of tens of minutes).
+    pub sparse: SparseMode,
+    /// Trees of the sparse model (None: [`SparseParams::DEFAULT`]'s).
+    pub sparse_trees: Option<usize>,
+}
+
+/// Whether a model directory holds a sparse lexical model beside its network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SparseMode {
+    /// Network and sparse model, their scores fused with a weight chosen on the validation split.
+    #[default]
+    Fused,
+    /// The network alone.
+    Off,
+    /// The sparse model alone.
+    Only,
 }
 
 /// The one default of each training option that does not depend on the data, for help texts
@@ -97,6 +115,15 @@ impl TrainDefaults {
 }
 
 impl TrainOptions {
+    /// The sparse model's options: [`SparseParams::DEFAULT`] with the run's seed and trees.
+    pub fn sparse_params(&self) -> SparseParams {
+        SparseParams {
+            n_trees: self.sparse_trees.unwrap_or(SparseParams::DEFAULT.n_trees),
+            seed: self.seed.unwrap_or(0),
+            ..SparseParams::DEFAULT
+        }
+    }
+
     /// The model kind's preset.
     pub fn preset(&self) -> Preset {
         if self.plus {
@@ -240,6 +267,9 @@ pub fn train_with(
 ) -> Result<TrainSummary> {
     runtime::init_threads(opts.threads)?;
     let out = model_dir.as_ref();
+    if opts.sparse == SparseMode::Only {
+        return train_sparse_only(data, out, opts, on_event);
+    }
     if opts.resume {
         let saved = model_dir::read_config(out)?;
         let changed = opts.changed_from(&saved);
@@ -264,7 +294,76 @@ pub fn train_with(
         stop_after: opts.stop_after,
         device: opts.device.open()?,
     };
-    run::train(&job, on_event)
+    let mut summary = run::train(&job, on_event)?;
+    // The saved configuration (a resumed run keeps its own).
+    let saved = model_dir::read_config(out)?.train;
+    if opts.sparse == SparseMode::Fused && summary.epochs_done >= saved.epochs {
+        let params = opts.sparse_params();
+        summary.sparse = Some(run::train_sparse(
+            data,
+            out,
+            &saved,
+            &params,
+            Some(&job.device),
+            on_event,
+        )?);
+    }
+    Ok(summary)
+}
+
+/// `train --sparse`: the sparse model alone, built in a staging folder that replaces `out`
+/// only when complete.
+fn train_sparse_only(
+    data: &XcDataset,
+    out: &Path,
+    opts: &TrainOptions,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainSummary> {
+    if opts.resume {
+        return Err(Error::Config(
+            "--resume: a sparse model trains in one go (minutes); train it again".into(),
+        ));
+    }
+    let holds_model = out.join(model_dir::CONFIG).exists()
+        || out.join(crate::predict::fusion::FUSION_FILE).exists();
+    if holds_model && !opts.force {
+        return Err(Error::Model {
+            path: out.display().to_string(),
+            msg: "already holds a model: --force replaces it".into(),
+        });
+    }
+    let (config, _, _) = opts.resolve(data.train.len());
+    config.validate()?;
+    let params = opts.sparse_params();
+    params.validate()?;
+    let stage = model_dir::staging_dir(out)?;
+    let built = data
+        .labels()
+        .write_tsv(stage.join(model_dir::LABELS))
+        .map_err(Error::from)
+        .and_then(|()| run::train_sparse(data, &stage, &config, &params, None, on_event));
+    let sparse = match built {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&stage);
+            return Err(e);
+        }
+    };
+    model_dir::promote(&stage, out)?;
+    let n_train = config.n_train_rows(data.train.len());
+    Ok(TrainSummary {
+        epochs_done: 0,
+        steps: 0,
+        train_s: sparse.train_s,
+        samples_per_s: n_train as f64 / sparse.train_s.max(1e-9),
+        last_eval: None,
+        last_valid: None,
+        n_valid: data.train.len() - n_train,
+        vocab_size: 0,
+        n_train,
+        coverage: None,
+        sparse: Some(sparse),
+    })
 }
 
 #[cfg(test)]

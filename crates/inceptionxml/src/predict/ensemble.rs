@@ -9,28 +9,118 @@ use xmc::predictions::top_k_sparse;
 
 use xmc::labels::Labels;
 
-use super::{Predictor, Scoring};
+use super::fusion::{fuse_rows, Sparse};
+use super::{Predictor, Row, Scoring};
 use crate::config::ScoreMode;
 use crate::error::{Error, Result};
+
+/// One model directory: the network, its sparse model, or both fused.
+pub struct Member {
+    pub dir: PathBuf,
+    /// Every label's name and URI.
+    pub labels: Labels,
+    pub network: Option<Predictor>,
+    pub sparse: Option<Sparse>,
+    n_labels: usize,
+}
+
+impl Member {
+    /// Loads the directory: `config.json` and its files (the network), `sparse.json` and its
+    /// files (the sparse model), or both; the two must score the same labels.
+    pub fn load(dir: &std::path::Path, device: &Device, scoring: Scoring) -> Result<Member> {
+        let sparse = Sparse::load(dir)?;
+        let has_network = dir.join(crate::model_dir::CONFIG).exists();
+        let network = match (has_network, &sparse) {
+            (false, Some(_)) => None,
+            _ => Some(Predictor::load(dir, device, scoring)?),
+        };
+        let model_err = |msg: String| Error::Model {
+            path: dir.display().to_string(),
+            msg,
+        };
+        let (labels, n_labels) = match (&network, &sparse) {
+            (Some(p), Some(s)) if s.model.n_labels() != p.n_labels() => {
+                return Err(model_err(format!(
+                    "the sparse model scores {} labels, the network {}",
+                    s.model.n_labels(),
+                    p.n_labels()
+                )))
+            }
+            (Some(p), _) => (p.labels.clone(), p.n_labels()),
+            (None, Some(s)) => {
+                let n = s.model.n_labels();
+                (crate::model_dir::read_labels_file(dir, n)?, n)
+            }
+            (None, None) => return Err(model_err("neither a network nor a sparse model".into())),
+        };
+        Ok(Member {
+            dir: dir.to_path_buf(),
+            labels,
+            network,
+            sparse,
+            n_labels,
+        })
+    }
+
+    pub fn n_labels(&self) -> usize {
+        self.n_labels
+    }
+
+    /// Top-k rows for `texts`.
+    pub fn predict_texts<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        k: usize,
+        batch_size: usize,
+        score: Option<ScoreMode>,
+    ) -> Result<Vec<Row>> {
+        let pool = Ensemble::pool(k);
+        match (&self.network, &self.sparse) {
+            (Some(n), None) => n.predict_texts(texts, k, batch_size, score),
+            (None, Some(s)) => Ok(s.model.predict(texts, k)),
+            (Some(n), Some(s)) => {
+                let a = n.predict_texts(texts, pool, batch_size, score)?;
+                let b = s.model.predict(texts, pool);
+                Ok(fuse_rows(&a, &b, s.weight, k))
+            }
+            (None, None) => Ok(vec![Vec::new(); texts.len()]),
+        }
+    }
+
+    /// Top-k for one text.
+    pub fn predict_one(&self, text: &str, k: usize, score: Option<ScoreMode>) -> Result<Row> {
+        let pool = Ensemble::pool(k);
+        match (&self.network, &self.sparse) {
+            (Some(n), None) => n.predict_one(text, k, score),
+            (None, Some(s)) => Ok(s.model.predict(&[text], k).pop().unwrap_or_default()),
+            (Some(n), Some(s)) => {
+                let a = n.predict_one(text, pool, score)?;
+                let b = s.model.predict(&[text], pool);
+                Ok(fuse_rows(&[a], &b, s.weight, k).pop().unwrap_or_default())
+            }
+            (None, None) => Ok(Vec::new()),
+        }
+    }
+}
 
 /// Several models over the same label set whose scores are averaged (the paper's starred
 /// results are 3-model ensembles). Each member returns its top `pool` labels per text (a label a
 /// member did not return counts 0 for it); the average is ranked and cut to k.
 pub struct Ensemble {
     /// At least one (checked by [`Ensemble::load`], the only constructor).
-    members: Vec<Predictor>,
+    members: Vec<Member>,
 }
 
 impl Ensemble {
     /// Loads every directory, each onto `device` and scoring as `scoring` says
-    /// ([`Predictor::load`]); all must score the same labels.
+    /// ([`Member::load`]); all must score the same labels.
     pub fn load(dirs: &[PathBuf], device: &Device, scoring: Scoring) -> Result<Self> {
         if dirs.is_empty() {
             return Err(Error::Config("an ensemble needs at least one model".into()));
         }
         let members = dirs
             .iter()
-            .map(|d| Predictor::load(d, device, scoring))
+            .map(|d| Member::load(d, device, scoring))
             .collect::<Result<Vec<_>>>()?;
         if let Some(first) = members.first() {
             for m in &members[1..] {
@@ -46,7 +136,7 @@ impl Ensemble {
                     });
                 }
                 // Numbered labels (a model without labels.tsv) match anything of the same size.
-                let numbered = |p: &Predictor| p.labels == Labels::numbered(p.n_labels());
+                let numbered = |p: &Member| p.labels == Labels::numbered(p.n_labels());
                 if m.labels != first.labels && !numbered(m) && !numbered(first) {
                     return Err(Error::Model {
                         path: m.dir.display().to_string(),
@@ -68,6 +158,11 @@ impl Ensemble {
     /// The labels' names and URIs (the first member's; an ensemble's members agree).
     pub fn labels(&self) -> &Labels {
         &self.members[0].labels
+    }
+
+    /// The members, one per directory.
+    pub fn members(&self) -> &[Member] {
+        &self.members
     }
 
     /// Labels each member contributes per text for `k` results.

@@ -9,7 +9,8 @@
 //! |---|---|
 //! | [`exact`] | f32 scoring: the plain model's L-way logits; InceptionXML+'s meta head and candidates |
 //! | [`int8`] | int8 copies of the big reads for batches of at most [`INT8_MAX_BATCH`] texts, with exact rescoring |
-//! | [`ensemble`] | several models' scores averaged |
+//! | [`ensemble`] | several models' scores averaged; one member per model directory |
+//! | [`fusion`] | a directory's sparse lexical model, fused with its network |
 //!
 //! InceptionXML+ scores the meta head over all C clusters, keeps each row's top-K clusters and
 //! scores only those clusters' labels with the extreme head: C + K·(L/C) rows of hd values per
@@ -18,6 +19,7 @@
 
 pub mod ensemble;
 pub mod exact;
+pub mod fusion;
 pub mod int8;
 
 use std::path::{Path, PathBuf};
@@ -28,7 +30,7 @@ use xmc::labels::Labels;
 use xmc::shortlist::{ClusterIndex, Shortlist};
 use xmc::vocab::Vocab;
 
-pub use ensemble::{average_rows, Ensemble};
+pub use ensemble::{average_rows, Ensemble, Member};
 pub use int8::{FastIndex, MetaIndex};
 
 use crate::config::ScoreMode;

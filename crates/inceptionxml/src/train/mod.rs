@@ -16,6 +16,7 @@ pub mod batches;
 pub mod evaluate;
 pub mod report;
 pub mod setup;
+pub mod sparse;
 pub mod step;
 
 use std::path::Path;
@@ -29,6 +30,7 @@ use xmc::metrics::{inverse_propensity, Metrics, Propensity};
 pub use evaluate::{EvalSet, PlusEval};
 pub use report::{EpochReport, PlusReport, TrainEvent};
 pub use setup::{optimizers_for, Setup, VALID_SEED};
+pub use sparse::{train_sparse, SparseSummary};
 pub use step::{train_step, StepStats};
 
 use crate::config::{ModelParams, ScoreMode, TrainConfig};
@@ -87,6 +89,8 @@ pub struct TrainSummary {
     pub n_train: usize,
     /// How many vocabulary words got a pre-trained vector (fresh runs only).
     pub coverage: Option<String>,
+    /// The sparse model trained beside the network (or alone), when there is one.
+    pub sparse: Option<SparseSummary>,
 }
 
 /// Trains (or resumes) a model into `job.out`, reporting progress through `on_event`.
@@ -221,6 +225,7 @@ pub fn train(job: &TrainJob, on_event: &mut dyn FnMut(TrainEvent)) -> Result<Tra
         vocab_size: s.vocab.len(),
         n_train: s.n_train,
         coverage: s.coverage.clone(),
+        sparse: None,
     })
 }
 

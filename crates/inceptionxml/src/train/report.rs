@@ -30,6 +30,8 @@ pub enum TrainEvent<'a> {
     DefaultEpochs { epochs: usize, rows: usize },
     /// Something the user should know that does not stop the run.
     Warning(String),
+    /// The sparse lexical model starts training on `rows` rows.
+    SparseStart { rows: usize },
 }
 
 /// One finished epoch.

@@ -53,7 +53,7 @@ pub const VALID_SEED: u64 = 0;
 
 /// The training rows a configuration uses: the training split less its held-out validation
 /// rows ([`VALID_SEED`]), then its first `max_train` rows.
-fn training_rows<'a>(
+pub(crate) fn training_rows<'a>(
     cfg: &TrainConfig,
     data: &'a XcDataset,
 ) -> Result<(Cow<'a, Split>, Option<Split>)> {
@@ -70,7 +70,7 @@ fn training_rows<'a>(
 }
 
 /// The first `n` rows of `labels` (no copy of the row selection when that is all of them).
-fn first_rows(labels: &SparseMatrix, n: usize) -> SparseMatrix {
+pub(crate) fn first_rows(labels: &SparseMatrix, n: usize) -> SparseMatrix {
     if n == labels.n_rows {
         labels.clone()
     } else {

@@ -1,0 +1,180 @@
+//! The sparse lexical model of a model directory ([`xmc::tree`]) and its fusion with the
+//! network: `score = (1 − w)·network + w·sparse` over the union of both top lists (a label one of
+//! them did not return counts 0 there), `w` (`fusion.json`'s `sparse_weight`) chosen on the
+//! validation split by `train`. A directory with only the sparse model (`train --sparse`) ranks
+//! with it alone.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use xmc::metrics::evaluate;
+use xmc::sparse::SparseMatrix;
+use xmc::tree::SparseModel;
+
+use super::Row;
+use crate::error::{Error, Result};
+
+/// `fusion.json`: how the sparse model's scores enter the directory's ranking.
+pub const FUSION_FILE: &str = "fusion.json";
+
+/// The weight of the sparse model's scores when no validation split chose one: the best on the
+/// validation splits measured (docs/BENCHMARKS.md, "The sparse model and the fusion").
+pub const DEFAULT_SPARSE_WEIGHT: f32 = 0.5;
+
+/// The weights tried on the validation split.
+pub const WEIGHT_GRID: [f32; 11] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+
+/// `fusion.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FusionConfig {
+    /// Weight of the sparse model's scores, in [0, 1] (1: the sparse model alone).
+    pub sparse_weight: f32,
+}
+
+/// A directory's sparse model with its fusion weight.
+pub struct Sparse {
+    pub model: SparseModel,
+    pub weight: f32,
+}
+
+fn model_err(path: &Path, msg: impl Into<String>) -> Error {
+    Error::Model {
+        path: path.display().to_string(),
+        msg: msg.into(),
+    }
+}
+
+impl Sparse {
+    /// The sparse model of `dir` and its weight, None when `dir` has none. `fusion.json` is
+    /// written last ([`Sparse::save`]): without it the directory has no sparse model (files of
+    /// an interrupted save are ignored); with it, every sparse file must load.
+    pub fn load(dir: &Path) -> Result<Option<Sparse>> {
+        let path = dir.join(FUSION_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes = xmc::io::read_all(&path)?;
+        let cfg: FusionConfig =
+            serde_json::from_slice(&bytes).map_err(|e| model_err(&path, e.to_string()))?;
+        if !(0.0..=1.0).contains(&cfg.sparse_weight) {
+            return Err(model_err(
+                &path,
+                format!("sparse_weight {} is not in [0, 1]", cfg.sparse_weight),
+            ));
+        }
+        let model = SparseModel::load(dir)?;
+        Ok(Some(Sparse {
+            model,
+            weight: cfg.sparse_weight,
+        }))
+    }
+
+    /// Writes the sparse model and then `fusion.json`, its commit point, into `dir` (a
+    /// previous `fusion.json` is removed first, so that a kill midway leaves the network alone,
+    /// never a mix of old and new files).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(FUSION_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(xmc::Error::io(&path, e).into()),
+        }
+        self.model.save(dir)?;
+        write_fusion(dir, self.weight)
+    }
+}
+
+/// Writes `fusion.json` of `dir` (atomically).
+pub fn write_fusion(dir: &Path, sparse_weight: f32) -> Result<()> {
+    let path = dir.join(FUSION_FILE);
+    let text = serde_json::to_string_pretty(&FusionConfig { sparse_weight })
+        .map_err(|e| model_err(&path, e.to_string()))?;
+    xmc::io::write_atomic(&path, |f| {
+        use std::io::Write;
+        writeln!(f, "{text}")
+    })?;
+    Ok(())
+}
+
+/// `(1 − w)·a + w·b` of each pair of rows, top-k (ties: lower label id first).
+pub fn fuse_rows(a: &[Row], b: &[Row], w: f32, k: usize) -> Vec<Row> {
+    a.iter()
+        .zip(b)
+        .map(|(ra, rb)| {
+            let mut all: Vec<(u32, f32)> = ra
+                .iter()
+                .map(|&(l, s)| (l, (1.0 - w) * s))
+                .chain(rb.iter().map(|&(l, s)| (l, w * s)))
+                .collect();
+            all.sort_unstable_by_key(|e| e.0);
+            let mut merged: Vec<(u32, f32)> = Vec::with_capacity(all.len());
+            for (l, s) in all {
+                match merged.last_mut() {
+                    Some(last) if last.0 == l => last.1 += s,
+                    _ => merged.push((l, s)),
+                }
+            }
+            xmc::predictions::top_k_sparse(merged, k)
+        })
+        .collect()
+}
+
+/// The fusion weight of [`WEIGHT_GRID`] with the best P@1 on `truth` (ties: the better P@5,
+/// then the smaller weight), with its P@1 and P@5 (fractions).
+pub fn choose_weight(
+    network: &[Row],
+    sparse: &[Row],
+    truth: &SparseMatrix,
+) -> Result<(f32, f64, f64)> {
+    let mut best: Option<(f32, f64, f64)> = None;
+    for &w in &WEIGHT_GRID {
+        let rows = fuse_rows(network, sparse, w, 5);
+        let pred = SparseMatrix::from_rows(truth.n_cols, rows)?;
+        let m = evaluate(truth, &pred, None, 5)?;
+        let (p1, p5) = (m.p[0], m.p[4]);
+        if best.is_none_or(|b| (p1, p5) > (b.1, b.2)) {
+            best = Some((w, p1, p5));
+        }
+    }
+    best.ok_or_else(|| Error::Config("no fusion weight to try".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fusion_weights_both_lists_and_counts_missing_labels_as_zero() {
+        let a = vec![vec![(1u32, 0.8f32), (2, 0.4)]];
+        let b = vec![vec![(2u32, 1.0f32), (3, 0.9)]];
+        let r = fuse_rows(&a, &b, 0.25, 3);
+        // 1: 0.6; 2: 0.3 + 0.25 = 0.55; 3: 0.225.
+        assert_eq!(r[0].iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!((r[0][1].1 - 0.55).abs() < 1e-6);
+        assert_eq!(fuse_rows(&a, &b, 0.0, 2)[0], a[0]);
+        assert_eq!(fuse_rows(&a, &b, 1.0, 2)[0], b[0]);
+    }
+
+    #[test]
+    fn the_weight_is_chosen_by_its_precision() {
+        // The network is right on row 0, the sparse model on rows 1 and 2: a sparse-leaning
+        // weight wins P@1.
+        let truth = SparseMatrix::from_index_rows(4, &[vec![0], vec![1], vec![2]]).unwrap();
+        let net = vec![
+            vec![(0u32, 0.9f32), (3, 0.5)],
+            vec![(3, 0.6), (1, 0.5)],
+            vec![(3, 0.6), (2, 0.1)],
+        ];
+        let sp = vec![
+            vec![(3u32, 0.5f32), (0, 0.4)],
+            vec![(1, 0.9)],
+            vec![(2, 0.9)],
+        ];
+        let (w, p1, _) = choose_weight(&net, &sp, &truth).unwrap();
+        assert!((p1 - 1.0).abs() < 1e-9, "{w} {p1}");
+        assert!(w > 0.3 && w < 0.8, "{w}");
+        let (_, p1_net, _) = choose_weight(&net, &net, &truth).unwrap();
+        assert!(p1_net < 0.5);
+    }
+}

@@ -1,0 +1,335 @@
+//! The sparse lexical model: TF-IDF word uni- and bigrams scored by a label tree of linear
+//! classifiers, as Parabel (Prabhu et al., WWW 2018) and omikuji train it.
+//!
+//! - **Features.** [`TfIdf`] over [`crate::text::tokenize`]'s tokens (unigrams and bigrams,
+//!   sublinear tf, rows L2-normalised), plus a bias column of value 1 (the last column).
+//! - **Tree.** Labels are represented by their PIFA vectors ([`crate::pifa`]) and split by balanced
+//!   spherical 2-means ([`crate::cluster`]) until no leaf holds more than
+//!   [`SparseParams::max_leaf`] labels: a complete binary tree of depth `D` whose `2^D` leaves hold
+//!   the labels.
+//! - **Classifiers.** Every internal node has one linear classifier per child, trained on the texts
+//!   that reach the node (those with a positive label below it; the root sees every text), positive
+//!   when the text has a label below that child. Every leaf has one classifier per label, trained on
+//!   the texts that reach the leaf. Each is a squared-hinge SVM ([`crate::linear`]) with small
+//!   weights pruned. All nodes train in parallel; the result does not depend on the thread count.
+//! - **Prediction.** Beam search: a child's log-score is its parent's plus `−max(0, 1 − w·x)²`;
+//!   the [`SparseParams::beam`] best nodes of each level are expanded; a label's score is
+//!   `exp(log-score)` at its leaf, averaged over the [`SparseParams::n_trees`] trees (a tree that
+//!   does not reach the label adds 0).
+//!
+//! Weights are stored per node ("group" of classifiers) feature-major: the features any of the
+//! node's classifiers use, sorted, each with its `(classifier, weight)` entries, so that scoring a
+//! short text costs a binary search per word per node visited.
+
+mod store;
+#[cfg(test)]
+mod tests;
+mod train;
+
+use rayon::prelude::*;
+
+use crate::linear::LinearParams;
+use crate::predictions::top_k_sparse;
+use crate::sparse::SparseMatrix;
+use crate::tfidf::{TfIdf, TfIdfParams};
+
+pub use store::{CONFIG_FILE, TERMS_FILE, WEIGHTS_FILE};
+pub use train::train;
+
+/// Options of the sparse model. [`SparseParams::DEFAULT`] feeds the code and the CLI's help.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparseParams {
+    /// Trees trained with different seeds, scores averaged.
+    pub n_trees: usize,
+    /// Most labels in a leaf.
+    pub max_leaf: usize,
+    /// Nodes kept per level of the beam search.
+    pub beam: usize,
+    /// The classifiers' options.
+    pub linear: LinearParams,
+    /// Word bigrams as features besides the words.
+    pub bigrams: bool,
+    /// Keep terms seen in at least this many training texts.
+    pub min_df: usize,
+    /// Features kept per label's PIFA vector, for the clustering.
+    pub pifa_top_n: usize,
+    /// Seed of the clustering and the solvers' visiting order.
+    pub seed: u64,
+}
+
+impl SparseParams {
+    pub const DEFAULT: SparseParams = SparseParams {
+        n_trees: 3,
+        max_leaf: 100,
+        beam: 10,
+        linear: LinearParams::DEFAULT,
+        bigrams: true,
+        min_df: 1,
+        pifa_top_n: crate::pifa::DEFAULT_TOP_N,
+        seed: 0,
+    };
+
+    /// The TF-IDF options these parameters imply.
+    pub fn tfidf(&self) -> TfIdfParams {
+        TfIdfParams {
+            bigrams: self.bigrams,
+            min_df: self.min_df,
+            max_features: None,
+            sublinear_tf: true,
+        }
+    }
+
+    /// Checks the ranges.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: &str| Err(crate::Error::param(format!("sparse model: {m}")));
+        if self.n_trees == 0 || self.n_trees > 64 {
+            return bad("trees must be in 1..=64");
+        }
+        if self.max_leaf < 2 {
+            return bad("max_leaf must be >= 2");
+        }
+        if self.beam == 0 || self.beam > 100_000 {
+            return bad("beam must be in 1..=100000");
+        }
+        let l = &self.linear;
+        if !(l.c > 0.0 && l.c.is_finite()) {
+            return bad("C must be finite and > 0");
+        }
+        if !(l.eps > 0.0 && l.eps.is_finite()) {
+            return bad("eps must be finite and > 0");
+        }
+        if l.max_iter == 0 {
+            return bad("max_iter must be >= 1");
+        }
+        if !(l.weight_threshold >= 0.0 && l.weight_threshold.is_finite()) {
+            return bad("weight threshold must be finite and >= 0");
+        }
+        if self.pifa_top_n == 0 {
+            return bad("pifa_top_n must be >= 1");
+        }
+        self.tfidf().validate()
+    }
+}
+
+impl Default for SparseParams {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// One tree: its leaves' labels and every node's classifiers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tree {
+    /// Leaves are `2^depth`; nodes (groups) are numbered in heap order, level by level: the node
+    /// `j` of level `d` is group `2^d − 1 + j`, leaf `c` is group `2^depth − 1 + c`.
+    pub(crate) depth: u32,
+    /// `leaf_labels[leaf_ptr[c]..leaf_ptr[c + 1]]`: the labels of leaf `c`, in classifier order.
+    pub(crate) leaf_ptr: Vec<u32>,
+    pub(crate) leaf_labels: Vec<u32>,
+    /// Feature-major postings: `post_groups[feat_ptr[f]..feat_ptr[f + 1]]` are the groups (nodes)
+    /// with a weight on feature `f`, increasing, so that a text's few features point straight at
+    /// short lists that stay in cache during its beam search.
+    pub(crate) feat_ptr: Vec<u64>,
+    pub(crate) post_groups: Vec<u32>,
+    /// `post_ptr[k]..post_ptr[k + 1]`: the entries of the `k`-th posting.
+    pub(crate) post_ptr: Vec<u64>,
+    /// Per entry: the classifier within its group, and its weight.
+    pub(crate) slots: Vec<u32>,
+    pub(crate) weights: Vec<f32>,
+}
+
+impl Tree {
+    fn n_groups(&self) -> usize {
+        (2usize << self.depth) - 1
+    }
+
+    fn first_leaf(&self) -> usize {
+        (1usize << self.depth) - 1
+    }
+
+    /// Classifiers of group `g`: 2 for an internal node, the leaf's labels for a leaf.
+    fn group_len(&self, g: usize) -> usize {
+        let first = self.first_leaf();
+        if g < first {
+            2
+        } else {
+            let c = g - first;
+            (self.leaf_ptr[c + 1] - self.leaf_ptr[c]) as usize
+        }
+    }
+
+    /// `w·x` of every classifier of group `g` into `out[..group_len]`.
+    fn score_group(&self, g: usize, x: (&[u32], &[f32]), out: &mut Vec<f32>) {
+        out.clear();
+        out.resize(self.group_len(g), 0.0);
+        for (&j, &v) in x.0.iter().zip(x.1) {
+            let Some(range) = self.feat_ptr.get(j as usize..j as usize + 2) else {
+                continue;
+            };
+            let (a, b) = (range[0] as usize, range[1] as usize);
+            if let Ok(p) = self.post_groups[a..b].binary_search(&(g as u32)) {
+                let k = a + p;
+                let (e0, e1) = (self.post_ptr[k] as usize, self.post_ptr[k + 1] as usize);
+                for e in e0..e1 {
+                    out[self.slots[e] as usize] += self.weights[e] * v;
+                }
+            }
+        }
+    }
+
+    /// Beam search: `(label, log-score)` of every label of the leaves the beam reaches.
+    fn search(&self, x: (&[u32], &[f32]), beam: usize, s: &mut Scratch) -> Vec<(u32, f32)> {
+        s.beam.clear();
+        s.beam.push((0u32, 0f32));
+        for d in 0..self.depth {
+            s.next.clear();
+            for &(j, lp) in &s.beam {
+                let g = (1usize << d) - 1 + j as usize;
+                self.score_group(g, x, &mut s.out);
+                for (k, &sc) in s.out.iter().enumerate() {
+                    s.next.push((2 * j + k as u32, lp + log_score(sc)));
+                }
+            }
+            if s.next.len() > beam {
+                s.next.select_nth_unstable_by(beam - 1, |a, b| {
+                    b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0))
+                });
+                s.next.truncate(beam);
+            }
+            std::mem::swap(&mut s.beam, &mut s.next);
+        }
+        let mut labels = Vec::new();
+        for &(c, lp) in &s.beam {
+            let g = self.first_leaf() + c as usize;
+            self.score_group(g, x, &mut s.out);
+            let ls = &self.leaf_labels
+                [self.leaf_ptr[c as usize] as usize..self.leaf_ptr[c as usize + 1] as usize];
+            for (&l, &sc) in ls.iter().zip(&s.out) {
+                labels.push((l, lp + log_score(sc)));
+            }
+        }
+        labels
+    }
+}
+
+/// The log of a classifier's probability-like score: `−max(0, 1 − s)²` (Parabel's transform of a
+/// squared-hinge margin).
+#[inline]
+fn log_score(s: f32) -> f32 {
+    let m = (1.0 - s).max(0.0);
+    -m * m
+}
+
+#[derive(Default)]
+struct Scratch {
+    beam: Vec<(u32, f32)>,
+    next: Vec<(u32, f32)>,
+    out: Vec<f32>,
+    acc: Vec<(u32, f32)>,
+}
+
+/// A trained sparse model: the TF-IDF vocabulary and the trees.
+#[derive(Debug, Clone)]
+pub struct SparseModel {
+    pub(crate) params: SparseParams,
+    pub(crate) tfidf: TfIdf,
+    pub(crate) trees: Vec<Tree>,
+    pub(crate) n_labels: usize,
+}
+
+impl SparseModel {
+    /// Number of labels.
+    pub fn n_labels(&self) -> usize {
+        self.n_labels
+    }
+
+    /// The options it was trained with (the beam can be changed with [`SparseModel::set_beam`]).
+    pub fn params(&self) -> &SparseParams {
+        &self.params
+    }
+
+    /// Sets the beam width used by prediction (at least 1).
+    pub fn set_beam(&mut self, beam: usize) {
+        self.params.beam = beam.max(1);
+    }
+
+    /// Number of trees.
+    pub fn n_trees(&self) -> usize {
+        self.trees.len()
+    }
+
+    /// Stored weights over all trees.
+    pub fn n_weights(&self) -> usize {
+        self.trees.iter().map(|t| t.weights.len()).sum()
+    }
+
+    /// The feature rows of `texts` (TF-IDF plus the bias column).
+    pub fn features<S: AsRef<str> + Sync>(&self, texts: &[S]) -> SparseMatrix {
+        let tokens: Vec<Vec<String>> = texts
+            .par_iter()
+            .map(|t| crate::text::tokenize(t.as_ref()))
+            .collect();
+        with_bias(&self.tfidf.transform(&tokens))
+    }
+
+    /// The `k` best labels of every feature row of `x`, scores in `(0, 1]` descending
+    /// (ties: lower label id first).
+    pub fn predict_features(&self, x: &SparseMatrix, k: usize) -> Vec<Vec<(u32, f32)>> {
+        (0..x.n_rows)
+            .into_par_iter()
+            .with_min_len(8)
+            .map_init(Scratch::default, |s, r| self.predict_row(x.row(r), k, s))
+            .collect()
+    }
+
+    /// The `k` best labels of every text.
+    pub fn predict<S: AsRef<str> + Sync>(&self, texts: &[S], k: usize) -> Vec<Vec<(u32, f32)>> {
+        self.predict_features(&self.features(texts), k)
+    }
+
+    fn predict_row(&self, x: (&[u32], &[f32]), k: usize, s: &mut Scratch) -> Vec<(u32, f32)> {
+        let mut acc = std::mem::take(&mut s.acc);
+        acc.clear();
+        let inv = 1.0 / self.trees.len() as f32;
+        for t in &self.trees {
+            for (l, lp) in t.search(x, self.params.beam, s) {
+                acc.push((l, lp.exp() * inv));
+            }
+        }
+        // Sum each label's scores over the trees.
+        acc.sort_unstable_by_key(|e| e.0);
+        acc.dedup_by(|b, a| {
+            if a.0 == b.0 {
+                a.1 += b.1;
+                true
+            } else {
+                false
+            }
+        });
+        let out = top_k_sparse(acc.clone(), k);
+        s.acc = acc;
+        out
+    }
+}
+
+/// `x` with one more column, the bias, of value 1 in every row.
+pub fn with_bias(x: &SparseMatrix) -> SparseMatrix {
+    let bias = x.n_cols as u32;
+    let mut m = SparseMatrix {
+        n_rows: x.n_rows,
+        n_cols: x.n_cols + 1,
+        indptr: Vec::with_capacity(x.n_rows + 1),
+        indices: Vec::with_capacity(x.nnz() + x.n_rows),
+        values: Vec::with_capacity(x.nnz() + x.n_rows),
+    };
+    m.indptr.push(0);
+    for r in 0..x.n_rows {
+        let (i, v) = x.row(r);
+        m.indices.extend_from_slice(i);
+        m.values.extend_from_slice(v);
+        m.indices.push(bias);
+        m.values.push(1.0);
+        m.indptr.push(m.indices.len());
+    }
+    m
+}
