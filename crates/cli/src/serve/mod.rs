@@ -15,6 +15,7 @@
 #![allow(clippy::result_large_err)]
 
 mod batcher;
+mod listener;
 mod metrics;
 mod project;
 
@@ -56,8 +57,11 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
-    /// Most texts ranked in one forward pass.
-    #[arg(long, default_value_t = 32)]
+    /// Most texts ranked in one forward pass. Batches follow the queue: a lone request is ranked
+    /// at once on its own; while requests wait, all of them (up to this many texts) are ranked
+    /// together, where the model's throughput is highest (256: where batch throughput stops
+    /// rising on the models measured, docs/BENCHMARKS.md).
+    #[arg(long, default_value_t = 256)]
     pub max_batch: usize,
     /// Longest wait for more requests to join a batch (only while other requests are arriving).
     #[arg(long, default_value_t = 2)]
@@ -71,9 +75,25 @@ pub struct Args {
     /// Largest request body in bytes (413 above).
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body: usize,
-    /// The `language` reported for every project.
+    /// The language of every project's subject labels: reported in the project objects, and a
+    /// request's `language` must equal it (any is accepted while it is `und`, undetermined).
     #[arg(long, default_value = "und")]
     pub language: String,
+    /// Seconds a client may take to send a request's head, and to start its next request on a
+    /// kept-alive connection (the connection is closed after).
+    #[arg(long, default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Seconds a client may take to send a request's body (408 after).
+    #[arg(long, default_value_t = 30)]
+    pub body_timeout: u64,
+    /// Most connections open at once; past it a connection gets a 503 and is closed (also kept
+    /// below the process's open-file limit, which serve raises to its hard limit).
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Seconds to let requests in flight finish after SIGTERM or Ctrl-C before closing what is
+    /// still open and exiting.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_timeout: u64,
     /// Score every batch exactly in f32 (no int8 indexes for small batches).
     #[arg(long)]
     pub exact: bool,
@@ -87,6 +107,7 @@ struct AppState {
     projects: BTreeMap<String, Arc<Project>>,
     metrics: Arc<Metrics>,
     max_body: usize,
+    body_timeout: Duration,
     language: String,
 }
 
@@ -132,14 +153,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         projects,
         metrics,
         max_body: args.max_body,
+        body_timeout: Duration::from_secs(args.body_timeout),
         language: args.language.clone(),
     });
+    anyhow::ensure!(
+        args.header_timeout > 0 && args.body_timeout > 0,
+        "--header-timeout and --body-timeout must be > 0"
+    );
+    anyhow::ensure!(args.max_connections > 0, "--max-connections must be > 0");
+    let fds = listener::raise_fd_limit();
+    // Room for the model files, the log and the listening socket besides the connections.
+    let max_connections = args
+        .max_connections
+        .min(fds.saturating_sub(64).max(1) as usize);
+    if max_connections < args.max_connections {
+        tracing::warn!(
+            max_connections,
+            open_file_limit = fds,
+            "fewer connections than --max-connections: the open-file limit is lower"
+        );
+    }
+    let limits = listener::ConnLimits {
+        header_timeout: Duration::from_secs(args.header_timeout),
+        max_connections,
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = rt.block_on(serve(state.clone(), args.addr));
+    let result = rt.block_on(serve(state.clone(), args.addr, limits));
+    // Connections past the drain deadline are dropped with the runtime, not waited for.
+    rt.shutdown_timeout(Duration::from_millis(100));
     // Requests in flight have been answered; let the workers drain and stop.
     for p in state.projects.values() {
         p.batcher.shutdown();
@@ -152,7 +198,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     result
 }
 
-async fn serve(state: Arc<AppState>, addr: SocketAddr) -> anyhow::Result<()> {
+async fn serve(
+    state: Arc<AppState>,
+    addr: SocketAddr,
+    limits: listener::ConnLimits,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
@@ -162,17 +212,14 @@ async fn serve(state: Arc<AppState>, addr: SocketAddr) -> anyhow::Result<()> {
     tracing::info!(%local, projects = state.projects.len(), "serving");
     tokio::spawn(reload_on_sighup(state.clone()));
     let app = router(state);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("serving")
+    listener::serve(listener, app, limits, shutdown_signal()).await;
+    Ok(())
 }
 
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/v1/", get(api_info))
+        .route("/v1", get(api_info))
         .route("/v1/projects", get(list_projects))
         .route("/v1/projects/{id}", get(show_project))
         .route("/v1/projects/{id}/suggest", post(suggest))
@@ -215,7 +262,6 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    tracing::info!("shutting down: finishing requests in flight");
 }
 
 async fn reload_on_sighup(state: Arc<AppState>) {
@@ -329,6 +375,15 @@ fn project_not_found(id: &str) -> Response {
     )
 }
 
+/// `GET /v1/`: what Annif answers there, the API's title and version.
+async fn api_info() -> Response {
+    json_response(&serde_json::json!({
+        "title": "Annif REST API",
+        "version": env!("CARGO_PKG_VERSION"),
+        "server": "inceptionxml",
+    }))
+}
+
 async fn health() -> Response {
     json_response(&serde_json::json!({ "status": "ok" }))
 }
@@ -376,8 +431,24 @@ async fn reload(
     json_response(&reload_all(state).await)
 }
 
-/// The body, at most `limit` bytes (413 above).
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Response> {
+/// The body, at most `limit` bytes (413 above), received within `timeout` (408 after). A body
+/// with a `Content-Encoding` (gzip, …) is refused with 415: it would otherwise be read as text.
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, Response> {
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
+        let enc = enc.to_str().unwrap_or("?").trim();
+        if !enc.eq_ignore_ascii_case("identity") {
+            return Err(problem(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported Media Type",
+                format!("Content-Encoding {enc:?}: send the body uncompressed"),
+            ));
+        }
+    }
     let too_large = || {
         problem(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -392,7 +463,15 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await;
+    let Ok(read) = read else {
+        return Err(problem(
+            StatusCode::REQUEST_TIMEOUT,
+            "Request Timeout",
+            format!("the request body did not arrive within {}s", timeout.as_secs()),
+        ));
+    };
+    read.map_err(|e| {
         // Over the limit while streaming, or the client broke off.
         if format!("{e:?}").contains("LengthLimit") {
             too_large()
@@ -460,6 +539,19 @@ fn form_pairs(s: &str) -> Result<Vec<(String, String)>, Response> {
 /// field (as Annif's form parsing takes the first).
 fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a String> {
     pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+}
+
+/// A request's `language`, when given, must be the projects' (`--language`), as Annif refuses
+/// a language its vocabulary lacks; while that is `und` (undetermined) any is accepted.
+fn check_language(pairs: &[(String, String)], project_language: &str) -> Result<(), Response> {
+    match field(pairs, "language") {
+        Some(l) if project_language != "und" && !l.eq_ignore_ascii_case(project_language) => {
+            Err(bad_request(format!(
+                "language {l:?} not supported by vocabulary (the projects' language is {project_language:?})"
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `limit` (default 10, at least 0: 0 asks for no results, as in Annif) and `threshold`
@@ -551,9 +643,10 @@ async fn suggest(
     };
     let run = async {
         check_content_type(&headers, "application/x-www-form-urlencoded")?;
-        let body = read_body(body, &headers, state.max_body).await?;
+        let body = read_body(body, &headers, state.max_body, state.body_timeout).await?;
         let body = std::str::from_utf8(&body).map_err(|_| bad_request("the body is not UTF-8"))?;
         let pairs = form_pairs(body)?;
+        check_language(&pairs, &state.language)?;
         let (limit, threshold) = limits(&pairs)?;
         let text = field(&pairs, "text")
             .cloned()
@@ -594,9 +687,10 @@ async fn suggest_batch(
     };
     let run = async {
         let pairs = form_pairs(uri.query().unwrap_or(""))?;
+        check_language(&pairs, &state.language)?;
         let (limit, threshold) = limits(&pairs)?;
         check_content_type(&headers, "application/json")?;
-        let body = read_body(body, &headers, state.max_body).await?;
+        let body = read_body(body, &headers, state.max_body, state.body_timeout).await?;
         let docs: Documents = serde_json::from_slice(&body)
             .map_err(|e| bad_request(format!("the body is not {{\"documents\": [...]}}: {e}")))?;
         if docs.documents.len() > MAX_DOCUMENTS {
