@@ -25,6 +25,7 @@ pub const TARGETS: &[&str] = &[
     "import_fasttext",
     "config_json",
     "model_dir",
+    "http",
 ];
 
 /// A scratch folder of this process.
@@ -127,6 +128,8 @@ pub fn run(target: &str, data: &[u8]) {
             let _ = std::fs::write(d.join(names[which as usize % names.len()]), rest);
             drop(model_dir::load(&d, &Device::Cpu));
         }
+        // Raw bytes from a client: hyper's parser, the router, the handlers, a small model.
+        "http" => drop(inceptionxml_cli::serve::fuzz::exchange(data)),
         _ => {}
     }
 }

@@ -1,20 +1,8 @@
 //! The `inceptionxml` command-line tool.
 
-mod bench;
-mod cluster;
-mod common;
-mod demo;
-mod eval;
-mod import;
-mod output;
-mod plot;
-mod predict;
-mod progress;
-mod serve;
-mod split;
-mod stats;
-mod synth;
-mod train;
+use inceptionxml_cli::{
+    bench, cluster, demo, eval, import, plot, predict, serve, split, stats, synth, train,
+};
 
 use clap::{Parser, Subcommand};
 

@@ -271,10 +271,11 @@ pub fn print_summary(s: &train::TrainSummary, dir: &std::path::Path) -> anyhow::
     }
     if let Some(sp) = &s.sparse {
         outln!(
-            "sparse model trained in {:.1}s ({} weights), fused with weight {}",
+            "sparse model trained in {:.1}s ({} weights), fused with weight {} and power {}",
             sp.train_s,
             sp.n_weights,
-            sp.sparse_weight
+            sp.fusion.sparse_weight,
+            sp.fusion.sparse_power
         )?;
         print_sparse(sp)?;
     }
@@ -286,11 +287,10 @@ pub fn print_summary(s: &train::TrainSummary, dir: &std::path::Path) -> anyhow::
 fn print_sparse(sp: &train::SparseSummary) -> anyhow::Result<()> {
     if let Some([net, sparse, fused]) = sp.valid_p1 {
         outln!(
-            "validation P@1: network {:.2}, sparse {:.2}, fused {:.2} (weight {})",
+            "validation P@1: network {:.2}, sparse {:.2}, fused {:.2}",
             net * 100.0,
             sparse * 100.0,
             fused * 100.0,
-            sp.sparse_weight
         )?;
     }
     if let Some(m) = &sp.test {

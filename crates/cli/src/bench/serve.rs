@@ -42,7 +42,7 @@ pub struct ServeBench {
     #[arg(long, default_value_t = 0.0)]
     pub soak_seconds: f64,
     /// The server's `--max-batch` (texts per forward pass).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = crate::serve::DEFAULT_MAX_BATCH)]
     pub max_batch: usize,
     /// Batch size of the in-process throughput measurement.
     #[arg(long, default_value_t = 256)]

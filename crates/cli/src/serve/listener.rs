@@ -1,13 +1,19 @@
 //! The accept loop: hyper's HTTP/1 server with a header-read timeout (which also bounds an idle
 //! keep-alive connection: hyper starts it whenever it waits for a request head), a cap on open
-//! connections (past it a connection gets a 503 and is closed), a raised file-descriptor limit,
-//! and a drain deadline on shutdown. The request-body timeout is applied where bodies are read
-//! (`read_body` in `mod.rs`).
+//! connections, a raised file-descriptor limit, and a drain deadline on shutdown. The
+//! request-body timeout is applied where bodies are read (`read_body` in `mod.rs`).
+//!
+//! At the cap, a new connection takes the place of the one that has waited longest without a
+//! request in progress (a stalled or idle client; a request being read, queued or ranked is never
+//! cut), so stalled clients cannot lock others out even before their timeout; only when every
+//! connection has a request in progress does a new one get a 503 and close.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
 use axum::Router;
@@ -15,7 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tower_service::Service;
 
 /// Connection limits of the server.
@@ -32,6 +38,8 @@ pub struct ConnLimits {
 /// Raises the soft limit on open files to the hard limit (capped at 2^20), so that the
 /// connection cap, not the default 1,024 descriptors, is what bounds the server. Returns the
 /// soft limit now in force.
+// rlim_t is u64 on Linux but not on every Unix.
+#[allow(clippy::unnecessary_cast)]
 pub fn raise_fd_limit() -> u64 {
     #[cfg(unix)]
     {
@@ -63,6 +71,72 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
+/// One open connection: requests in progress, when it last started or ended one, and how to
+/// close it.
+struct Conn {
+    busy: usize,
+    since: Instant,
+    close: Arc<Notify>,
+}
+
+/// The open connections, for choosing which one gives its place to a new one at the cap.
+#[derive(Default)]
+struct Registry {
+    conns: Mutex<HashMap<u64, Conn>>,
+    next: AtomicU64,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Conn>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self) -> (u64, Arc<Notify>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let close = Arc::new(Notify::new());
+        let conn = Conn {
+            busy: 0,
+            since: Instant::now(),
+            close: close.clone(),
+        };
+        self.lock().insert(id, conn);
+        (id, close)
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// A request of connection `id` starts (`true`) or has been answered (`false`).
+    fn request(&self, id: u64, starts: bool) {
+        if let Some(c) = self.lock().get_mut(&id) {
+            if starts {
+                c.busy += 1;
+            } else {
+                c.busy = c.busy.saturating_sub(1);
+            }
+            c.since = Instant::now();
+        }
+    }
+
+    /// Closes the connection idle for longest (no request in progress); false when there is none.
+    fn close_longest_idle(&self) -> bool {
+        let mut conns = self.lock();
+        let oldest = conns
+            .iter()
+            .filter(|(_, c)| c.busy == 0)
+            .min_by_key(|(id, c)| (c.since, **id))
+            .map(|(id, _)| *id);
+        match oldest.and_then(|id| conns.remove(&id)) {
+            Some(c) => {
+                c.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// The 503 a connection past the cap gets before it is closed.
 fn over_cap_response() -> String {
     let body = r#"{"type":"about:blank","title":"Service Unavailable","status":503,"detail":"too many open connections, try again later"}"#;
@@ -90,6 +164,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let registry = Arc::new(Registry::default());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -112,20 +187,48 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(refuse(stream));
-            continue;
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            // At the cap: the longest-idle connection gives way (its task ends at once).
+            Err(_) if registry.close_longest_idle() => {
+                let freed =
+                    tokio::time::timeout(Duration::from_secs(1), slots.clone().acquire_owned());
+                match freed.await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        tokio::spawn(refuse(stream));
+                        continue;
+                    }
+                }
+            }
+            Err(_) => {
+                tokio::spawn(refuse(stream));
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
+        let (id, close) = registry.add();
         let app = app.clone();
+        let reg = registry.clone();
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             let mut app = app.clone();
-            async move { app.call(req).await }
+            let reg = reg.clone();
+            reg.request(id, true);
+            async move {
+                let resp = app.call(req).await;
+                reg.request(id, false);
+                resp
+            }
         });
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+        let reg = registry.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
+            tokio::select! {
+                _ = conn => {}
+                _ = close.notified() => {}
+            }
+            reg.remove(id);
             drop(permit);
         });
     }

@@ -8,13 +8,14 @@
 //! | `POST /v1/reload` | reload changed model directories (loopback clients only; also SIGHUP) |
 //! | `GET /health`, `GET /metrics` | liveness; Prometheus text |
 //!
-//! Errors are `application/problem+json`. Requests to a project are micro-batched ([`batcher`])
+//! Errors are `application/problem+json`. Requests to a project are micro-batched (`batcher`)
 //! on worker threads; the async runtime only parses, queues and answers.
 
 // Handlers return a ready `Response` as their error: it is what axum sends either way.
 #![allow(clippy::result_large_err)]
 
 mod batcher;
+pub mod fuzz;
 mod listener;
 mod metrics;
 mod project;
@@ -43,6 +44,9 @@ use project::{Project, ProjectSpec, ReloadOutcome};
 
 use crate::output::suggestions;
 
+/// `serve --max-batch`'s default.
+pub const DEFAULT_MAX_BATCH: usize = 256;
+
 /// Most documents in one `suggest-batch` request (Annif's limit).
 pub const MAX_DOCUMENTS: usize = 32;
 
@@ -61,7 +65,7 @@ pub struct Args {
     /// at once on its own; while requests wait, all of them (up to this many texts) are ranked
     /// together, where the model's throughput is highest (256: where batch throughput stops
     /// rising on the models measured, docs/BENCHMARKS.md).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = DEFAULT_MAX_BATCH)]
     pub max_batch: usize,
     /// Longest wait for more requests to join a batch (only while other requests are arriving).
     #[arg(long, default_value_t = 2)]
@@ -86,8 +90,9 @@ pub struct Args {
     /// Seconds a client may take to send a request's body (408 after).
     #[arg(long, default_value_t = 30)]
     pub body_timeout: u64,
-    /// Most connections open at once; past it a connection gets a 503 and is closed (also kept
-    /// below the process's open-file limit, which serve raises to its hard limit).
+    /// Most connections open at once (kept below the process's open-file limit, which serve
+    /// raises to its hard limit). At the cap a new connection takes the place of the one idle
+    /// for longest; it gets a 503 only when every connection has a request in progress.
     #[arg(long, default_value_t = 4096)]
     pub max_connections: usize,
     /// Seconds to let requests in flight finish after SIGTERM or Ctrl-C before closing what is
@@ -468,7 +473,10 @@ async fn read_body(
         return Err(problem(
             StatusCode::REQUEST_TIMEOUT,
             "Request Timeout",
-            format!("the request body did not arrive within {}s", timeout.as_secs()),
+            format!(
+                "the request body did not arrive within {}s",
+                timeout.as_secs()
+            ),
         ));
     };
     read.map_err(|e| {

@@ -9,7 +9,7 @@ use xmc::predictions::top_k_sparse;
 
 use xmc::labels::Labels;
 
-use super::fusion::{fuse_rows, Sparse};
+use super::fusion::{fuse_rows, pool, Sparse};
 use super::{Predictor, Row, Scoring};
 use crate::config::ScoreMode;
 use crate::error::{Error, Result};
@@ -74,14 +74,14 @@ impl Member {
         batch_size: usize,
         score: Option<ScoreMode>,
     ) -> Result<Vec<Row>> {
-        let pool = Ensemble::pool(k);
+        let pool = pool(k);
         match (&self.network, &self.sparse) {
             (Some(n), None) => n.predict_texts(texts, k, batch_size, score),
             (None, Some(s)) => Ok(s.model.predict(texts, k)),
             (Some(n), Some(s)) => {
                 let a = n.predict_texts(texts, pool, batch_size, score)?;
                 let b = s.model.predict(texts, pool);
-                Ok(fuse_rows(&a, &b, s.weight, k))
+                Ok(fuse_rows(&a, &b, &s.fusion, k))
             }
             (None, None) => Ok(vec![Vec::new(); texts.len()]),
         }
@@ -89,14 +89,14 @@ impl Member {
 
     /// Top-k for one text.
     pub fn predict_one(&self, text: &str, k: usize, score: Option<ScoreMode>) -> Result<Row> {
-        let pool = Ensemble::pool(k);
+        let pool = pool(k);
         match (&self.network, &self.sparse) {
             (Some(n), None) => n.predict_one(text, k, score),
             (None, Some(s)) => Ok(s.model.predict(&[text], k).pop().unwrap_or_default()),
             (Some(n), Some(s)) => {
                 let a = n.predict_one(text, pool, score)?;
                 let b = s.model.predict(&[text], pool);
-                Ok(fuse_rows(&[a], &b, s.weight, k).pop().unwrap_or_default())
+                Ok(fuse_rows(&[a], &b, &s.fusion, k).pop().unwrap_or_default())
             }
             (None, None) => Ok(Vec::new()),
         }

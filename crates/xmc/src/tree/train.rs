@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use super::{with_bias, SparseModel, SparseParams, Tree};
+use super::{with_bias, Shape, SparseModel, SparseParams, Tree};
 use crate::cluster::{cluster_labels, ClusterParams, Stop};
 use crate::error::{Error, Result};
 use crate::linear::Solver;
@@ -97,6 +97,7 @@ fn train_tree(
         )?
     };
     let depth = clustering.n_clusters.trailing_zeros();
+    let shape = Shape::new(depth, params.branching.trailing_zeros());
     let members = clustering.members();
     let mut leaf_ptr = vec![0u32];
     let mut leaf_labels = Vec::with_capacity(n_labels);
@@ -119,12 +120,12 @@ fn train_tree(
         })
         .collect();
     // The rows reaching each group: every row at the root; below, the rows with a leaf there.
-    let n_groups = (2usize << depth) - 1;
+    let n_groups = shape.n_groups();
     let mut group_rows: Vec<Vec<u32>> = vec![Vec::new(); n_groups];
     group_rows[0] = (0..labels.n_rows as u32).collect();
-    for d in 1..=depth {
-        let first = (1usize << d) - 1;
-        let shift = depth - d;
+    for d in 1..shape.levels() {
+        let first = shape.first(d);
+        let shift = shape.shifts[d];
         for (r, leaves) in row_leaves.iter().enumerate() {
             let mut last = u32::MAX;
             for &c in leaves {
@@ -136,13 +137,13 @@ fn train_tree(
             }
         }
     }
-    let first_leaf = (1usize << depth) - 1;
+    let first_leaf = shape.first_leaf();
     let bias = (x.n_cols - 1) as u32;
     // Largest groups first, so that the long ones do not start last.
     let mut order: Vec<usize> = (0..n_groups).collect();
     order.sort_by_key(|&g| {
         let k = if g < first_leaf {
-            2
+            1 << shape.child_bits(shape.level_of(g))
         } else {
             members[g - first_leaf].len()
         };
@@ -205,11 +206,11 @@ fn train_tree(
                     );
                 };
                 if g < first_leaf {
-                    let d = (g + 1).ilog2();
-                    let j = g + 1 - (1usize << d);
-                    let shift = depth - d - 1;
-                    for k in 0..2u32 {
-                        let child = 2 * j as u32 + k;
+                    let d = shape.level_of(g);
+                    let j = (g - shape.first(d)) as u32;
+                    let (bits, shift) = (shape.child_bits(d), shape.shifts[d + 1]);
+                    for k in 0..1u32 << bits {
+                        let child = (j << bits) + k;
                         for (p, &r) in positive.iter_mut().zip(rows) {
                             *p = row_leaves[r as usize].iter().any(|&c| c >> shift == child);
                         }
@@ -233,13 +234,13 @@ fn train_tree(
     for (g, e) in trained {
         by_group[g] = e;
     }
-    Ok(assemble(depth, leaf_ptr, leaf_labels, x.n_cols, by_group))
+    Ok(assemble(shape, leaf_ptr, leaf_labels, x.n_cols, by_group))
 }
 
 /// The feature-major tree from each group's `(feature, classifier, weight)` entries (sorted by
 /// feature, then classifier), by counting: no sort of the whole tree.
 fn assemble(
-    depth: u32,
+    shape: Shape,
     leaf_ptr: Vec<u32>,
     leaf_labels: Vec<u32>,
     n_cols: usize,
@@ -303,7 +304,7 @@ fn assemble(
         }
     }
     Tree {
-        depth,
+        shape,
         leaf_ptr,
         leaf_labels,
         feat_ptr,
