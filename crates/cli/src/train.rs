@@ -93,6 +93,11 @@ pub struct Args {
     #[arg(long, help = with_default("Trees of the sparse model (scores averaged)",
         xmc::tree::SparseParams::DEFAULT.n_trees))]
     pub sparse_trees: Option<usize>,
+    #[arg(long, help = with_default(
+        "Character n-grams of every word as features of the sparse model too (fastText's \
+         subwords, for inflected and compound words; 0: words and word pairs only)",
+        xmc::tree::SparseParams::DEFAULT.char_ngrams))]
+    pub sparse_char_ngrams: Option<usize>,
     #[command(flatten)]
     pub run: RunArgs,
     /// No progress bar or per-epoch lines.
@@ -173,6 +178,7 @@ impl Args {
                 (false, false) => SparseMode::Fused,
             },
             sparse_trees: self.sparse_trees,
+            sparse_char_ngrams: self.sparse_char_ngrams,
         }
     }
 }

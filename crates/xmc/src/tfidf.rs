@@ -24,6 +24,9 @@ pub struct TfIdfParams {
     pub max_features: Option<usize>,
     /// Use `1 + ln(count)` instead of the raw count. Default false.
     pub sublinear_tf: bool,
+    /// Also count the character `n`-grams of every token of at least `n` characters, the token
+    /// framed by `<` and `>` (fastText's subwords), as terms `#gram` (0: none). Default 0.
+    pub char_ngrams: usize,
 }
 
 impl Default for TfIdfParams {
@@ -33,6 +36,7 @@ impl Default for TfIdfParams {
             min_df: 1,
             max_features: None,
             sublinear_tf: false,
+            char_ngrams: 0,
         }
     }
 }
@@ -59,12 +63,10 @@ pub struct TfIdf {
     idf: Vec<f32>,
 }
 
-/// Calls `f` on every term of `doc`: its tokens, then (optionally) its bigrams.
-fn for_each_term(doc: &[String], bigrams: bool, buf: &mut String, mut f: impl FnMut(&str)) {
-    for t in doc {
-        f(t);
-    }
-    if bigrams {
+/// Calls `f` on every term of `doc` but its tokens: (optionally) its bigrams, then its
+/// character n-grams.
+fn for_each_extra(doc: &[String], p: &TfIdfParams, buf: &mut String, mut f: impl FnMut(&str)) {
+    if p.bigrams {
         for w in doc.windows(2) {
             buf.clear();
             buf.push_str(&w[0]);
@@ -73,6 +75,33 @@ fn for_each_term(doc: &[String], bigrams: bool, buf: &mut String, mut f: impl Fn
             f(buf);
         }
     }
+    let n = p.char_ngrams;
+    if n > 0 {
+        let mut chars: Vec<char> = Vec::new();
+        for t in doc {
+            chars.clear();
+            chars.push('<');
+            chars.extend(t.chars());
+            chars.push('>');
+            if chars.len() < n + 2 {
+                continue;
+            }
+            for w in chars.windows(n) {
+                buf.clear();
+                buf.push('#');
+                buf.extend(w.iter());
+                f(buf);
+            }
+        }
+    }
+}
+
+/// Calls `f` on every term of `doc`: its tokens, then [`for_each_extra`]'s.
+fn for_each_term(doc: &[String], p: &TfIdfParams, buf: &mut String, mut f: impl FnMut(&str)) {
+    for t in doc {
+        f(t);
+    }
+    for_each_extra(doc, p, buf, f);
 }
 
 impl TfIdf {
@@ -98,14 +127,15 @@ impl TfIdf {
                 df
             })
             .reduce(HashMap::new, merge);
-        let bi: HashMap<String, u32> = if bigrams {
+        let bi: HashMap<String, u32> = if bigrams || params.char_ngrams > 0 {
             docs.par_chunks(4096)
                 .map(|chunk| {
                     let mut df: HashMap<String, u32> = HashMap::new();
                     let mut terms: Vec<String> = Vec::new();
+                    let mut buf = String::new();
                     for doc in chunk {
                         terms.clear();
-                        terms.extend(doc.windows(2).map(|w| format!("{} {}", w[0], w[1])));
+                        for_each_extra(doc, &params, &mut buf, |t| terms.push(t.to_owned()));
                         terms.sort_unstable();
                         terms.dedup();
                         for t in terms.drain(..) {
@@ -210,7 +240,7 @@ impl TfIdf {
             .par_iter()
             .map_init(String::new, |buf, doc| {
                 let mut row: Vec<(u32, f32)> = Vec::with_capacity(doc.len() * 2);
-                for_each_term(doc, self.params.bigrams, buf, |t| {
+                for_each_term(doc, &self.params, buf, |t| {
                     if let Some(&id) = self.index.get(t) {
                         row.push((id, 1.0));
                     }
@@ -364,6 +394,26 @@ mod tests {
             }
         )
         .is_err());
+    }
+
+    #[test]
+    fn character_ngrams_frame_each_word_and_skip_short_ones() {
+        let params = TfIdfParams {
+            char_ngrams: 3,
+            ..TfIdfParams::default()
+        };
+        let t = TfIdf::fit(&docs(&["kaka ab", "kakor"]), params).unwrap();
+        let has = |x: &str| t.term_id(x).is_some();
+        // <kaka>: <ka kak aka ka>; <kakor>: <ka kak ako kor or>; "ab" (<ab>) is too short.
+        for g in ["#<ka", "#kak", "#aka", "#ka>", "#ako", "#kor", "#or>"] {
+            assert!(has(g), "{g}");
+        }
+        assert!(!has("#<ab") && !has("#ab>"));
+        assert!(has("kaka") && has("ab"), "the words themselves stay");
+        assert_eq!(t.len(), 3 + 7);
+        // A word never seen shares its n-grams with those seen: a row, not an empty one.
+        let m = t.transform(&docs(&["kakan"]));
+        assert!(m.row_len(0) >= 3, "{:?}", m.row(0));
     }
 
     #[test]

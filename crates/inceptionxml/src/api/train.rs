@@ -78,6 +78,8 @@ pub struct TrainOptions {
     pub sparse: SparseMode,
     /// Trees of the sparse model (None: [`SparseParams::DEFAULT`]'s).
     pub sparse_trees: Option<usize>,
+    /// Character n-grams of the sparse model's features (None: [`SparseParams::DEFAULT`]'s).
+    pub sparse_char_ngrams: Option<usize>,
 }
 
 /// Whether a model directory holds a sparse lexical model beside its network.
@@ -119,6 +121,9 @@ impl TrainOptions {
     pub fn sparse_params(&self) -> SparseParams {
         SparseParams {
             n_trees: self.sparse_trees.unwrap_or(SparseParams::DEFAULT.n_trees),
+            char_ngrams: self
+                .sparse_char_ngrams
+                .unwrap_or(SparseParams::DEFAULT.char_ngrams),
             seed: self.seed.unwrap_or(0),
             ..SparseParams::DEFAULT
         }

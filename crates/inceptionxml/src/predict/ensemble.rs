@@ -79,9 +79,11 @@ impl Member {
             (Some(n), None) => n.predict_texts(texts, k, batch_size, score),
             (None, Some(s)) => Ok(s.model.predict(texts, k)),
             (Some(n), Some(s)) => {
-                let a = n.predict_texts(texts, pool, batch_size, score)?;
-                let b = s.model.predict(texts, pool);
-                Ok(fuse_rows(&a, &b, &s.fusion, k))
+                let (a, b) = rayon::join(
+                    || n.predict_texts(texts, pool, batch_size, score),
+                    || s.model.predict(texts, pool),
+                );
+                Ok(fuse_rows(&a?, &b, &s.fusion, k))
             }
             (None, None) => Ok(vec![Vec::new(); texts.len()]),
         }
@@ -94,9 +96,12 @@ impl Member {
             (Some(n), None) => n.predict_one(text, k, score),
             (None, Some(s)) => Ok(s.model.predict(&[text], k).pop().unwrap_or_default()),
             (Some(n), Some(s)) => {
-                let a = n.predict_one(text, pool, score)?;
-                let b = s.model.predict(&[text], pool);
-                Ok(fuse_rows(&[a], &b, &s.fusion, k).pop().unwrap_or_default())
+                // One text: the two models side by side on the pool's threads.
+                let (a, b) = rayon::join(
+                    || n.predict_one(text, pool, score),
+                    || s.model.predict(&[text], pool),
+                );
+                Ok(fuse_rows(&[a?], &b, &s.fusion, k).pop().unwrap_or_default())
             }
             (None, None) => Ok(Vec::new()),
         }

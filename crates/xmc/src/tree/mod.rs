@@ -1,8 +1,9 @@
 //! The sparse lexical model: TF-IDF word uni- and bigrams scored by a label tree of linear
 //! classifiers, as Parabel (Prabhu et al., WWW 2018) and omikuji train it.
 //!
-//! - **Features.** [`TfIdf`] over [`crate::text::tokenize`]'s tokens (unigrams and bigrams,
-//!   sublinear tf, rows L2-normalised), plus a bias column of value 1 (the last column).
+//! - **Features.** [`TfIdf`] over [`crate::text::tokenize`]'s tokens (unigrams, bigrams and the
+//!   words' character 4-grams, sublinear tf, rows L2-normalised), plus a bias column of value 1
+//!   (the last column).
 //! - **Tree.** Labels are represented by their PIFA vectors ([`crate::pifa`]) and split by balanced
 //!   spherical 2-means ([`crate::cluster`]) until no leaf holds more than
 //!   [`SparseParams::max_leaf`] labels: a complete binary tree of depth `D` whose `2^D` leaves hold
@@ -54,6 +55,10 @@ pub struct SparseParams {
     pub linear: LinearParams,
     /// Word bigrams as features besides the words.
     pub bigrams: bool,
+    /// Character n-grams of the words as features too (fastText's subwords; 0: none). 4: on
+    /// yso_finna_sv (Swedish: inflected and compound words) 8.8 P@1 above words alone on the
+    /// validation split, at about three times the training time.
+    pub char_ngrams: usize,
     /// Keep terms seen in at least this many training texts.
     pub min_df: usize,
     /// Features kept per label's PIFA vector, for the clustering.
@@ -70,6 +75,7 @@ impl SparseParams {
         beam: 10,
         linear: LinearParams::DEFAULT,
         bigrams: true,
+        char_ngrams: 4,
         min_df: 1,
         pifa_top_n: crate::pifa::DEFAULT_TOP_N,
         seed: 0,
@@ -82,6 +88,7 @@ impl SparseParams {
             min_df: self.min_df,
             max_features: None,
             sublinear_tf: true,
+            char_ngrams: self.char_ngrams,
         }
     }
 
@@ -112,6 +119,9 @@ impl SparseParams {
         }
         if !(l.weight_threshold >= 0.0 && l.weight_threshold.is_finite()) {
             return bad("weight threshold must be finite and >= 0");
+        }
+        if self.char_ngrams > 16 {
+            return bad("char_ngrams must be at most 16");
         }
         if self.pifa_top_n == 0 {
             return bad("pifa_top_n must be >= 1");
