@@ -2,7 +2,7 @@
 //! endpoint, every class of bad input (status and problem+json body), 64 parallel clients
 //! against `predict`, shutdown with requests in flight, reload under load, load shedding.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -28,16 +28,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("the binary runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        let port = listening_port(&mut child);
         Server { child, port }
     }
 

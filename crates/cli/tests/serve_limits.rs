@@ -4,7 +4,7 @@
 //! clients are answered at their usual latency; SIGTERM exits 0 within the drain deadline
 //! whatever the clients do; and the Annif details: `GET /v1/`, `language`, compressed bodies.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -69,16 +69,7 @@ impl Server {
             }
         }
         let mut child = cmd.spawn().expect("the binary runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        let port = listening_port(&mut child);
         Server { child, port }
     }
 

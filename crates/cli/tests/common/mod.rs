@@ -93,3 +93,18 @@ pub fn predict_fails(model: &Path, needle: &str) {
         needle,
     );
 }
+
+/// The port a `serve` child prints on its first line of standard output (`listening on
+/// http://127.0.0.1:PORT`); the child's stdout must be piped.
+pub fn listening_port(child: &mut std::process::Child) -> u16 {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("a piped stdout"))
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"))
+}

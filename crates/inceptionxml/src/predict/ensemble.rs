@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use candle_core::Device;
 use rayon::prelude::*;
-use xmc::predictions::top_k_sparse;
+use xmc::predictions::{sum_by_label, top_k_sparse};
 
 use xmc::labels::Labels;
 
@@ -221,19 +221,12 @@ pub fn average_rows(per: &[Vec<Vec<(u32, f32)>>], n: usize, k: usize) -> Vec<Vec
     (0..n)
         .into_par_iter()
         .map(|r| {
-            let mut all: Vec<(u32, f32)> = per
+            let all: Vec<(u32, f32)> = per
                 .iter()
                 .filter_map(|rows| rows.get(r))
                 .flat_map(|row| row.iter().copied())
                 .collect();
-            all.sort_unstable_by_key(|e| e.0);
-            let mut merged: Vec<(u32, f32)> = Vec::with_capacity(all.len());
-            for (l, s) in all {
-                match merged.last_mut() {
-                    Some(last) if last.0 == l => last.1 += s,
-                    _ => merged.push((l, s)),
-                }
-            }
+            let mut merged = sum_by_label(all);
             for e in &mut merged {
                 e.1 /= m;
             }

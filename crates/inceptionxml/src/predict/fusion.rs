@@ -10,6 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use xmc::metrics::evaluate;
+use xmc::predictions::{sum_by_label, top_k_sparse};
 use xmc::sparse::SparseMatrix;
 use xmc::tree::SparseModel;
 
@@ -142,7 +143,7 @@ pub fn fuse_rows(a: &[Row], b: &[Row], f: &FusionConfig, k: usize) -> Vec<Row> {
     a.iter()
         .zip(b)
         .map(|(ra, rb)| {
-            let mut all: Vec<(u32, f32)> = ra
+            let all: Vec<(u32, f32)> = ra
                 .iter()
                 .map(|&(l, s)| (l, (1.0 - w) * s))
                 .chain(
@@ -150,15 +151,7 @@ pub fn fuse_rows(a: &[Row], b: &[Row], f: &FusionConfig, k: usize) -> Vec<Row> {
                         .map(|&(l, s)| (l, w * if p == 1.0 { s } else { s.powf(p) })),
                 )
                 .collect();
-            all.sort_unstable_by_key(|e| e.0);
-            let mut merged: Vec<(u32, f32)> = Vec::with_capacity(all.len());
-            for (l, s) in all {
-                match merged.last_mut() {
-                    Some(last) if last.0 == l => last.1 += s,
-                    _ => merged.push((l, s)),
-                }
-            }
-            xmc::predictions::top_k_sparse(merged, k)
+            top_k_sparse(sum_by_label(all), k)
         })
         .collect()
 }

@@ -31,7 +31,7 @@ mod train;
 use rayon::prelude::*;
 
 use crate::linear::LinearParams;
-use crate::predictions::top_k_sparse;
+use crate::predictions::{sum_by_label, top_k_sparse};
 use crate::sparse::SparseMatrix;
 use crate::tfidf::{TfIdf, TfIdfParams};
 
@@ -385,17 +385,8 @@ impl SparseModel {
             }
         }
         // Sum each label's scores over the trees.
-        acc.sort_unstable_by_key(|e| e.0);
-        acc.dedup_by(|b, a| {
-            if a.0 == b.0 {
-                a.1 += b.1;
-                true
-            } else {
-                false
-            }
-        });
-        let out = top_k_sparse(acc.clone(), k);
-        s.acc = acc;
+        let out = top_k_sparse(sum_by_label(acc), k);
+        s.acc = Vec::new();
         out
     }
 }
