@@ -73,7 +73,8 @@ pub struct Suggestion<'a> {
     pub uri: &'a str,
     /// The label's name.
     pub label: &'a str,
-    /// σ of the label's score, in [0, 1].
+    /// The label's score in [0, 1]: the network's σ, the sparse model's score, or their fusion
+    /// (`fusion.json`), as the model directory holds them.
     pub score: f32,
 }
 
