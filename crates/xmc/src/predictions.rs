@@ -66,20 +66,6 @@ fn top_k_all(scores: &[f32], k: usize) -> Vec<(u32, f32)> {
     )
 }
 
-/// The entries sorted by label, each label's scores summed (several models' top lists merged).
-pub fn sum_by_label(mut entries: Vec<(u32, f32)>) -> Vec<(u32, f32)> {
-    entries.sort_unstable_by_key(|e| e.0);
-    entries.dedup_by(|b, a| {
-        if a.0 == b.0 {
-            a.1 += b.1;
-            true
-        } else {
-            false
-        }
-    });
-    entries
-}
-
 /// The `k` best of a sparse candidate list (e.g. a shortlist), best first, in [`rank_order`].
 pub fn top_k_sparse(mut cands: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
     let k = k.min(cands.len());

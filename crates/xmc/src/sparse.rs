@@ -16,6 +16,21 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::io::{self, Lines};
 
+/// The entries sorted by index, the values of a repeated index summed (a row's term counts,
+/// several models' top lists merged).
+pub fn sum_duplicates(mut entries: Vec<(u32, f32)>) -> Vec<(u32, f32)> {
+    entries.sort_unstable_by_key(|e| e.0);
+    entries.dedup_by(|b, a| {
+        if a.0 == b.0 {
+            a.1 += b.1;
+            true
+        } else {
+            false
+        }
+    });
+    entries
+}
+
 /// A sparse matrix in compressed sparse row form with `u32` column indices and `f32` values.
 /// Within each row, indices are strictly increasing.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::sparse::SparseMatrix;
+use crate::sparse::{sum_duplicates, SparseMatrix};
 
 /// TF-IDF options.
 #[derive(Debug, Clone, PartialEq)]
@@ -245,15 +245,7 @@ impl TfIdf {
                         row.push((id, 1.0));
                     }
                 });
-                row.sort_unstable_by_key(|e| e.0);
-                row.dedup_by(|b, a| {
-                    if a.0 == b.0 {
-                        a.1 += b.1;
-                        true
-                    } else {
-                        false
-                    }
-                });
+                let mut row = sum_duplicates(row);
                 for e in row.iter_mut() {
                     let tf = if self.params.sublinear_tf {
                         1.0 + e.1.ln()

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_service::Service;
 
@@ -113,13 +113,9 @@ pub fn exchange(input: &[u8]) -> Vec<u8> {
             let mut app = app.clone();
             async move { app.call(req).await }
         });
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_millis(200))
-            .keep_alive(true)
-            // The client closes its side once it has sent everything: answer what it asked.
-            .half_close(true);
+        let mut builder = super::listener::http1_builder(Duration::from_millis(200));
+        // The client closes its side once it has sent everything: answer what it asked.
+        builder.half_close(true);
         let conn = builder.serve_connection(TokioIo::new(server), svc);
         let input = input.to_vec();
         let talk = async move {

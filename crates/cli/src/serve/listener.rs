@@ -155,6 +155,17 @@ async fn refuse(mut stream: TcpStream) {
     .await;
 }
 
+/// hyper's HTTP/1 server as `serve` runs it: `header_timeout` for a request's head and for the
+/// wait for the next one on a kept-alive connection.
+pub fn http1_builder(header_timeout: Duration) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    builder
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, then lets the open connections finish
 /// their requests (new ones are not read) for at most `limits.shutdown_timeout`.
 pub async fn serve(
@@ -166,11 +177,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let registry = Arc::new(Registry::default());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .keep_alive(true);
+    let builder = http1_builder(limits.header_timeout);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use candle_core::Device;
 use rayon::prelude::*;
-use xmc::predictions::{sum_by_label, top_k_sparse};
+use xmc::predictions::top_k_sparse;
+use xmc::sparse::sum_duplicates;
 
 use xmc::labels::Labels;
 
@@ -34,6 +35,17 @@ impl Member {
             (false, Some(_)) => None,
             _ => Some(Predictor::load(dir, device, scoring)?),
         };
+        Self::new(dir, network, sparse)
+    }
+
+    /// A member from models already loaded from (or, for the sparse model, about to be saved
+    /// in) `dir`: they must score the same labels; a sparse model alone takes its labels' names
+    /// from `dir`'s `labels.tsv`.
+    pub fn new(
+        dir: &std::path::Path,
+        network: Option<Predictor>,
+        sparse: Option<Sparse>,
+    ) -> Result<Member> {
         let model_err = |msg: String| Error::Model {
             path: dir.display().to_string(),
             msg,
@@ -226,7 +238,7 @@ pub fn average_rows(per: &[Vec<Vec<(u32, f32)>>], n: usize, k: usize) -> Vec<Vec
                 .filter_map(|rows| rows.get(r))
                 .flat_map(|row| row.iter().copied())
                 .collect();
-            let mut merged = sum_by_label(all);
+            let mut merged = sum_duplicates(all);
             for e in &mut merged {
                 e.1 /= m;
             }

@@ -10,7 +10,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use xmc::metrics::evaluate;
-use xmc::predictions::{sum_by_label, top_k_sparse};
+use xmc::predictions::top_k_sparse;
+use xmc::sparse::sum_duplicates;
 use xmc::sparse::SparseMatrix;
 use xmc::tree::SparseModel;
 
@@ -151,7 +152,7 @@ pub fn fuse_rows(a: &[Row], b: &[Row], f: &FusionConfig, k: usize) -> Vec<Row> {
                         .map(|&(l, s)| (l, w * if p == 1.0 { s } else { s.powf(p) })),
                 )
                 .collect();
-            top_k_sparse(sum_by_label(all), k)
+            top_k_sparse(sum_duplicates(all), k)
         })
         .collect()
 }

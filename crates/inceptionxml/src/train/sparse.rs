@@ -52,11 +52,15 @@ pub fn train_sparse(
     let t0 = Instant::now();
     let model = xmc::tree::train(&train.texts[..n], &labels, params, &|_| {})?;
     let train_s = t0.elapsed().as_secs_f64();
-    let (fusion, valid_p1) = match (with_network, &valid) {
+    // The network `train` just saved, loaded once for the choice and the test evaluation.
+    let network = match with_network {
+        Some(device) => Some(Predictor::load(out, device, Scoring::Exact)?),
+        None => None,
+    };
+    let (fusion, valid_p1) = match (&network, &valid) {
         (None, _) => (FusionConfig::SPARSE_ONLY, None),
         (Some(_), None) => (FusionConfig::DEFAULT, None),
-        (Some(device), Some(v)) => {
-            let net = Predictor::load(out, device, Scoring::Exact)?;
+        (Some(net), Some(v)) => {
             let a = net.predict_texts(&v.texts, POOL, 256, None)?;
             let b = model.predict(&v.texts, POOL);
             let p1 = |rows: &[Vec<(u32, f32)>]| -> Result<f64> {
@@ -70,11 +74,9 @@ pub fn train_sparse(
     let n_weights = model.n_weights();
     let sparse = Sparse { model, fusion };
     sparse.save(out)?;
-    drop(sparse);
     let test = match &data.test {
         Some(t) => {
-            let device = with_network.cloned().unwrap_or(Device::Cpu);
-            let member = Member::load(out, &device, Scoring::Exact)?;
+            let member = Member::new(out, network, Some(sparse))?;
             let rows = member.predict_texts(&t.texts, 5, 256, None)?;
             let pred = SparseMatrix::from_rows(t.labels.n_cols, rows)?;
             let inv = inverse_propensity(&data.train.labels, Propensity::default())?;

@@ -31,8 +31,8 @@ mod train;
 use rayon::prelude::*;
 
 use crate::linear::LinearParams;
-use crate::predictions::{sum_by_label, top_k_sparse};
-use crate::sparse::SparseMatrix;
+use crate::predictions::top_k_sparse;
+use crate::sparse::{sum_duplicates, SparseMatrix};
 use crate::tfidf::{TfIdf, TfIdfParams};
 
 pub use store::{CONFIG_FILE, TERMS_FILE, WEIGHTS_FILE};
@@ -313,7 +313,6 @@ struct Scratch {
     beam: Vec<(u32, f32)>,
     next: Vec<(u32, f32)>,
     out: Vec<f32>,
-    acc: Vec<(u32, f32)>,
 }
 
 /// A trained sparse model: the TF-IDF vocabulary and the trees.
@@ -376,8 +375,7 @@ impl SparseModel {
     }
 
     fn predict_row(&self, x: (&[u32], &[f32]), k: usize, s: &mut Scratch) -> Vec<(u32, f32)> {
-        let mut acc = std::mem::take(&mut s.acc);
-        acc.clear();
+        let mut acc = Vec::new();
         let inv = 1.0 / self.trees.len() as f32;
         for t in &self.trees {
             for (l, lp) in t.search(x, self.params.beam, s) {
@@ -385,9 +383,7 @@ impl SparseModel {
             }
         }
         // Sum each label's scores over the trees.
-        let out = top_k_sparse(sum_by_label(acc), k);
-        s.acc = Vec::new();
-        out
+        top_k_sparse(sum_duplicates(acc), k)
     }
 }
 

@@ -172,11 +172,6 @@ impl SparseModel {
         write_atomic(&path, |f| f.write_all(&bytes))
     }
 
-    /// True when `dir` holds a sparse model (its config file).
-    pub fn exists_in(dir: &Path) -> bool {
-        dir.join(CONFIG_FILE).is_file()
-    }
-
     /// Reads and validates the model saved in `dir` by [`SparseModel::save`].
     pub fn load(dir: &Path) -> Result<SparseModel> {
         let cpath = dir.join(CONFIG_FILE);

@@ -7,6 +7,7 @@ use crate::cluster::{cluster_labels, ClusterParams, Stop};
 use crate::error::{Error, Result};
 use crate::linear::Solver;
 use crate::pifa::pifa;
+use crate::shortlist::ClusterIndex;
 use crate::sparse::SparseMatrix;
 use crate::tfidf::TfIdf;
 
@@ -106,19 +107,8 @@ fn train_tree(
         leaf_ptr.push(leaf_labels.len() as u32);
     }
     // Each row's leaves, sorted and unique.
-    let row_leaves: Vec<Vec<u32>> = (0..labels.n_rows)
-        .into_par_iter()
-        .map(|r| {
-            let mut v: Vec<u32> = labels
-                .row_indices(r)
-                .iter()
-                .map(|&l| clustering.assign[l as usize])
-                .collect();
-            v.sort_unstable();
-            v.dedup();
-            v
-        })
-        .collect();
+    let row_leaves = ClusterIndex::new(clustering.assign.clone(), clustering.n_clusters)?
+        .cluster_targets(labels)?;
     // The rows reaching each group: every row at the root; below, the rows with a leaf there.
     let n_groups = shape.n_groups();
     let mut group_rows: Vec<Vec<u32>> = vec![Vec::new(); n_groups];
@@ -126,7 +116,8 @@ fn train_tree(
     for d in 1..shape.levels() {
         let first = shape.first(d);
         let shift = shape.shifts[d];
-        for (r, leaves) in row_leaves.iter().enumerate() {
+        for r in 0..labels.n_rows {
+            let leaves = row_leaves.row_indices(r);
             let mut last = u32::MAX;
             for &c in leaves {
                 let j = c >> shift;
@@ -212,7 +203,10 @@ fn train_tree(
                     for k in 0..1u32 << bits {
                         let child = (j << bits) + k;
                         for (p, &r) in positive.iter_mut().zip(rows) {
-                            *p = row_leaves[r as usize].iter().any(|&c| c >> shift == child);
+                            *p = row_leaves
+                                .row_indices(r as usize)
+                                .iter()
+                                .any(|&c| c >> shift == child);
                         }
                         fit(k as usize, &positive);
                     }
