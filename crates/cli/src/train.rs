@@ -121,11 +121,17 @@ fn by_kind<T: std::fmt::Display>(
 /// The epochs rule in words, from [`Preset::epoch_range`] and its row counts.
 fn epochs_help() -> String {
     let (plain, plus) = (Preset::Plain.epoch_range(), Preset::Plus.epoch_range());
+    let (fplain, fplus) = (
+        Preset::Plain.fused_epoch_range(),
+        Preset::Plus.fused_epoch_range(),
+    );
     format!(
         "Passes over the training data [default: by the rows trained on (after the validation \
-         hold-out): {} up to {MID_TRAIN_ROWS} rows, the paper's {} from {PAPER_TRAIN_ROWS} \
-         (AmazonTitles-670K's training split), linear between; with --plus {} and {}]",
-        plain.0, plain.1, plus.0, plus.1
+         hold-out): with the sparse model fused (the default) {} up to {MID_TRAIN_ROWS} rows, {} \
+         from {PAPER_TRAIN_ROWS} (AmazonTitles-670K's training split), linear between ({} and {} \
+         with --plus); the network alone (--no-sparse) {} and the paper's {} ({} and {} with \
+         --plus)]",
+        fplain.0, fplain.1, fplus.0, fplus.1, plain.0, plain.1, plus.0, plus.1
     )
 }
 

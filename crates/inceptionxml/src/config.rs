@@ -444,13 +444,35 @@ impl Preset {
         }
     }
 
+    /// [`Preset::epoch_range`] when the network is fused with the sparse lexical model (the
+    /// default of `train`): the sparse model carries most of the ranking (the validation split
+    /// gives the network weight 0.1 on yso_finna_sv and 0 on cooking, docs/BENCHMARKS.md), so
+    /// the network gets about a third of its solo schedule, which keeps one default run on
+    /// yso_finna_sv within 40 minutes of two cores.
+    pub fn fused_epoch_range(self) -> (usize, usize) {
+        match self {
+            Preset::Plain => (5, 12),
+            Preset::Plus => (5, 12),
+            Preset::Demo => (20, 20),
+        }
+    }
+
     /// The default number of epochs for a run on `n_train` training rows (after the validation
     /// hold-out): the paper's (42, 35 for InceptionXML+) from [`PAPER_TRAIN_ROWS`] on, 20 (16)
     /// up to [`MID_TRAIN_ROWS`], linear between. The paper's schedules overfit smaller data:
     /// InceptionXML+ on yso_finna_sv (200,913 rows) scores 1.4 validation P@1 lower after 35
     /// epochs than after 16, InceptionXML on cooking 1.5 lower after 42 than after 20.
     pub fn epochs_for(self, n_train: usize) -> usize {
-        let (mid, paper) = self.epoch_range();
+        Self::interpolate(self.epoch_range(), n_train)
+    }
+
+    /// [`Preset::epochs_for`] for a network fused with the sparse model: the same rule over
+    /// [`Preset::fused_epoch_range`].
+    pub fn fused_epochs_for(self, n_train: usize) -> usize {
+        Self::interpolate(self.fused_epoch_range(), n_train)
+    }
+
+    fn interpolate((mid, paper): (usize, usize), n_train: usize) -> usize {
         if n_train <= MID_TRAIN_ROWS {
             mid
         } else if n_train >= PAPER_TRAIN_ROWS {

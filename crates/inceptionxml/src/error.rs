@@ -52,6 +52,10 @@ pub enum Error {
     /// A device that cannot be named or opened.
     #[error("device {0}")]
     Device(String),
+    /// Training was asked to stop ([`crate::train::TrainJob::stop`]) between two steps; the
+    /// model directory holds the last checkpoint, which `resume` continues.
+    #[error("interrupted: the model directory keeps its last checkpoint (resume continues it)")]
+    Interrupted,
     /// A lock held by a thread that panicked.
     #[error("internal: {0} lock poisoned")]
     Poisoned(&'static str),

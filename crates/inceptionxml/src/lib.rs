@@ -92,7 +92,8 @@ mod emulation;
 mod testing;
 
 pub use api::{
-    train, train_with, LoadOptions, Model, PredictOptions, SparseMode, Suggestion, TrainOptions,
+    train, train_interruptible, train_with, LoadOptions, Model, PredictOptions, SparseMode,
+    Suggestion, TrainOptions,
 };
 pub use config::ScoreMode;
 pub use device::DeviceSpec;

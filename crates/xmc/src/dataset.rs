@@ -54,6 +54,23 @@ impl Split {
         })
     }
 
+    /// Texts and labels from memory (the Python package's `train(texts=…, labels=…)`): the
+    /// label matrix must have one row per text; entries with a value <= 0 are not positives,
+    /// as in a file.
+    pub fn new(texts: Vec<String>, labels: SparseMatrix) -> Result<Split> {
+        if texts.len() != labels.n_rows {
+            return Err(Error::Shape(format!(
+                "{} label rows for {} texts",
+                labels.n_rows,
+                texts.len()
+            )));
+        }
+        Ok(Split {
+            texts,
+            labels: labels.positives(),
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.texts.len()
     }
@@ -171,6 +188,40 @@ impl XcDataset {
         })
     }
 
+    /// A dataset held in memory (no folder): the same checks as [`XcDataset::open`] (the test
+    /// split scores as many labels as the training split; `labels`, when given, names each of
+    /// them). Errors name the in-memory argument instead of a file.
+    pub fn from_memory(train: Split, test: Option<Split>, labels: Option<Labels>) -> Result<Self> {
+        let n_labels = train.labels.n_cols;
+        if let Some(t) = &test {
+            if t.labels.n_cols != n_labels {
+                return Err(Error::Shape(format!(
+                    "the test labels have {} columns but the training labels {n_labels}",
+                    t.labels.n_cols
+                )));
+            }
+        }
+        if let Some(l) = &labels {
+            if l.len() != n_labels {
+                return Err(Error::Shape(format!(
+                    "{} label names for {n_labels} label columns",
+                    l.len()
+                )));
+            }
+        }
+        let has_uris = labels
+            .as_ref()
+            .is_some_and(|l| l.uris.iter().any(Option::is_some));
+        Ok(XcDataset {
+            dir: PathBuf::from("<memory>"),
+            train,
+            test,
+            label_names: labels.as_ref().map(|l| l.names.clone()),
+            label_uris: labels.filter(|_| has_uris),
+            n_labels,
+        })
+    }
+
     /// Writes the seeded hold-out of the training split ([`Split::hold_out`]) as the new dataset
     /// folder `out`: `trn_*` the rows kept for training, `tst_*` the `round(n · fraction)` rows held
     /// out, and the label files (`Y.txt`, `Y.tsv`) as they are. With the seed `train` uses, these
@@ -278,6 +329,35 @@ mod tests {
         assert_eq!(ds.train.len(), 2);
         assert_eq!(ds.test.as_ref().map(|s| s.len()), Some(1));
         assert_eq!(ds.label_names.unwrap()[2], "z");
+    }
+
+    #[test]
+    fn a_dataset_from_memory_is_checked_like_a_folder() {
+        let texts = || vec!["a b".to_string(), "c".to_string()];
+        let m = |rows: &[Vec<u32>]| SparseMatrix::from_index_rows(3, rows).unwrap();
+        let train = Split::new(texts(), m(&[vec![0], vec![1, 2]])).unwrap();
+        let ds = XcDataset::from_memory(
+            train.clone(),
+            None,
+            Some(Labels::from_names(vec!["x".into(), "y".into(), "z".into()])),
+        )
+        .unwrap();
+        assert_eq!((ds.n_labels, ds.train.len()), (3, 2));
+        assert_eq!(ds.labels().name(2), "z");
+        assert!(ds.label_uris.is_none());
+        // One label row per text.
+        let e = Split::new(texts(), m(&[vec![0]])).unwrap_err();
+        assert!(e.to_string().contains("1 label rows for 2 texts"), "{e}");
+        // The test split scores the same labels; names name every label.
+        let other = Split::new(
+            vec!["d".into()],
+            SparseMatrix::from_index_rows(4, &[vec![3]]).unwrap(),
+        )
+        .unwrap();
+        let e = XcDataset::from_memory(train.clone(), Some(other), None).unwrap_err();
+        assert!(e.to_string().contains("4 columns"), "{e}");
+        let e = XcDataset::from_memory(train, None, Some(Labels::numbered(2))).unwrap_err();
+        assert!(e.to_string().contains("2 label names for 3"), "{e}");
     }
 
     #[test]

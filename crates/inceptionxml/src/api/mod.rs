@@ -13,4 +13,4 @@ mod model;
 mod train;
 
 pub use model::{LoadOptions, Model, PredictOptions, Suggestion};
-pub use train::{train, train_with, SparseMode, TrainDefaults, TrainOptions};
+pub use train::{train, train_interruptible, train_with, SparseMode, TrainDefaults, TrainOptions};

@@ -38,8 +38,8 @@ impl Default for LoadOptions {
 /// How texts are ranked.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PredictOptions {
-    /// Texts per forward pass (at most [`crate::predict::INT8_MAX_BATCH`] uses the int8
-    /// indexes). Default [`PredictOptions::DEFAULT_BATCH_SIZE`].
+    /// Texts per forward pass (at most [`crate::predict::INT8_MAX_BATCH`], or a call with that
+    /// few texts, uses the int8 indexes). Default [`PredictOptions::DEFAULT_BATCH_SIZE`].
     pub batch_size: usize,
     /// InceptionXML+'s ranking; None: the one the model was saved with.
     pub score: Option<ScoreMode>,
@@ -176,6 +176,54 @@ impl Model {
     /// The directories the model was loaded from (several for an ensemble).
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
+    }
+
+    /// Copies the model directory this model was loaded from to `dir`, as its files are on
+    /// disk: built in a staging folder beside `dir` and moved into place only when complete.
+    /// An existing `dir` is refused unless `overwrite`. An ensemble (several directories) has
+    /// no single directory to save: an error (save each member from its own directory).
+    pub fn save(&self, dir: impl AsRef<Path>, overwrite: bool) -> Result<()> {
+        let out = dir.as_ref();
+        let [src] = self.dirs.as_slice() else {
+            return Err(crate::Error::Config(format!(
+                "an ensemble of {} model directories cannot be saved as one",
+                self.dirs.len()
+            )));
+        };
+        let model_err = |msg: &str| crate::Error::Model {
+            path: out.display().to_string(),
+            msg: msg.into(),
+        };
+        if out.exists() {
+            if !overwrite {
+                return Err(model_err("already exists (overwrite=True replaces it)"));
+            }
+            let same = |p: &Path| std::fs::canonicalize(p).ok();
+            if same(out) == same(src) {
+                return Err(model_err("is the directory the model was loaded from"));
+            }
+        }
+        let io = |p: &Path, e| crate::Error::Xmc(xmc::Error::io(p, e));
+        let stage = crate::model_dir::staging_dir(out)?;
+        let copied = (|| {
+            for entry in std::fs::read_dir(src).map_err(|e| io(src, e))? {
+                let entry = entry.map_err(|e| io(src, e))?;
+                let from = entry.path();
+                let hidden = entry.file_name().to_string_lossy().starts_with('.');
+                if hidden || !entry.file_type().map_err(|e| io(&from, e))?.is_file() {
+                    continue;
+                }
+                std::fs::copy(&from, stage.join(entry.file_name())).map_err(|e| io(&from, e))?;
+            }
+            Ok(())
+        })();
+        match copied {
+            Ok(()) => crate::model_dir::promote(&stage, out),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&stage);
+                Err(e)
+            }
+        }
     }
 
     /// The loaded ensemble (the prediction layer's type, for callers that need its details).

@@ -3,6 +3,7 @@
 //! fields, the Python package's keyword arguments too).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use xmc::dataset::XcDataset;
 
@@ -26,7 +27,8 @@ pub struct TrainOptions {
     /// Train InceptionXML+ (meta head over label clusters, extreme head over each row's
     /// shortlisted clusters) instead of the full one-vs-all head.
     pub plus: bool,
-    /// Passes over the training data (default: [`Preset::epochs_for`] the rows trained on).
+    /// Passes over the training data (default: [`Preset::epochs_for`] the rows trained on, or
+    /// [`Preset::fused_epochs_for`] when the sparse model is fused, as it is by default).
     pub epochs: Option<usize>,
     /// Rows per optimiser step (default: the preset's, 128; 256 with `plus`).
     pub batch_size: Option<usize>,
@@ -159,6 +161,9 @@ impl TrainOptions {
         let by_data = self.epochs.is_none();
         config.epochs = match self.epochs {
             Some(e) => e,
+            None if self.sparse == SparseMode::Fused => {
+                kind.fused_epochs_for(config.n_train_rows(n_rows))
+            }
             None => kind.epochs_for(config.n_train_rows(n_rows)),
         };
         let plus = self.plus.then(|| PlusParams {
@@ -270,8 +275,26 @@ pub fn train_with(
     opts: &TrainOptions,
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainSummary> {
+    train_interruptible(data, model_dir, opts, on_event, &AtomicBool::new(false))
+}
+
+/// [`train_with`] that ends with [`Error::Interrupted`] once `stop` is set: the network's run
+/// stops after its current step, keeping the directory's last checkpoint (`resume` continues
+/// it); the sparse model, trained in one go (seconds to minutes), is not started once `stop`
+/// is set. The Python package sets `stop` on Ctrl-C.
+pub fn train_interruptible(
+    data: &XcDataset,
+    model_dir: impl AsRef<Path>,
+    opts: &TrainOptions,
+    on_event: &mut dyn FnMut(TrainEvent),
+    stop: &AtomicBool,
+) -> Result<TrainSummary> {
     runtime::init_threads(opts.threads)?;
     let out = model_dir.as_ref();
+    let interrupted = || stop.load(Ordering::Relaxed);
+    if interrupted() {
+        return Err(Error::Interrupted);
+    }
     if opts.sparse == SparseMode::Only {
         return train_sparse_only(data, out, opts, on_event);
     }
@@ -298,11 +321,15 @@ pub fn train_with(
         force: opts.force,
         stop_after: opts.stop_after,
         device: opts.device.open()?,
+        stop: Some(stop),
     };
     let mut summary = run::train(&job, on_event)?;
     // The saved configuration (a resumed run keeps its own).
     let saved = model_dir::read_config(out)?.train;
     if opts.sparse == SparseMode::Fused && summary.epochs_done >= saved.epochs {
+        if interrupted() {
+            return Err(Error::Interrupted);
+        }
         let params = opts.sparse_params();
         summary.sparse = Some(run::train_sparse(
             data,
@@ -381,7 +408,15 @@ mod tests {
         let plain = TrainOptions::default();
         let (c, m, by_data) = plain.resolve(12_404);
         assert!(by_data);
+        assert_eq!(c.epochs, Preset::Plain.fused_epochs_for(12_404));
+        // The network alone gets its solo schedule.
+        let (c, _, _) = TrainOptions {
+            sparse: SparseMode::Off,
+            ..Default::default()
+        }
+        .resolve(12_404);
         assert_eq!(c.epochs, Preset::Plain.epochs_for(12_404));
+        assert!(Preset::Plain.fused_epochs_for(12_404) < c.epochs);
         assert_eq!(c.batch_size, TrainConfig::preset(Preset::Plain).batch_size);
         assert_eq!(m.embed_dim, DEFAULT_EMBED_DIM);
         assert!(m.plus.is_none());
@@ -402,6 +437,7 @@ mod tests {
         // The rule counts the rows after the validation hold-out.
         let (c, _, _) = TrainOptions {
             plus: true,
+            sparse: SparseMode::Off,
             ..Default::default()
         }
         .resolve(PAPER_ROWS_PLUS_HOLDOUT);
@@ -409,6 +445,82 @@ mod tests {
             c.epochs,
             Preset::Plus.epochs_for(crate::config::PAPER_TRAIN_ROWS)
         );
+    }
+
+    /// A stop asked in the middle of the second epoch ends the run with `Interrupted`, the first
+    /// epoch's checkpoint intact; resuming finishes the run.
+    #[test]
+    fn an_interrupted_run_keeps_its_last_checkpoint_and_resumes() {
+        use xmc::dataset::Split;
+        use xmc::sparse::SparseMatrix;
+        let texts: Vec<String> = (0..192)
+            .map(|i| format!("w{} v{} common", i % 13, i % 7))
+            .collect();
+        let rows: Vec<Vec<u32>> = (0..192u32).map(|i| vec![i % 13, 13 + i % 7]).collect();
+        let split = Split::new(texts, SparseMatrix::from_index_rows(20, &rows).unwrap()).unwrap();
+        let data = XcDataset::from_memory(split, None, None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("m");
+        let opts = TrainOptions {
+            epochs: Some(2),
+            dim: Some(64),
+            batch_size: Some(32),
+            valid_fraction: Some(0.0),
+            sparse: SparseMode::Off,
+            ..Default::default()
+        };
+        let stop = AtomicBool::new(false);
+        let mut ended = 0;
+        let r = train_interruptible(
+            &data,
+            &out,
+            &opts,
+            &mut |e| match e {
+                TrainEvent::EpochEnd(_) => ended += 1,
+                TrainEvent::Step { .. } if ended == 1 => stop.store(true, Ordering::Relaxed),
+                _ => {}
+            },
+            &stop,
+        );
+        assert!(matches!(r, Err(Error::Interrupted)), "{:?}", r.map(|_| ()));
+        assert_eq!(model_dir::read_state(&out).unwrap().epochs_done, 1);
+        crate::Model::load(&out).unwrap();
+        // A stop already set starts nothing.
+        let r = train_interruptible(&data, &out, &opts, &mut |_| {}, &stop);
+        assert!(matches!(r, Err(Error::Interrupted)));
+        let resumed = TrainOptions {
+            resume: true,
+            ..opts
+        };
+        assert_eq!(train(&data, &out, &resumed).unwrap().epochs_done, 2);
+
+        // `Model::save` copies the directory: the copy ranks the same; nothing is overwritten
+        // unasked; an ensemble has no one directory.
+        let m = crate::Model::load(&out).unwrap();
+        let copy = dir.path().join("copy");
+        m.save(&copy, false).unwrap();
+        let texts = ["w3 v4 common", "w12"];
+        let opts = crate::PredictOptions::default();
+        assert_eq!(
+            crate::Model::load(&copy)
+                .unwrap()
+                .rank(&texts, 5, &opts)
+                .unwrap(),
+            m.rank(&texts, 5, &opts).unwrap()
+        );
+        assert!(m
+            .save(&copy, false)
+            .unwrap_err()
+            .to_string()
+            .contains("already exists"));
+        assert!(m
+            .save(&out, true)
+            .unwrap_err()
+            .to_string()
+            .contains("loaded from"));
+        m.save(&copy, true).unwrap();
+        let both = crate::Model::load_with(&[&out, &copy], &Default::default()).unwrap();
+        assert!(both.save(dir.path().join("e"), false).is_err());
     }
 
     /// 485,176 rows remain after a 5 % hold-out of this many.

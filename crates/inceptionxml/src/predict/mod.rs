@@ -120,7 +120,9 @@ fn plus_parts(model: &InceptionXml) -> Result<(&PlusHeads, &ClusterIndex)> {
 /// Top-k rows for N×S token ids (`ids.len()` a multiple of the model's sequence length), in
 /// batches of `batch_size`, evaluation mode (no dropout, batch-norm running statistics).
 /// InceptionXML+ ranks with `score` (None: the model's configured default). With `indexes` and
-/// `batch_size` ≤ [`INT8_MAX_BATCH`], the int8 path scores; otherwise everything is exact f32.
+/// batches of at most [`INT8_MAX_BATCH`] texts (`batch_size`, or fewer texts than that in all),
+/// the int8 path scores; otherwise everything is exact f32. The choice is made once per call,
+/// so a call's last, partial batch ranks as its full ones do.
 pub fn rank_ids(
     model: &InceptionXml,
     ids: &[u32],
@@ -140,7 +142,7 @@ pub fn rank_ids(
                 ids.len()
             )));
         }
-        let indexes = indexes.filter(|_| batch_size <= INT8_MAX_BATCH);
+        let indexes = indexes.filter(|_| batch_size.min(ids.len() / s) <= INT8_MAX_BATCH);
         let mode = model
             .config()
             .plus

@@ -20,6 +20,7 @@ pub mod sparse;
 pub mod step;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::Device;
@@ -60,6 +61,15 @@ pub struct TrainJob<'a> {
     pub stop_after: Option<usize>,
     /// Where the model trains (`Device::Cpu`, or a CUDA device with the `cuda` feature).
     pub device: Device,
+    /// Set (by another thread, a signal handler, the Python package's Ctrl-C check) to stop
+    /// the run after its current step with [`Error::Interrupted`]: the epoch under way is
+    /// dropped, the last saved checkpoint stays as it was.
+    pub stop: Option<&'a AtomicBool>,
+}
+
+/// Whether `stop` asks the run to end.
+fn stopped(stop: Option<&AtomicBool>) -> bool {
+    stop.is_some_and(|s| s.load(Ordering::Relaxed))
 }
 
 /// One evaluation of the test split.
@@ -156,7 +166,7 @@ pub fn train(job: &TrainJob, on_event: &mut dyn FnMut(TrainEvent)) -> Result<Tra
         .stop_after
         .map_or(cfg.epochs, |n| cfg.epochs.min(start_epoch + n));
     for epoch in start_epoch..end_epoch {
-        let e = run_epoch(&mut s, &plan, epoch, &mut step, on_event)?;
+        let e = run_epoch(&mut s, &plan, epoch, &mut step, job.stop, on_event)?;
         train_s += e.seconds;
         session_rows += e.rows;
         session_s += e.seconds;
@@ -297,6 +307,7 @@ fn run_epoch(
     plan: &Plan,
     epoch: usize,
     step: &mut u64,
+    stop: Option<&AtomicBool>,
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> Result<EpochSteps> {
     let cfg = &s.config.train;
@@ -326,6 +337,9 @@ fn run_epoch(
         detached,
     };
     for batch in batches {
+        if stopped(stop) {
+            return Err(Error::Interrupted);
+        }
         let batch = batch?;
         let (lr, beta1) = plan.schedule.at(*step);
         let (loss, st) = train_step(&s.model, &mut s.opt, &batch, lr, beta1, detached)?;
