@@ -3,7 +3,7 @@
 //! (`python/inceptionxml`) wraps it with the documented API; this module only converts.
 //!
 //! Every call that ranks or trains releases the GIL. Library errors become Python exceptions
-//! ([`to_py_err`]); a panic would become pyo3's `PanicException`, never an abort.
+//! (`to_py_err`); a panic would become pyo3's `PanicException`, never an abort.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
