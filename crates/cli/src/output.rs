@@ -26,6 +26,9 @@ pub struct Suggestion<'a> {
     pub label: &'a str,
     pub notation: Option<&'a str>,
     pub score: f32,
+    /// With `--explain` / `explain=true` only: each word's weight for this label, in text order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<&'a [inceptionxml::WordWeight]>,
 }
 
 /// A ranked row as suggestions, best first.
@@ -36,8 +39,62 @@ pub fn suggestions<'a>(row: &[(u32, f32)], labels: &'a Labels) -> Vec<Suggestion
             label: labels.name(l as usize),
             notation: None,
             score,
+            explanation: None,
         })
         .collect()
+}
+
+/// Explained labels as suggestions carrying their explanations.
+pub fn explained<'a>(
+    row: &'a [inceptionxml::Explained],
+    labels: &'a Labels,
+) -> Vec<Suggestion<'a>> {
+    row.iter()
+        .map(|e| Suggestion {
+            uri: labels.uri_or_name(e.id as usize),
+            label: labels.name(e.id as usize),
+            notation: None,
+            score: e.score,
+            explanation: Some(&e.words),
+        })
+        .collect()
+}
+
+/// Writes one explained row `r` (`tsv`: a fifth column of `word:weight` pairs in text order,
+/// space-separated; `json`: an `"explanation": [{"word", "weight"}]` per result).
+pub fn write_explained(
+    w: &mut dyn Write,
+    r: usize,
+    row: &[inceptionxml::Explained],
+    labels: &Labels,
+    format: Format,
+) -> std::io::Result<()> {
+    let sug = explained(row, labels);
+    match format {
+        Format::Tsv => {
+            for s in &sug {
+                let words: Vec<String> = s
+                    .explanation
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|x| format!("{}:{}", x.word, x.weight))
+                    .collect();
+                writeln!(
+                    w,
+                    "{r}\t{}\t{}\t{}\t{}",
+                    s.uri,
+                    s.label,
+                    s.score,
+                    words.join(" ")
+                )?;
+            }
+            Ok(())
+        }
+        Format::Json | Format::Xc => {
+            let v = serde_json::json!({ "results": sug });
+            writeln!(w, "{v}")
+        }
+    }
 }
 
 /// Writes row `r` in `format` (`xc` rows without the header, which the caller writes).

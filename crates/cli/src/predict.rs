@@ -8,7 +8,7 @@ use inceptionxml::config::ScoreMode;
 use inceptionxml::{LoadOptions, Model, PredictOptions};
 use xmc::labels::Labels;
 
-use crate::output::{write_row, Format};
+use crate::output::{write_explained, write_row, Format};
 
 /// Flags of `inceptionxml predict`.
 #[derive(clap::Args)]
@@ -46,6 +46,11 @@ pub struct Args {
     /// Texts per forward pass.
     #[arg(long, default_value_t = PredictOptions::DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
+    /// Explain each label: the weight of every word of the text for it (its score minus its
+    /// score with the word removed), in text order. `--format json`: an `"explanation":
+    /// [{"word", "weight"}]` per result; `tsv`: a fifth column of `word:weight` pairs.
+    #[arg(long)]
+    pub explain: bool,
     #[command(flatten)]
     pub run: crate::common::RunArgs,
 }
@@ -59,6 +64,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         exact: args.exact,
         threads: args.run.threads.threads,
     };
+    anyhow::ensure!(
+        !args.explain || args.format != Format::Xc,
+        "--explain needs --format json or tsv (the xc format has no room for words)"
+    );
     let p = Model::load_with(&args.model, &load)?;
     if args.texts.as_os_str() == "-" {
         return interactive(&p, &args);
@@ -69,6 +78,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         score: args.score,
         ..PredictOptions::default()
     };
+    if args.explain {
+        let rows = p.explain(&texts, args.top_k, &opts)?;
+        let write = |w: &mut dyn Write| -> std::io::Result<()> {
+            for (r, row) in rows.iter().enumerate() {
+                write_explained(w, r, row, p.labels(), args.format)?;
+            }
+            Ok(())
+        };
+        if args.out.as_os_str() == "-" {
+            let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+            write(&mut w)
+                .and_then(|_| w.flush())
+                .map_err(|e| xmc::Error::io(&args.out, e))
+        } else {
+            xmc::io::write_atomic(&args.out, |w| write(w))
+        }
+        .with_context(|| format!("writing {}", args.out.display()))?;
+        return Ok(());
+    }
     let rows = p.rank(&texts, args.top_k, &opts)?;
     let labels = p.labels();
     match args.format {
@@ -114,12 +142,32 @@ fn interactive(p: &Model, args: &Args) -> anyhow::Result<()> {
     while let Some(bytes) = input.next_bytes()? {
         // A line that is not UTF-8 gets an error on standard error and an empty result in the
         // output's format (an empty row, `{"results":[]}`, no TSV line); the session goes on.
-        let row = match std::str::from_utf8(bytes) {
+        let line = std::str::from_utf8(bytes);
+        if line.is_err() {
+            eprintln!("error: <stdin>:{}: not valid UTF-8 (line skipped)", i + 1);
+        }
+        if args.explain {
+            let row = match line {
+                Ok(line) => {
+                    let opts = PredictOptions {
+                        batch_size: 1,
+                        score: args.score,
+                        ..PredictOptions::default()
+                    };
+                    p.explain(&[line], args.top_k, &opts)?
+                        .pop()
+                        .unwrap_or_default()
+                }
+                Err(_) => Vec::new(),
+            };
+            write_explained(&mut out, i, &row, labels, args.format)?;
+            out.flush()?;
+            i += 1;
+            continue;
+        }
+        let row = match line {
             Ok(line) => p.rank_one(line, args.top_k, args.score)?,
-            Err(_) => {
-                eprintln!("error: <stdin>:{}: not valid UTF-8 (line skipped)", i + 1);
-                Vec::new()
-            }
+            Err(_) => Vec::new(),
         };
         match args.format {
             Format::Xc => {

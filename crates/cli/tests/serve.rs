@@ -367,6 +367,102 @@ fn import_train_serve_suggest_matches_predict() {
 }
 
 #[test]
+fn explain_adds_word_weights_and_leaves_other_answers_unchanged() {
+    let (data, model) = fixture();
+    let srv = Server::start(&["--model", model.to_str().unwrap()]);
+    let texts = test_texts(8);
+    let check = |got: &serde_json::Value, want: &serde_json::Value, text: &str| {
+        let (g, w) = (
+            got["results"].as_array().unwrap(),
+            want["results"].as_array().unwrap(),
+        );
+        assert_eq!(g.len(), w.len(), "{got} vs {want}");
+        let words = xmc::text::tokenize(text);
+        for (a, b) in g.iter().zip(w) {
+            assert_eq!((&a["uri"], &a["label"]), (&b["uri"], &b["label"]));
+            assert!((a["score"].as_f64().unwrap() - b["score"].as_f64().unwrap()).abs() < 1e-6);
+            let ex = a["explanation"].as_array().unwrap();
+            let got: Vec<&str> = ex.iter().map(|x| x["word"].as_str().unwrap()).collect();
+            assert_eq!(got, words);
+            assert!(ex
+                .iter()
+                .all(|x| x["weight"].as_f64().is_some_and(f64::is_finite)));
+        }
+    };
+    for t in &texts {
+        let plain = suggest(srv.port, "model", t, "&limit=4").unwrap();
+        let off = suggest(srv.port, "model", t, "&limit=4&explain=false").unwrap();
+        // Without explain=true, the answer is byte for byte what it was.
+        assert_eq!(plain.body, off.body);
+        assert!(!plain.body.contains("explanation"));
+        let on = suggest(srv.port, "model", t, "&limit=4&explain=true").unwrap();
+        assert_eq!(on.status, 200, "{}", on.body);
+        check(&on.json(), &plain.json(), t);
+    }
+    // suggest-batch: the same explanations, with the document ids.
+    let docs: Vec<serde_json::Value> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| serde_json::json!({"text": t, "document_id": format!("d{i}")}))
+        .collect();
+    let body = serde_json::json!({ "documents": docs }).to_string();
+    let batch = |q: &str| {
+        let r = http(
+            srv.port,
+            "POST",
+            &format!("/v1/projects/model/suggest-batch?limit=3{q}"),
+            Some("application/json"),
+            body.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        r
+    };
+    let (plain, off, on) = (batch(""), batch("&explain=0"), batch("&explain=1"));
+    assert_eq!(plain.body, off.body);
+    for (i, (a, b)) in on
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(plain.json().as_array().unwrap())
+        .enumerate()
+    {
+        assert_eq!(a["document_id"], format!("d{i}"));
+        check(a, b, &texts[i]);
+    }
+    let bad = suggest(srv.port, "model", &texts[0], "&explain=maybe").unwrap();
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("explain"), "{}", bad.body);
+    // The web page and its examples (the first test texts, written by train).
+    let page = http(srv.port, "GET", "/", None, b"").unwrap();
+    assert_eq!(page.status, 200);
+    assert!(
+        page.content_type.starts_with("text/html"),
+        "{}",
+        page.content_type
+    );
+    assert!(page.body.contains("explain") && page.body.contains("/v1/projects"));
+    let ex = http(srv.port, "GET", "/ui/examples/model", None, b"")
+        .unwrap()
+        .json();
+    let first: Vec<String> = std::fs::read_to_string(data.join("tst_X.txt"))
+        .unwrap()
+        .lines()
+        .take(2)
+        .map(|l| l.trim().to_string())
+        .collect();
+    assert_eq!(ex["examples"][0], first[0]);
+    assert_eq!(ex["examples"][1], first[1]);
+    assert_eq!(
+        http(srv.port, "GET", "/ui/examples/nope", None, b"")
+            .unwrap()
+            .status,
+        404
+    );
+}
+
+#[test]
 fn bad_requests_get_their_status_and_a_problem() {
     let (_, model) = fixture();
     let srv = Server::start(&[

@@ -129,6 +129,8 @@ fn the_default_train_fuses_the_sparse_model_with_the_network() {
     assert!((0.0..=1.0).contains(&w), "{w}");
     assert!(model.join("config.json").is_file() && model.join("sparse.json").is_file());
 
+    explanations_follow_the_words_and_leave_the_ranking_alone(&model);
+
     // The fused ranking; then, with fusion.json moved away, the network alone (what an
     // interrupted sparse save leaves: a usable network).
     let fused = predict_file(&model, &dir.path().join("fused.txt"), "5");
@@ -150,4 +152,71 @@ fn the_default_train_fuses_the_sparse_model_with_the_network() {
     std::fs::write(model.join("fusion.json"), "{\"sparse_weight\": 0.5}\n").unwrap();
     std::fs::write(model.join("sparse_terms.txt"), "just one term\n").unwrap();
     predict_fails(&model, "sparse_terms.txt");
+}
+
+/// `predict --explain`: every result of `--format json` carries an `explanation` with one
+/// finite weight per word of the text (the models' tokens, in text order), and the ranking is
+/// the one `predict` gives without it; `tsv` gets a fifth column; `xc` is refused.
+fn explanations_follow_the_words_and_leave_the_ranking_alone(model: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let texts: Vec<String> = std::fs::read_to_string(data_dir().join("tst_X.txt"))
+        .unwrap()
+        .lines()
+        .take(30)
+        .map(str::to_string)
+        .collect();
+    let f = dir.path().join("t.txt");
+    std::fs::write(&f, texts.join("\n") + "\n").unwrap();
+    let (m, t) = (model.to_str().unwrap(), f.to_str().unwrap());
+    let run = |extra: &[&str]| {
+        let mut a = vec!["predict", "--model", m, "--texts", t, "--top-k", "4"];
+        a.extend_from_slice(extra);
+        ok(&a)
+    };
+    let plain = run(&["--format", "json"]);
+    let explained = run(&["--format", "json", "--explain"]);
+    assert!(!plain.contains("explanation"));
+    for ((p, e), text) in plain.lines().zip(explained.lines()).zip(&texts) {
+        let (p, e): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(p).unwrap(),
+            serde_json::from_str(e).unwrap(),
+        );
+        let (pr, er) = (
+            p["results"].as_array().unwrap(),
+            e["results"].as_array().unwrap(),
+        );
+        assert_eq!(pr.len(), er.len());
+        let words = xmc::text::tokenize(text);
+        for (a, b) in pr.iter().zip(er) {
+            assert_eq!(a["uri"], b["uri"]);
+            assert_eq!(a["score"], b["score"]);
+            let ex = b["explanation"].as_array().unwrap();
+            let got: Vec<&str> = ex.iter().map(|x| x["word"].as_str().unwrap()).collect();
+            assert_eq!(got, words, "{text}");
+            for x in ex {
+                let w = x["weight"].as_f64().unwrap();
+                assert!(w.is_finite() && w.abs() <= 1.0, "{x}");
+            }
+        }
+        // The top label of a text with words owes its score to some of them.
+        if let Some(first) = er.first().filter(|_| !words.is_empty()) {
+            let ex = first["explanation"].as_array().unwrap();
+            assert!(
+                ex.iter().any(|x| x["weight"].as_f64().unwrap() != 0.0),
+                "{e}"
+            );
+        }
+    }
+    let tsv = run(&["--format", "tsv", "--explain"]);
+    let first = tsv.lines().next().unwrap();
+    let cols: Vec<&str> = first.split('\t').collect();
+    assert_eq!(cols.len(), 5, "{first}");
+    assert_eq!(
+        cols[4].split(' ').count(),
+        xmc::text::tokenize(&texts[0]).len()
+    );
+    fails_with_one_line(
+        &["predict", "--model", m, "--texts", t, "--explain"],
+        "--explain needs --format json or tsv",
+    );
 }

@@ -92,8 +92,8 @@ mod emulation;
 mod testing;
 
 pub use api::{
-    train, train_interruptible, train_with, LoadOptions, Model, PredictOptions, SparseMode,
-    Suggestion, TrainOptions,
+    train, train_interruptible, train_with, Explained, LoadOptions, Model, PredictOptions,
+    SparseMode, Suggestion, TrainOptions, WordWeight,
 };
 pub use config::ScoreMode;
 pub use device::DeviceSpec;

@@ -45,6 +45,31 @@ pub const STATE: &str = "trainer_state.json";
 pub const METRICS: &str = "metrics.jsonl";
 pub const CLUSTERS: &str = "clusters.txt";
 pub const LABELS: &str = "labels.tsv";
+/// A few texts of the test split, one per line, that `serve`'s web page offers as examples
+/// (optional; not part of the model).
+pub const EXAMPLES: &str = "examples.txt";
+/// How many texts [`write_examples`] keeps.
+pub const N_EXAMPLES: usize = 6;
+
+/// Writes [`EXAMPLES`] in `dir`: the first [`N_EXAMPLES`] non-empty texts of `test`, if any.
+pub fn write_examples(dir: &Path, test: Option<&xmc::dataset::Split>) -> Result<()> {
+    let Some(test) = test else { return Ok(()) };
+    let texts: Vec<&str> = test
+        .texts
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty() && !t.contains(['\n', '\r']))
+        .take(N_EXAMPLES)
+        .collect();
+    if texts.is_empty() {
+        return Ok(());
+    }
+    xmc::io::write_atomic(dir.join(EXAMPLES), |f| {
+        use std::io::Write;
+        texts.iter().try_for_each(|t| writeln!(f, "{t}"))
+    })?;
+    Ok(())
+}
 
 /// Format tag of `config.json`.
 pub const FORMAT: &str = "inceptionxml/1";

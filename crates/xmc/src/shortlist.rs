@@ -85,6 +85,19 @@ impl ClusterIndex {
         pos
     }
 
+    /// The cluster of label `l` (`l < n_labels`).
+    pub fn cluster_of(&self, l: u32) -> usize {
+        self.assign[l as usize] as usize
+    }
+
+    /// The position of label `l` in the cluster order ([`Self::order`]): a cluster's members are
+    /// stored in increasing label order, so this is a binary search within the cluster.
+    pub fn position_of(&self, l: u32) -> usize {
+        let c = self.cluster_of(l);
+        let at = self.members(c).partition_point(|&m| m < l);
+        self.offsets[c] + at
+    }
+
     /// The largest cluster size.
     pub fn max_size(&self) -> usize {
         (0..self.n_clusters())

@@ -176,6 +176,16 @@ impl Vocab {
         });
     }
 
+    /// [`Vocab::encode_into`] for a text already split into tokens ([`text::tokenize`]'s), as
+    /// the explanations' occluded variants are.
+    pub fn encode_tokens_into<S: AsRef<str>>(&self, tokens: &[S], out: &mut [u32]) {
+        out.fill(0);
+        let unk = self.unk_id();
+        for (o, t) in out.iter_mut().zip(tokens) {
+            *o = self.index.get(t.as_ref()).unwrap_or(unk);
+        }
+    }
+
     /// The ids of `text`'s tokens, truncated or padded with 0 to exactly `seq_len`.
     pub fn encode(&self, text: &str, seq_len: usize) -> Vec<u32> {
         let mut out = vec![0; seq_len];

@@ -7,6 +7,12 @@
 //! | `POST /v1/projects/{id}/suggest-batch` | JSON `{"documents": [{"text", "document_id"}]}` (≤ 32), `limit`/`threshold` in the query |
 //! | `POST /v1/reload` | reload changed model directories (loopback clients only; also SIGHUP) |
 //! | `GET /health`, `GET /metrics` | liveness; Prometheus text |
+//! | `GET /` | a web page to try the projects: suggestions with each word's weight (`ui/`) |
+//! | `GET /ui/examples/{id}` | example texts of a project (its model directory's `examples.txt`) |
+//!
+//! `explain=true` (a form field of `suggest`, a query parameter of `suggest-batch`) adds to each
+//! result an `"explanation": [{"word", "weight"}]` (occlusion, `inceptionxml::predict::explain`);
+//! without it, the answers are Annif's, byte for byte.
 //!
 //! Errors are `application/problem+json`. Requests to a project are micro-batched (`batcher`)
 //! on worker threads; the async runtime only parses, queues and answers.
@@ -19,6 +25,7 @@ pub mod fuzz;
 mod listener;
 mod metrics;
 mod project;
+mod ui;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -42,7 +49,7 @@ use inceptionxml::Model;
 use metrics::Metrics;
 use project::{Project, ProjectSpec, ReloadOutcome};
 
-use crate::output::suggestions;
+use crate::output::{explained, suggestions};
 
 /// `serve --max-batch`'s default.
 pub const DEFAULT_MAX_BATCH: usize = 256;
@@ -230,6 +237,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/projects/{id}/suggest", post(suggest))
         .route("/v1/projects/{id}/suggest-batch", post(suggest_batch))
         .route("/v1/reload", post(reload))
+        .route("/", get(ui::page))
+        .route("/ui/examples/{id}", get(ui::examples))
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
@@ -591,6 +600,47 @@ fn limits(pairs: &[(String, String)]) -> Result<(usize, f32), Response> {
     Ok((limit, threshold))
 }
 
+/// `explain` (`true`/`false`, `1`/`0`; default false): whether to explain each result.
+fn explain_flag(pairs: &[(String, String)]) -> Result<bool, Response> {
+    match field(pairs, "explain").map(String::as_str) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(v) => Err(bad_request(format!(
+            "explain {v:?}: expected true or false"
+        ))),
+    }
+}
+
+/// Ranks and explains `texts` with `project`'s model on a blocking thread (explanations score
+/// each text's variants: they bypass the micro-batcher).
+async fn explain(
+    project: &Project,
+    texts: Vec<String>,
+    limit: usize,
+    threshold: f32,
+) -> Result<(Vec<Vec<inceptionxml::Explained>>, Arc<Model>), Response> {
+    let model = project.current();
+    let m = model.clone();
+    let opts = inceptionxml::PredictOptions {
+        threshold,
+        ..Default::default()
+    };
+    let done = tokio::task::spawn_blocking(move || m.explain(&texts, limit, &opts)).await;
+    match done {
+        Ok(Ok(rows)) => Ok((rows, model)),
+        Ok(Err(e)) => Err(problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+            e.to_string(),
+        )),
+        Err(_) => Err(problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+            "the explanation failed",
+        )),
+    }
+}
+
 /// Queues `texts` on `project` and waits for the ranked rows (503 when the queue is full).
 async fn rank(
     project: &Project,
@@ -663,6 +713,13 @@ async fn suggest(
         if limit == 0 || text.trim().is_empty() {
             return Ok(json_response(&serde_json::json!({ "results": [] })));
         }
+        if explain_flag(&pairs)? {
+            let (mut rows, model) = explain(project, vec![text], limit, threshold).await?;
+            let row = rows.pop().unwrap_or_default();
+            return Ok(json_response(
+                &serde_json::json!({ "results": explained(&row, model.labels()) }),
+            ));
+        }
         let (mut rows, model) = rank(project, vec![text], limit, threshold).await?;
         let row = rows.pop().unwrap_or_default();
         Ok::<_, Response>(json_response(&results_json(&row, &model)))
@@ -697,6 +754,7 @@ async fn suggest_batch(
         let pairs = form_pairs(uri.query().unwrap_or(""))?;
         check_language(&pairs, &state.language)?;
         let (limit, threshold) = limits(&pairs)?;
+        let explaining = explain_flag(&pairs)?;
         check_content_type(&headers, "application/json")?;
         let body = read_body(body, &headers, state.max_body, state.body_timeout).await?;
         let docs: Documents = serde_json::from_slice(&body)
@@ -715,6 +773,29 @@ async fn suggest_batch(
             .filter(|d| asks(&d.text))
             .map(|d| d.text.clone())
             .collect();
+        if explaining {
+            let (rows, model) = if texts.is_empty() {
+                (Vec::new(), project.current())
+            } else {
+                explain(project, texts, limit, threshold).await?
+            };
+            let mut rows = rows.into_iter();
+            let out: Vec<serde_json::Value> = docs
+                .documents
+                .into_iter()
+                .map(|d| {
+                    let row = if asks(&d.text) {
+                        rows.next().unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    };
+                    let mut v = serde_json::json!({ "results": explained(&row, model.labels()) });
+                    v["document_id"] = d.document_id.map_or(serde_json::Value::Null, Into::into);
+                    v
+                })
+                .collect();
+            return Ok(json_response(&out));
+        }
         let (rows, model) = if texts.is_empty() {
             (Vec::new(), project.current())
         } else {

@@ -12,5 +12,6 @@
 mod model;
 mod train;
 
+pub use crate::predict::{Explained, WordWeight};
 pub use model::{LoadOptions, Model, PredictOptions, Suggestion};
 pub use train::{train, train_interruptible, train_with, SparseMode, TrainDefaults, TrainOptions};

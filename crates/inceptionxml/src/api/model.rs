@@ -9,7 +9,7 @@ use xmc::labels::Labels;
 use crate::config::ScoreMode;
 use crate::device::DeviceSpec;
 use crate::error::Result;
-use crate::predict::{Ensemble, Row, Scoring};
+use crate::predict::{Ensemble, Explained, Row, Scoring};
 use crate::runtime;
 
 /// How a model is loaded.
@@ -141,6 +141,27 @@ impl Model {
         check_batch(opts.batch_size)?;
         self.ensemble
             .predict_texts(texts, k, opts.batch_size, opts.score)
+    }
+
+    /// The top `k` labels of each text (below `opts.threshold` left out), each with the weight
+    /// of every word of the text for that label: its score minus its score with the word
+    /// removed (occlusion, [`crate::predict::explain`]). Words come in text order, as the models
+    /// see them (lowercased, stop words left out).
+    pub fn explain<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        k: usize,
+        opts: &PredictOptions,
+    ) -> Result<Vec<Vec<Explained>>> {
+        check_k(k)?;
+        check_batch(opts.batch_size)?;
+        let mut rows = self
+            .ensemble
+            .explain(texts, k, opts.batch_size, opts.score)?;
+        for row in &mut rows {
+            row.retain(|e| e.score >= opts.threshold);
+        }
+        Ok(rows)
     }
 
     /// [`Model::rank`] for one text: a batch of one (the int8 path unless loaded `exact`).

@@ -340,6 +340,7 @@ pub fn train_interruptible(
             on_event,
         )?);
     }
+    model_dir::write_examples(out, data.test.as_ref())?;
     Ok(summary)
 }
 
@@ -373,6 +374,7 @@ fn train_sparse_only(
         .labels()
         .write_tsv(stage.join(model_dir::LABELS))
         .map_err(Error::from)
+        .and_then(|()| model_dir::write_examples(&stage, data.test.as_ref()))
         .and_then(|()| run::train_sparse(data, &stage, &config, &params, None, on_event));
     let sparse = match built {
         Ok(s) => s,

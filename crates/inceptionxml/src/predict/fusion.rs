@@ -138,19 +138,28 @@ pub fn write_fusion(dir: &Path, fusion: &FusionConfig) -> Result<()> {
     Ok(())
 }
 
+impl FusionConfig {
+    /// The network's part of a fused score: `(1 − w)·a`.
+    pub fn network_part(&self, a: f32) -> f32 {
+        (1.0 - self.sparse_weight) * a
+    }
+
+    /// The sparse model's part of a fused score: `w·b^p`.
+    pub fn sparse_part(&self, b: f32) -> f32 {
+        let p = self.sparse_power;
+        self.sparse_weight * if p == 1.0 { b } else { b.powf(p) }
+    }
+}
+
 /// `(1 − w)·a + w·b^p` of each pair of rows, top-k (ties: lower label id first).
 pub fn fuse_rows(a: &[Row], b: &[Row], f: &FusionConfig, k: usize) -> Vec<Row> {
-    let (w, p) = (f.sparse_weight, f.sparse_power);
     a.iter()
         .zip(b)
         .map(|(ra, rb)| {
             let all: Vec<(u32, f32)> = ra
                 .iter()
-                .map(|&(l, s)| (l, (1.0 - w) * s))
-                .chain(
-                    rb.iter()
-                        .map(|&(l, s)| (l, w * if p == 1.0 { s } else { s.powf(p) })),
-                )
+                .map(|&(l, s)| (l, f.network_part(s)))
+                .chain(rb.iter().map(|&(l, s)| (l, f.sparse_part(s))))
                 .collect();
             top_k_sparse(sum_duplicates(all), k)
         })

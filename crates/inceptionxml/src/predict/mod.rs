@@ -11,6 +11,7 @@
 //! | [`int8`] | int8 copies of the big reads for batches of at most [`INT8_MAX_BATCH`] texts, with exact rescoring |
 //! | [`ensemble`] | several models' scores averaged; one member per model directory |
 //! | [`fusion`] | a directory's sparse lexical model, fused with its network |
+//! | [`explain`] | explanations by occlusion: each word's weight for each ranked label, labels scored exactly |
 //!
 //! InceptionXML+ scores the meta head over all C clusters, keeps each row's top-K clusters and
 //! scores only those clusters' labels with the extreme head: C + K·(L/C) rows of hd values per
@@ -19,6 +20,7 @@
 
 pub mod ensemble;
 pub mod exact;
+pub mod explain;
 pub mod fusion;
 pub mod int8;
 
@@ -31,6 +33,7 @@ use xmc::shortlist::{ClusterIndex, Shortlist};
 use xmc::vocab::Vocab;
 
 pub use ensemble::{average_rows, Ensemble, Member};
+pub use explain::{Explained, WordWeight};
 pub use int8::{FastIndex, MetaIndex};
 
 use crate::config::ScoreMode;

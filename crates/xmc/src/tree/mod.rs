@@ -300,6 +300,44 @@ impl Tree {
     }
 }
 
+impl Tree {
+    /// `log` of the path score of each of `labels` in this tree: the sum over the path from the
+    /// root to the label's leaf of [`log_score`] of each classifier on it, whether or not a beam
+    /// search would reach it (what [`Tree::search`] gives the labels it reaches).
+    fn label_log_scores(&self, x: (&[u32], &[f32]), labels: &[u32], out: &mut Vec<f32>) {
+        let mut scratch = Vec::new();
+        out.clear();
+        // Each label's leaf and slot: one pass over the leaves.
+        let mut at = vec![None; labels.len()];
+        for c in 0..self.leaf_ptr.len().saturating_sub(1) {
+            let (a, b) = (self.leaf_ptr[c] as usize, self.leaf_ptr[c + 1] as usize);
+            for (slot, l) in self.leaf_labels[a..b].iter().enumerate() {
+                for (j, want) in labels.iter().enumerate() {
+                    if want == l {
+                        at[j] = Some((c, slot));
+                    }
+                }
+            }
+        }
+        let levels = self.shape.levels();
+        for place in at {
+            let Some((c, slot)) = place else {
+                out.push(f32::NEG_INFINITY);
+                continue;
+            };
+            let mut lp = 0.0;
+            for d in 0..levels - 1 {
+                let node = c >> self.shape.shifts[d];
+                let child = (c >> self.shape.shifts[d + 1]) & ((1 << self.shape.child_bits(d)) - 1);
+                self.score_group(self.shape.first(d) + node, x, &mut scratch);
+                lp += log_score(scratch[child]);
+            }
+            self.score_group(self.shape.first_leaf() + c, x, &mut scratch);
+            out.push(lp + log_score(scratch[slot]));
+        }
+    }
+}
+
 /// The log of a classifier's probability-like score: `−max(0, 1 − s)²` (Parabel's transform of a
 /// squared-hinge margin).
 #[inline]
@@ -372,6 +410,34 @@ impl SparseModel {
     /// The `k` best labels of every text.
     pub fn predict<S: AsRef<str> + Sync>(&self, texts: &[S], k: usize) -> Vec<Vec<(u32, f32)>> {
         self.predict_features(&self.features(texts), k)
+    }
+
+    /// The feature rows of texts already split into tokens ([`crate::text::tokenize`]'s).
+    pub fn token_features(&self, tokens: &[Vec<String>]) -> SparseMatrix {
+        with_bias(&self.tfidf.transform(tokens))
+    }
+
+    /// The score of each of `labels` for each feature row of `x` (`[rows][labels]`): the mean
+    /// over the trees of each label's path score, computed whether or not the beam reaches the
+    /// label. For the labels a search ranks, it is the score [`SparseModel::predict_features`]
+    /// gives when every tree's beam reaches them; the explanations score labels this way so that
+    /// removing a word never drops a label out of the beam.
+    pub fn label_scores(&self, x: &SparseMatrix, labels: &[u32]) -> Vec<Vec<f32>> {
+        let inv = 1.0 / self.trees.len().max(1) as f32;
+        (0..x.n_rows)
+            .into_par_iter()
+            .map(|r| {
+                let mut sum = vec![0f32; labels.len()];
+                let mut lps = Vec::new();
+                for t in &self.trees {
+                    t.label_log_scores(x.row(r), labels, &mut lps);
+                    for (s, lp) in sum.iter_mut().zip(&lps) {
+                        *s += lp.exp() * inv;
+                    }
+                }
+                sum
+            })
+            .collect()
     }
 
     fn predict_row(&self, x: (&[u32], &[f32]), k: usize, s: &mut Scratch) -> Vec<(u32, f32)> {

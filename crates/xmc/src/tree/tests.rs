@@ -48,6 +48,33 @@ fn learns_cooking_and_round_trips_through_its_files() {
     assert_eq!(back.trees, model.trees);
     assert_eq!(back.tfidf.terms(), model.tfidf.terms());
     assert_eq!(back.predict(tt, 5), pred);
+
+    // Exact label scores equal the ranked scores when the beam reaches every leaf, and a label
+    // no beam reaches still gets its (small) path score.
+    let mut wide = model.clone();
+    wide.set_beam(100_000);
+    let x = model.features(&tt[..50]);
+    let ranked = wide.predict_features(&x, 10);
+    for (r, row) in ranked.iter().enumerate() {
+        let labels: Vec<u32> = row.iter().map(|e| e.0).collect();
+        let exact = model.label_scores(&x.select_rows(&[r]), &labels);
+        for (e, s) in row.iter().zip(&exact[0]) {
+            assert!(
+                (e.1 - s).abs() < 1e-6,
+                "row {r} label {}: {} vs {s}",
+                e.0,
+                e.1
+            );
+        }
+    }
+    let far = model.label_scores(&x, &[0, 735]);
+    assert!(far
+        .iter()
+        .flatten()
+        .all(|s| s.is_finite() && *s >= 0.0 && *s <= 1.0));
+    // Tokens in, the same features as the text.
+    let toks: Vec<Vec<String>> = tt[..5].iter().map(|t| crate::text::tokenize(t)).collect();
+    assert_eq!(model.token_features(&toks), model.features(&tt[..5]));
 }
 
 #[test]

@@ -1,0 +1,274 @@
+//! Explanations by occlusion: for a text and each of its top-k labels, a weight per word of the
+//! text, the label's score for the text minus its score with that word removed.
+//!
+//! A short text has few words, so occlusion is exact and cheap: the text and its variants (one
+//! per word, that word left out) go through the model as one batch, and only the labels being
+//! explained are scored. They are scored exactly ([`Predictor::label_scores`],
+//! [`xmc::tree::SparseModel::label_scores`]): removing a word can drop a label's cluster from
+//! InceptionXML+'s shortlist or its leaf from the sparse model's beam, and the label must still
+//! get its true score, not 0. A fused directory explains its fused score, an ensemble its
+//! averaged score. Words are the tokens the models see ([`xmc::text::tokenize`]: cleaned,
+//! lowercased, stop words left out), in text order; words the vocabulary does not know are
+//! reported too (their weight is the unknown token's, and the sparse model's for their
+//! character n-grams).
+
+use candle_core::{DType, Tensor};
+use rayon::prelude::*;
+
+use super::ensemble::{Ensemble, Member};
+use super::Predictor;
+use crate::config::ScoreMode;
+use crate::error::{Error, Result};
+use crate::ops::stable_sigmoid;
+
+/// One word of a text and how much it adds to a label's score.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WordWeight {
+    pub word: String,
+    /// The label's score for the text minus its score with this word removed (negative: the
+    /// word lowers the score).
+    pub weight: f32,
+}
+
+/// A ranked label with its explanation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explained {
+    pub id: u32,
+    /// The ranked score (what `predict` gives).
+    pub score: f32,
+    /// The label's exact score for the whole text, from which the weights are differences
+    /// (equal to `score` unless a member's shortlist or beam had left the label out).
+    pub exact: f32,
+    /// One entry per word of the text, in text order.
+    pub words: Vec<WordWeight>,
+}
+
+/// The text and its occluded variants: the whole token list, then one list per word with that
+/// word left out.
+pub fn occlusions(tokens: &[String]) -> Vec<Vec<String>> {
+    let mut v = Vec::with_capacity(tokens.len() + 1);
+    v.push(tokens.to_vec());
+    for i in 0..tokens.len() {
+        let mut t = tokens.to_vec();
+        t.remove(i);
+        v.push(t);
+    }
+    v
+}
+
+impl Predictor {
+    /// The exact score of each of `labels` for each token list (`[lists][labels]`): σ of the
+    /// plain model's logit, or InceptionXML+'s σ(extreme) (times σ(meta) of the label's cluster
+    /// with [`ScoreMode::Combined`]; `score` None: the model's own ranking), whatever the
+    /// shortlist would hold. These are the scores [`super::rank_ids`] gives the labels it ranks.
+    pub fn label_scores(
+        &self,
+        tokens: &[Vec<String>],
+        labels: &[u32],
+        score: Option<ScoreMode>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let n = tokens.len();
+        if n == 0 || labels.is_empty() {
+            return Ok(vec![Vec::new(); n]);
+        }
+        if let Some(&l) = labels.iter().find(|&&l| l as usize >= self.n_labels()) {
+            return Err(Error::Config(format!(
+                "label {l} is not one of the model's {} labels",
+                self.n_labels()
+            )));
+        }
+        let s = self.config.model.seq_len;
+        let mut ids = vec![0u32; n * s.max(1)];
+        for (row, t) in ids.chunks_mut(s.max(1)).zip(tokens) {
+            self.vocab.encode_tokens_into(t, &mut row[..s]);
+        }
+        let model = &self.model;
+        let device = model.embedding_table().device().clone();
+        let x = Tensor::from_slice(&ids, (n, s), &device)?;
+        let h = model.encode(&model.embed(&x)?, false)?;
+        let k = labels.len();
+        let host = |t: Tensor| -> Result<Vec<f32>> {
+            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+        };
+        let scores = match (model.plus(), model.clusters()) {
+            (Some(plus), Some(index)) => {
+                let mode = self
+                    .config
+                    .model
+                    .plus
+                    .as_ref()
+                    .map_or(ScoreMode::Extreme, |p| score.unwrap_or(p.score));
+                let pos: Vec<u32> = labels
+                    .iter()
+                    .map(|&l| index.position_of(l) as u32)
+                    .collect();
+                let rows = plus
+                    .table
+                    .as_tensor()
+                    .index_select(&Tensor::from_slice(&pos, k, &device)?, 0)?;
+                let g = plus.extreme_features(&h, false)?;
+                let logits = host(g.matmul(&rows.t()?)?)?;
+                let meta = match mode {
+                    ScoreMode::Extreme => None,
+                    ScoreMode::Combined => Some(host(plus.meta_logits(&h, false)?)?),
+                };
+                let c = index.n_clusters();
+                (0..n)
+                    .map(|r| {
+                        (0..k)
+                            .map(|j| {
+                                let m = meta.as_ref().map_or(1.0, |m| {
+                                    stable_sigmoid(m[r * c + index.cluster_of(labels[j])])
+                                });
+                                stable_sigmoid(logits[r * k + j]) * m
+                            })
+                            .collect()
+                    })
+                    .collect()
+            }
+            _ => {
+                let head = model.full_head()?;
+                let z = head.classifier_input(&h, false)?;
+                let (w, b) = head.output_layer();
+                let idx = Tensor::from_slice(labels, k, &device)?;
+                let logits = z
+                    .matmul(&w.index_select(&idx, 1)?)?
+                    .broadcast_add(&b.index_select(&idx, 0)?)?;
+                host(logits)?
+                    .chunks(k)
+                    .map(|row| row.iter().map(|&x| stable_sigmoid(x)).collect())
+                    .collect()
+            }
+        };
+        Ok(scores)
+    }
+}
+
+impl Member {
+    /// The directory's exact score of each of `labels` for each token list: the network's, the
+    /// sparse model's, or their fusion `(1 − w)·net + w·sparse^p`.
+    pub fn label_scores(
+        &self,
+        tokens: &[Vec<String>],
+        labels: &[u32],
+        score: Option<ScoreMode>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let sparse = |s: &super::fusion::Sparse| {
+            s.model
+                .label_scores(&s.model.token_features(tokens), labels)
+        };
+        Ok(match (&self.network, &self.sparse) {
+            (Some(n), None) => n.label_scores(tokens, labels, score)?,
+            (None, Some(s)) => sparse(s),
+            (Some(n), Some(s)) => {
+                let (a, b) = rayon::join(|| n.label_scores(tokens, labels, score), || sparse(s));
+                a?.iter()
+                    .zip(&b)
+                    .map(|(ra, rb)| {
+                        ra.iter()
+                            .zip(rb)
+                            .map(|(&x, &y)| s.fusion.network_part(x) + s.fusion.sparse_part(y))
+                            .collect()
+                    })
+                    .collect()
+            }
+            (None, None) => vec![vec![0.0; labels.len()]; tokens.len()],
+        })
+    }
+}
+
+impl Ensemble {
+    /// The exact score of each of `labels` for each token list, averaged over the members.
+    pub fn label_scores(
+        &self,
+        tokens: &[Vec<String>],
+        labels: &[u32],
+        score: Option<ScoreMode>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut sum = vec![vec![0f32; labels.len()]; tokens.len()];
+        let members = self.members();
+        for m in members {
+            for (acc, row) in sum.iter_mut().zip(m.label_scores(tokens, labels, score)?) {
+                for (a, x) in acc.iter_mut().zip(row) {
+                    *a += x;
+                }
+            }
+        }
+        let inv = 1.0 / members.len().max(1) as f32;
+        sum.iter_mut().flatten().for_each(|x| *x *= inv);
+        Ok(sum)
+    }
+
+    /// Occlusion weights of the words of `text` for each of `labels`: `[labels][words]`, with
+    /// the labels' exact scores for the whole text.
+    pub fn occlusion(
+        &self,
+        text: &str,
+        labels: &[u32],
+        score: Option<ScoreMode>,
+    ) -> Result<(Vec<String>, Vec<f32>, Vec<Vec<f32>>)> {
+        let tokens = xmc::text::tokenize(text);
+        let variants = occlusions(&tokens);
+        let scores = self.label_scores(&variants, labels, score)?;
+        let full = scores[0].clone();
+        let weights = (0..labels.len())
+            .map(|j| scores[1..].iter().map(|v| full[j] - v[j]).collect())
+            .collect();
+        Ok((tokens, full, weights))
+    }
+
+    /// The top `k` labels of each text with the occlusion weight of each of its words, texts in
+    /// parallel (each text's variants in one batch).
+    pub fn explain<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        k: usize,
+        batch_size: usize,
+        score: Option<ScoreMode>,
+    ) -> Result<Vec<Vec<Explained>>> {
+        let ranked = self.predict_texts(texts, k, batch_size, score)?;
+        texts
+            .par_iter()
+            .zip(&ranked)
+            .map(|(t, row)| {
+                let labels: Vec<u32> = row.iter().map(|e| e.0).collect();
+                let (words, full, weights) = self.occlusion(t.as_ref(), &labels, score)?;
+                Ok(row
+                    .iter()
+                    .zip(full)
+                    .zip(weights)
+                    .map(|((&(id, s), exact), w)| Explained {
+                        id,
+                        score: s,
+                        exact,
+                        words: words
+                            .iter()
+                            .zip(w)
+                            .map(|(word, weight)| WordWeight {
+                                word: word.clone(),
+                                weight,
+                            })
+                            .collect(),
+                    })
+                    .collect())
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_variant_leaves_out_one_word() {
+        let t: Vec<String> = ["a", "b", "a"].iter().map(|s| s.to_string()).collect();
+        let v = occlusions(&t);
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[0], t);
+        assert_eq!(v[1], ["b", "a"]);
+        assert_eq!(v[2], ["a", "a"]);
+        assert_eq!(v[3], ["a", "b"]);
+        assert_eq!(occlusions(&[]), vec![Vec::<String>::new()]);
+    }
+}
