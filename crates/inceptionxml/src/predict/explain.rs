@@ -43,6 +43,17 @@ pub struct Explained {
     pub words: Vec<WordWeight>,
 }
 
+/// What [`Ensemble::occlusion`] measures for one text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Occlusion {
+    /// The text's words (tokens), in order.
+    pub words: Vec<String>,
+    /// Each label's exact score for the whole text.
+    pub full: Vec<f32>,
+    /// `[labels][words]`: the label's score minus its score without the word.
+    pub weights: Vec<Vec<f32>>,
+}
+
 /// The text and its occluded variants: the whole token list, then one list per word with that
 /// word left out.
 pub fn occlusions(tokens: &[String]) -> Vec<Vec<String>> {
@@ -199,22 +210,25 @@ impl Ensemble {
         Ok(sum)
     }
 
-    /// Occlusion weights of the words of `text` for each of `labels`: `[labels][words]`, with
-    /// the labels' exact scores for the whole text.
+    /// The occlusion weights of the words of `text` for each of `labels`.
     pub fn occlusion(
         &self,
         text: &str,
         labels: &[u32],
         score: Option<ScoreMode>,
-    ) -> Result<(Vec<String>, Vec<f32>, Vec<Vec<f32>>)> {
-        let tokens = xmc::text::tokenize(text);
-        let variants = occlusions(&tokens);
+    ) -> Result<Occlusion> {
+        let words = xmc::text::tokenize(text);
+        let variants = occlusions(&words);
         let scores = self.label_scores(&variants, labels, score)?;
         let full = scores[0].clone();
         let weights = (0..labels.len())
             .map(|j| scores[1..].iter().map(|v| full[j] - v[j]).collect())
             .collect();
-        Ok((tokens, full, weights))
+        Ok(Occlusion {
+            words,
+            full,
+            weights,
+        })
     }
 
     /// The top `k` labels of each text with the occlusion weight of each of its words, texts in
@@ -232,7 +246,11 @@ impl Ensemble {
             .zip(&ranked)
             .map(|(t, row)| {
                 let labels: Vec<u32> = row.iter().map(|e| e.0).collect();
-                let (words, full, weights) = self.occlusion(t.as_ref(), &labels, score)?;
+                let Occlusion {
+                    words,
+                    full,
+                    weights,
+                } = self.occlusion(t.as_ref(), &labels, score)?;
                 Ok(row
                     .iter()
                     .zip(full)
