@@ -150,6 +150,20 @@ class Model:
         m.has_sorted_indices = False
         return m
 
+    def explain(
+        self,
+        texts: Sequence[str],
+        k: int = DEFAULT_K,
+        threshold: float = 0.0,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> list[list[tuple[str, str, float, list[tuple[str, float]]]]]:
+        """:meth:`predict` with, for each label, the weight of every word of the text:
+        ``(uri, label, score, [(word, weight), ...])``. A word's weight is the label's score
+        minus its score with that word removed (occlusion, exact for short texts); words are
+        the tokens the model sees (lowercased, stop words left out), in text order."""
+        return self._m.explain(_texts(texts), _k(k), float(threshold), batch_size)
+
     def save(self, path: PathLike, *, overwrite: bool = False) -> None:
         """Copies the model directory to ``path`` (complete or not at all). An existing ``path``
         is refused unless ``overwrite``; an ensemble cannot be saved as one directory."""

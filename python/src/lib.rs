@@ -256,6 +256,42 @@ impl NativeModel {
         ))
     }
 
+    /// Per text, its top `k` as `(uri, label, score, [(word, weight), ...])`: each word's
+    /// occlusion weight for the label, words in text order (see `Model::explain`).
+    #[pyo3(signature = (texts, k, threshold, batch_size, score=None))]
+    #[allow(clippy::type_complexity)]
+    fn explain(
+        &self,
+        py: Python<'_>,
+        texts: Vec<String>,
+        k: usize,
+        threshold: f32,
+        batch_size: usize,
+        score: Option<&str>,
+    ) -> PyResult<Vec<Vec<(String, String, f32, Vec<(String, f32)>)>>> {
+        check_k(k)?;
+        let opts = self.options(batch_size, score, threshold)?;
+        let rows = py
+            .detach(|| self.model.explain(&texts, k, &opts))
+            .map_err(to_py_err)?;
+        let labels = self.model.labels();
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|e| {
+                        (
+                            labels.uri_or_name(e.id as usize).to_string(),
+                            labels.name(e.id as usize).to_string(),
+                            e.score,
+                            e.words.into_iter().map(|w| (w.word, w.weight)).collect(),
+                        )
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
     /// Copies the model directory to `path` (see `Model::save`).
     #[pyo3(signature = (path, overwrite=false))]
     fn save(&self, py: Python<'_>, path: PathBuf, overwrite: bool) -> PyResult<()> {

@@ -187,3 +187,32 @@ def test_the_gil_is_released_while_ranking(py_model_dir, test_texts):
     elapsed = time.perf_counter() - t0
     # With the GIL held for the whole call, this thread would not run until it ended.
     assert elapsed < 0.02 or ticks >= 0.3 * elapsed / 0.0011, (ticks, elapsed)
+
+
+def test_explain_gives_each_word_a_weight_and_the_same_ranking(py_model_dir, test_texts, tmp_path):
+    import re
+
+    m = inceptionxml.Model.load(py_model_dir)
+    texts = test_texts[:20]
+    plain = m.predict(texts, k=4)
+    explained = m.explain(texts, k=4)
+    for t, p, e in zip(texts, plain, explained):
+        assert [(u, l) for u, l, _ in p] == [(u, l) for u, l, _, _ in e]
+        np.testing.assert_allclose([s for *_, s in p], [s for _, _, s, _ in e], atol=0)
+        for _, _, _, words in e:
+            # The words are the text's, lowercased, in order (stop words left out).
+            joined = " ".join(w for w, _ in words)
+            assert all(w in t.lower() or not re.fullmatch(r"\w+", w) for w, _ in words), joined
+            assert all(np.isfinite(x) for _, x in words)
+    # The same explanation as `predict --explain`.
+    src = tmp_path / "t.txt"
+    src.write_text("\n".join(texts[:5]) + "\n", encoding="utf-8")
+    import json
+
+    out = cli("predict", "--model", str(py_model_dir), "--texts", str(src), "--top-k", "4",
+              "--format", "json", "--explain")
+    for line, e in zip(out.splitlines(), explained[:5]):
+        for r, (_, _, _, words) in zip(json.loads(line)["results"], e):
+            assert [x["word"] for x in r["explanation"]] == [w for w, _ in words]
+            np.testing.assert_allclose([x["weight"] for x in r["explanation"]],
+                                       [x for _, x in words], atol=1e-6)

@@ -1,6 +1,7 @@
 //! `inceptionxml bench <what>`: benchmarks of the pipeline's stages. Each benchmark is one variant
 //! of [`BenchWhat`] with its own flags struct and `run` function.
 
+pub mod explain;
 pub mod model;
 pub mod serve;
 pub mod tokenize;
@@ -25,6 +26,9 @@ pub enum BenchWhat {
     Predict(model::PredictBench),
     /// The HTTP server under load (latency, suggestions/s, overload, soak), beside `predict`.
     Serve(serve::ServeBench),
+    /// Explanations: the deletion test (AOPC against random orders), the randomisation test,
+    /// batch-1 cost and explained throughput against plain prediction.
+    Explain(explain::ExplainBench),
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -34,6 +38,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         BenchWhat::Profile(a) => model::bench_profile(a),
         BenchWhat::Predict(a) => model::bench_predict(a),
         BenchWhat::Serve(a) => serve::bench_serve(a),
+        BenchWhat::Explain(a) => explain::bench_explain(a),
     }
 }
 

@@ -21,6 +21,9 @@ use crate::config::ScoreMode;
 use crate::error::{Error, Result};
 use crate::ops::stable_sigmoid;
 
+/// Texts explained together (their variants in one forward pass of the network).
+pub const EXPLAIN_CHUNK: usize = 32;
+
 /// One word of a text and how much it adds to a label's score.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct WordWeight {
@@ -155,59 +158,121 @@ impl Predictor {
     }
 }
 
+/// One text's occluded variants and the labels to score on them.
+pub struct Group {
+    pub variants: Vec<Vec<String>>,
+    pub labels: Vec<u32>,
+}
+
+/// `scores[rows][labels]` for several groups at once, as `[group][variant][label]`.
+type GroupScores = Vec<Vec<Vec<f32>>>;
+
 impl Member {
-    /// The directory's exact score of each of `labels` for each token list: the network's, the
-    /// sparse model's, or their fusion `(1 − w)·net + w·sparse^p`.
-    pub fn label_scores(
-        &self,
-        tokens: &[Vec<String>],
-        labels: &[u32],
-        score: Option<ScoreMode>,
-    ) -> Result<Vec<Vec<f32>>> {
-        let sparse = |s: &super::fusion::Sparse| {
-            s.model
-                .label_scores(&s.model.token_features(tokens), labels)
+    /// [`Member::label_scores`] of several groups: the network scores every group's variants
+    /// in one forward pass (against the union of their labels), the sparse model each group on
+    /// its own labels (its cost is per row and label, so a union would only add work).
+    pub fn group_scores(&self, groups: &[Group], score: Option<ScoreMode>) -> Result<GroupScores> {
+        let network = |n: &Predictor| -> Result<GroupScores> {
+            let mut union: Vec<u32> = groups.iter().flat_map(|g| g.labels.clone()).collect();
+            union.sort_unstable();
+            union.dedup();
+            let all: Vec<Vec<String>> = groups.iter().flat_map(|g| g.variants.clone()).collect();
+            let scores = n.label_scores(&all, &union, score)?;
+            let mut rows = scores.into_iter();
+            Ok(groups
+                .iter()
+                .map(|g| {
+                    let at: Vec<usize> = g
+                        .labels
+                        .iter()
+                        .map(|l| union.partition_point(|u| u < l))
+                        .collect();
+                    rows.by_ref()
+                        .take(g.variants.len())
+                        .map(|row| at.iter().map(|&j| row[j]).collect())
+                        .collect()
+                })
+                .collect())
+        };
+        let sparse = |s: &super::fusion::Sparse| -> GroupScores {
+            groups
+                .par_iter()
+                .map(|g| {
+                    s.model
+                        .label_scores(&s.model.token_features(&g.variants), &g.labels)
+                })
+                .collect()
         };
         Ok(match (&self.network, &self.sparse) {
-            (Some(n), None) => n.label_scores(tokens, labels, score)?,
+            (Some(n), None) => network(n)?,
             (None, Some(s)) => sparse(s),
             (Some(n), Some(s)) => {
-                let (a, b) = rayon::join(|| n.label_scores(tokens, labels, score), || sparse(s));
-                a?.iter()
-                    .zip(&b)
-                    .map(|(ra, rb)| {
-                        ra.iter()
-                            .zip(rb)
-                            .map(|(&x, &y)| s.fusion.network_part(x) + s.fusion.sparse_part(y))
+                let (a, b) = rayon::join(|| network(n), || sparse(s));
+                let f = &s.fusion;
+                a?.into_iter()
+                    .zip(b)
+                    .map(|(ga, gb)| {
+                        ga.into_iter()
+                            .zip(gb)
+                            .map(|(ra, rb)| {
+                                ra.iter()
+                                    .zip(&rb)
+                                    .map(|(&x, &y)| f.network_part(x) + f.sparse_part(y))
+                                    .collect()
+                            })
                             .collect()
                     })
                     .collect()
             }
-            (None, None) => vec![vec![0.0; labels.len()]; tokens.len()],
+            (None, None) => groups
+                .iter()
+                .map(|g| vec![vec![0.0; g.labels.len()]; g.variants.len()])
+                .collect(),
         })
     }
 }
 
 impl Ensemble {
-    /// The exact score of each of `labels` for each token list, averaged over the members.
+    /// [`Member::group_scores`] averaged over the members.
+    pub fn group_scores(&self, groups: &[Group], score: Option<ScoreMode>) -> Result<GroupScores> {
+        let members = self.members();
+        let mut sum: Option<GroupScores> = None;
+        for m in members {
+            let s = m.group_scores(groups, score)?;
+            sum = Some(match sum {
+                None => s,
+                Some(mut acc) => {
+                    for (a, b) in acc.iter_mut().flatten().zip(s.iter().flatten()) {
+                        for (x, y) in a.iter_mut().zip(b) {
+                            *x += y;
+                        }
+                    }
+                    acc
+                }
+            });
+        }
+        let mut sum = sum.unwrap_or_default();
+        let inv = 1.0 / members.len().max(1) as f32;
+        sum.iter_mut().flatten().flatten().for_each(|x| *x *= inv);
+        Ok(sum)
+    }
+
+    /// The exact score of each of `labels` for each token list, averaged over the members
+    /// (a member with a sparse model: the fusion `(1 − w)·net + w·sparse^p`).
     pub fn label_scores(
         &self,
         tokens: &[Vec<String>],
         labels: &[u32],
         score: Option<ScoreMode>,
     ) -> Result<Vec<Vec<f32>>> {
-        let mut sum = vec![vec![0f32; labels.len()]; tokens.len()];
-        let members = self.members();
-        for m in members {
-            for (acc, row) in sum.iter_mut().zip(m.label_scores(tokens, labels, score)?) {
-                for (a, x) in acc.iter_mut().zip(row) {
-                    *a += x;
-                }
-            }
-        }
-        let inv = 1.0 / members.len().max(1) as f32;
-        sum.iter_mut().flatten().for_each(|x| *x *= inv);
-        Ok(sum)
+        let group = Group {
+            variants: tokens.to_vec(),
+            labels: labels.to_vec(),
+        };
+        Ok(self
+            .group_scores(&[group], score)?
+            .pop()
+            .unwrap_or_default())
     }
 
     /// The occlusion weights of the words of `text` for each of `labels`.
@@ -217,18 +282,46 @@ impl Ensemble {
         labels: &[u32],
         score: Option<ScoreMode>,
     ) -> Result<Occlusion> {
-        let words = xmc::text::tokenize(text);
-        let variants = occlusions(&words);
-        let scores = self.label_scores(&variants, labels, score)?;
-        let full = scores[0].clone();
-        let weights = (0..labels.len())
-            .map(|j| scores[1..].iter().map(|v| full[j] - v[j]).collect())
+        let mut o = self.occlusions(&[text], &[labels.to_vec()], score)?;
+        Ok(o.pop().unwrap_or_else(|| Occlusion {
+            words: Vec::new(),
+            full: Vec::new(),
+            weights: Vec::new(),
+        }))
+    }
+
+    /// [`Ensemble::occlusion`] of several texts, each with its labels, scored together.
+    pub fn occlusions<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        labels: &[Vec<u32>],
+        score: Option<ScoreMode>,
+    ) -> Result<Vec<Occlusion>> {
+        let groups: Vec<Group> = texts
+            .iter()
+            .zip(labels)
+            .map(|(t, l)| Group {
+                variants: occlusions(&xmc::text::tokenize(t.as_ref())),
+                labels: l.clone(),
+            })
             .collect();
-        Ok(Occlusion {
-            words,
-            full,
-            weights,
-        })
+        let scores = self.group_scores(&groups, score)?;
+        Ok(groups
+            .into_iter()
+            .zip(scores)
+            .map(|(g, s)| {
+                let full = s[0].clone();
+                let weights = (0..g.labels.len())
+                    .map(|j| s[1..].iter().map(|v| full[j] - v[j]).collect())
+                    .collect();
+                let mut words = g.variants;
+                Occlusion {
+                    words: words.swap_remove(0),
+                    full,
+                    weights,
+                }
+            })
+            .collect())
     }
 
     /// The top `k` labels of each text with the occlusion weight of each of its words, texts in
@@ -241,36 +334,41 @@ impl Ensemble {
         score: Option<ScoreMode>,
     ) -> Result<Vec<Vec<Explained>>> {
         let ranked = self.predict_texts(texts, k, batch_size, score)?;
-        texts
-            .par_iter()
-            .zip(&ranked)
-            .map(|(t, row)| {
-                let labels: Vec<u32> = row.iter().map(|e| e.0).collect();
-                let Occlusion {
-                    words,
-                    full,
-                    weights,
-                } = self.occlusion(t.as_ref(), &labels, score)?;
-                Ok(row
-                    .iter()
-                    .zip(full)
-                    .zip(weights)
-                    .map(|((&(id, s), exact), w)| Explained {
-                        id,
-                        score: s,
-                        exact,
-                        words: words
-                            .iter()
-                            .zip(w)
-                            .map(|(word, weight)| WordWeight {
-                                word: word.clone(),
-                                weight,
-                            })
-                            .collect(),
-                    })
-                    .collect())
-            })
-            .collect()
+        let mut out = Vec::with_capacity(texts.len());
+        // Texts in chunks: the network scores a chunk's variants in one forward pass.
+        for (tc, rc) in texts
+            .chunks(EXPLAIN_CHUNK)
+            .zip(ranked.chunks(EXPLAIN_CHUNK))
+        {
+            let labels: Vec<Vec<u32>> = rc
+                .iter()
+                .map(|row| row.iter().map(|e| e.0).collect())
+                .collect();
+            let occ = self.occlusions(tc, &labels, score)?;
+            for (row, o) in rc.iter().zip(occ) {
+                out.push(
+                    row.iter()
+                        .zip(o.full)
+                        .zip(o.weights)
+                        .map(|((&(id, s), exact), w)| Explained {
+                            id,
+                            score: s,
+                            exact,
+                            words: o
+                                .words
+                                .iter()
+                                .zip(w)
+                                .map(|(word, weight)| WordWeight {
+                                    word: word.clone(),
+                                    weight,
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -301,13 +301,8 @@ impl Tree {
 }
 
 impl Tree {
-    /// `log` of the path score of each of `labels` in this tree: the sum over the path from the
-    /// root to the label's leaf of [`log_score`] of each classifier on it, whether or not a beam
-    /// search would reach it (what [`Tree::search`] gives the labels it reaches).
-    fn label_log_scores(&self, x: (&[u32], &[f32]), labels: &[u32], out: &mut Vec<f32>) {
-        let mut scratch = Vec::new();
-        out.clear();
-        // Each label's leaf and slot: one pass over the leaves.
+    /// The leaf and the slot within it of each of `labels` (None: not in this tree).
+    fn places(&self, labels: &[u32]) -> Vec<Option<(usize, usize)>> {
         let mut at = vec![None; labels.len()];
         for c in 0..self.leaf_ptr.len().saturating_sub(1) {
             let (a, b) = (self.leaf_ptr[c] as usize, self.leaf_ptr[c + 1] as usize);
@@ -319,9 +314,33 @@ impl Tree {
                 }
             }
         }
+        at
+    }
+
+    /// `log` of the path score of each label placed at `places` ([`Tree::places`]): the sum
+    /// over the path from the root to the label's leaf of [`log_score`] of each classifier on
+    /// it, whether or not a beam search would reach it (what [`Tree::search`] gives the labels
+    /// it reaches). Each node on the paths is scored once.
+    fn path_log_scores(
+        &self,
+        x: (&[u32], &[f32]),
+        places: &[Option<(usize, usize)>],
+        out: &mut Vec<f32>,
+    ) {
+        let mut scored: Vec<(usize, Vec<f32>)> = Vec::new();
+        let group = |g: usize, scored: &mut Vec<(usize, Vec<f32>)>| -> usize {
+            if let Some(i) = scored.iter().position(|e| e.0 == g) {
+                return i;
+            }
+            let mut v = Vec::new();
+            self.score_group(g, x, &mut v);
+            scored.push((g, v));
+            scored.len() - 1
+        };
+        out.clear();
         let levels = self.shape.levels();
-        for place in at {
-            let Some((c, slot)) = place else {
+        for place in places {
+            let Some(&(c, slot)) = place.as_ref() else {
                 out.push(f32::NEG_INFINITY);
                 continue;
             };
@@ -329,11 +348,11 @@ impl Tree {
             for d in 0..levels - 1 {
                 let node = c >> self.shape.shifts[d];
                 let child = (c >> self.shape.shifts[d + 1]) & ((1 << self.shape.child_bits(d)) - 1);
-                self.score_group(self.shape.first(d) + node, x, &mut scratch);
-                lp += log_score(scratch[child]);
+                let i = group(self.shape.first(d) + node, &mut scored);
+                lp += log_score(scored[i].1[child]);
             }
-            self.score_group(self.shape.first_leaf() + c, x, &mut scratch);
-            out.push(lp + log_score(scratch[slot]));
+            let i = group(self.shape.first_leaf() + c, &mut scored);
+            out.push(lp + log_score(scored[i].1[slot]));
         }
     }
 }
@@ -424,13 +443,14 @@ impl SparseModel {
     /// removing a word never drops a label out of the beam.
     pub fn label_scores(&self, x: &SparseMatrix, labels: &[u32]) -> Vec<Vec<f32>> {
         let inv = 1.0 / self.trees.len().max(1) as f32;
+        let places: Vec<_> = self.trees.iter().map(|t| t.places(labels)).collect();
         (0..x.n_rows)
             .into_par_iter()
             .map(|r| {
                 let mut sum = vec![0f32; labels.len()];
                 let mut lps = Vec::new();
-                for t in &self.trees {
-                    t.label_log_scores(x.row(r), labels, &mut lps);
+                for (t, at) in self.trees.iter().zip(&places) {
+                    t.path_log_scores(x.row(r), at, &mut lps);
                     for (s, lp) in sum.iter_mut().zip(&lps) {
                         *s += lp.exp() * inv;
                     }
