@@ -735,6 +735,29 @@ struct Document {
     document_id: Option<String>,
 }
 
+/// One answer per document, in order, with its `document_id`: `answer` of the next of `rows`
+/// for a document the model was asked about (`asks`), no results for the others.
+fn batch_answers<R: Default>(
+    docs: Vec<Document>,
+    asks: impl Fn(&str) -> bool,
+    rows: Vec<R>,
+    answer: impl Fn(&R) -> serde_json::Value,
+) -> Vec<serde_json::Value> {
+    let mut rows = rows.into_iter();
+    docs.into_iter()
+        .map(|d| {
+            let row = if asks(&d.text) {
+                rows.next().unwrap_or_default()
+            } else {
+                R::default()
+            };
+            let mut v = answer(&row);
+            v["document_id"] = d.document_id.map_or(serde_json::Value::Null, Into::into);
+            v
+        })
+        .collect()
+}
+
 #[derive(Deserialize)]
 struct Documents {
     documents: Vec<Document>,
@@ -773,49 +796,26 @@ async fn suggest_batch(
             .filter(|d| asks(&d.text))
             .map(|d| d.text.clone())
             .collect();
-        if explaining {
+        let out = if explaining {
             let (rows, model) = if texts.is_empty() {
                 (Vec::new(), project.current())
             } else {
                 explain(project, texts, limit, threshold).await?
             };
-            let mut rows = rows.into_iter();
-            let out: Vec<serde_json::Value> = docs
-                .documents
-                .into_iter()
-                .map(|d| {
-                    let row = if asks(&d.text) {
-                        rows.next().unwrap_or_default()
-                    } else {
-                        Vec::new()
-                    };
-                    let mut v = serde_json::json!({ "results": explained(&row, model.labels()) });
-                    v["document_id"] = d.document_id.map_or(serde_json::Value::Null, Into::into);
-                    v
-                })
-                .collect();
-            return Ok(json_response(&out));
-        }
-        let (rows, model) = if texts.is_empty() {
-            (Vec::new(), project.current())
+            batch_answers(
+                docs.documents,
+                asks,
+                rows,
+                |row| serde_json::json!({ "results": explained(row, model.labels()) }),
+            )
         } else {
-            rank(project, texts, limit, threshold).await?
+            let (rows, model) = if texts.is_empty() {
+                (Vec::new(), project.current())
+            } else {
+                rank(project, texts, limit, threshold).await?
+            };
+            batch_answers(docs.documents, asks, rows, |row| results_json(row, &model))
         };
-        let mut ranked = rows.into_iter();
-        let out: Vec<serde_json::Value> = docs
-            .documents
-            .into_iter()
-            .map(|d| {
-                let row = if asks(&d.text) {
-                    ranked.next().unwrap_or_default()
-                } else {
-                    Vec::new()
-                };
-                let mut v = results_json(&row, &model);
-                v["document_id"] = d.document_id.map_or(serde_json::Value::Null, Into::into);
-                v
-            })
-            .collect();
         Ok::<_, Response>(json_response(&out))
     };
     run.await.unwrap_or_else(|r| r)
