@@ -207,6 +207,13 @@ impl NativeModel {
         batch_size: usize,
         score: Option<&str>,
     ) -> PyResult<(Bound<'py, PyArray2<i32>>, Bound<'py, PyArray2<f32>>)> {
+        if k > self.model.n_labels() {
+            return Err(PyValueError::new_err(format!(
+                "k {k} is more than the model's {} labels (predict and predict_csr return every \
+                 label for such a k)",
+                self.model.n_labels()
+            )));
+        }
         let opts = self.options(batch_size, score, 0.0)?;
         let rows = self.rank(py, &texts, k, &opts)?;
         let mut ids = Array2::<i32>::from_elem((rows.len(), k), -1);

@@ -98,6 +98,11 @@ def test_errors_are_python_exceptions(py_model_dir, tmp_path, cooking):
         m.predict("boil an egg")
     with pytest.raises(TypeError, match=r"texts\[1\]"):
         m.predict(["egg", 3])
+    with pytest.raises(ValueError, match="more than the model's 736 labels"):
+        m.predict_topk(["egg"], k=10**12)
+    assert len(m.predict(["egg"], k=10**12)[0]) == 736
+    with pytest.raises(ValueError, match="at most 256 words"):
+        m.explain([" ".join(["salt"] * 300)])
     with pytest.raises(ValueError, match="batch_size"):
         m.predict(["egg"], batch_size=0)
     # A label matrix of the wrong shape, label ids out of range, a missing dataset.

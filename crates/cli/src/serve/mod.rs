@@ -628,6 +628,8 @@ async fn explain(
     let done = tokio::task::spawn_blocking(move || m.explain(&texts, limit, &opts)).await;
     match done {
         Ok(Ok(rows)) => Ok((rows, model)),
+        // A text too long to explain.
+        Ok(Err(e @ inceptionxml::Error::Config(_))) => Err(bad_request(e.to_string())),
         Ok(Err(e)) => Err(problem(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Internal Server Error",

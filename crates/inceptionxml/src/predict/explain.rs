@@ -24,6 +24,10 @@ use crate::ops::stable_sigmoid;
 /// Texts explained together (their variants in one forward pass of the network).
 pub const EXPLAIN_CHUNK: usize = 32;
 
+/// The most words a text may have to be explained: a text of n words is scored n + 1 times
+/// over rows of up to n words, so the work grows as n²; explanations are for short texts.
+pub const MAX_EXPLAIN_WORDS: usize = 256;
+
 /// One word of a text and how much it adds to a label's score.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct WordWeight {
@@ -168,9 +172,10 @@ pub struct Group {
 type GroupScores = Vec<Vec<Vec<f32>>>;
 
 impl Member {
-    /// [`Member::label_scores`] of several groups: the network scores every group's variants
-    /// in one forward pass (against the union of their labels), the sparse model each group on
-    /// its own labels (its cost is per row and label, so a union would only add work).
+    /// The exact scores of each group's labels on its variants (the network's, the sparse
+    /// model's, or their fusion): the network scores every group's variants in one forward pass
+    /// (against the union of their labels), the sparse model each group on its own labels (its
+    /// cost is per row and label, so a union would only add work).
     pub fn group_scores(&self, groups: &[Group], score: Option<ScoreMode>) -> Result<GroupScores> {
         let network = |n: &Predictor| -> Result<GroupScores> {
             let mut union: Vec<u32> = groups.iter().flat_map(|g| g.labels.clone()).collect();
@@ -297,14 +302,22 @@ impl Ensemble {
         labels: &[Vec<u32>],
         score: Option<ScoreMode>,
     ) -> Result<Vec<Occlusion>> {
-        let groups: Vec<Group> = texts
-            .iter()
-            .zip(labels)
-            .map(|(t, l)| Group {
-                variants: occlusions(&xmc::text::tokenize(t.as_ref())),
+        let mut groups = Vec::with_capacity(texts.len());
+        for (i, (t, l)) in texts.iter().zip(labels).enumerate() {
+            let words = xmc::text::tokenize(t.as_ref());
+            if words.len() > MAX_EXPLAIN_WORDS {
+                return Err(Error::Config(format!(
+                    "text {}: {} words; explanations take texts of at most {MAX_EXPLAIN_WORDS} \
+                     words",
+                    i + 1,
+                    words.len()
+                )));
+            }
+            groups.push(Group {
+                variants: occlusions(&words),
                 labels: l.clone(),
-            })
-            .collect();
+            });
+        }
         let scores = self.group_scores(&groups, score)?;
         Ok(groups
             .into_iter()
