@@ -171,6 +171,12 @@ def test_save_and_ensembles(py_model_dir, cli_model_dir, tmp_path, test_texts):
     assert ids.shape == (40, 5) and (np.diff(scores, axis=1) <= 0).all()
     with pytest.raises(ValueError, match="ensemble"):
         both.save(tmp_path / "e")
+    # An ensemble explains its averaged score: the same ranking, one weight per word.
+    ex = both.explain(test_texts[:5], 5)
+    for r, row in enumerate(ex):
+        assert [l for l, *_ in row] == [both.labels[i][0] for i in ids[r]]
+        np.testing.assert_allclose([s for _, _, s, _ in row], scores[r], atol=1e-6)
+        assert all(len(words) == len(row[0][3]) for *_, words in row)
 
 
 def test_the_gil_is_released_while_ranking(py_model_dir, test_texts):
