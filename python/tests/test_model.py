@@ -101,8 +101,8 @@ def test_errors_are_python_exceptions(py_model_dir, tmp_path, cooking):
     with pytest.raises(ValueError, match="more than the model's 736 labels"):
         m.predict_topk(["egg"], k=10**12)
     assert len(m.predict(["egg"], k=10**12)[0]) == 736
-    with pytest.raises(ValueError, match="at most 256 words"):
-        m.explain([" ".join(["salt"] * 300)])
+    with pytest.raises(ValueError, match="at most 1024 words"):
+        m.explain([" ".join(["salt"] * 1100)])
     with pytest.raises(ValueError, match="batch_size"):
         m.predict(["egg"], batch_size=0)
     # A label matrix of the wrong shape, label ids out of range, a missing dataset.

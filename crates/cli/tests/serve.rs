@@ -432,10 +432,10 @@ fn explain_adds_word_weights_and_leaves_other_answers_unchanged() {
         check(a, b, &texts[i]);
     }
     // A long text is refused for explanation (the work grows as its words squared), not ranked.
-    let long = vec!["salt pepper"; 200].join(" ");
+    let long = vec!["salt pepper"; 520].join(" ");
     let r = suggest(srv.port, "model", &long, "&explain=true").unwrap();
     assert_eq!(r.status, 400, "{}", r.body);
-    assert!(r.body.contains("at most 256 words"), "{}", r.body);
+    assert!(r.body.contains("at most 1024 words"), "{}", r.body);
     assert_eq!(suggest(srv.port, "model", &long, "").unwrap().status, 200);
     let bad = suggest(srv.port, "model", &texts[0], "&explain=maybe").unwrap();
     assert_eq!(bad.status, 400);

@@ -75,24 +75,35 @@ fn for_each_extra(doc: &[String], p: &TfIdfParams, buf: &mut String, mut f: impl
             f(buf);
         }
     }
-    let n = p.char_ngrams;
-    if n > 0 {
+    if p.char_ngrams > 0 {
         let mut chars: Vec<char> = Vec::new();
         for t in doc {
-            chars.clear();
-            chars.push('<');
-            chars.extend(t.chars());
-            chars.push('>');
-            if chars.len() < n + 2 {
-                continue;
-            }
-            for w in chars.windows(n) {
-                buf.clear();
-                buf.push('#');
-                buf.extend(w.iter());
-                f(buf);
-            }
+            for_each_ngram(t, p.char_ngrams, &mut chars, buf, &mut f);
         }
+    }
+}
+
+/// Calls `f` on every character `n`-gram term (`#` and `n` characters) of `<word>`; a word of
+/// fewer than `n` characters has none.
+fn for_each_ngram(
+    word: &str,
+    n: usize,
+    chars: &mut Vec<char>,
+    buf: &mut String,
+    mut f: impl FnMut(&str),
+) {
+    chars.clear();
+    chars.push('<');
+    chars.extend(word.chars());
+    chars.push('>');
+    if n == 0 || chars.len() < n + 2 {
+        return;
+    }
+    for w in chars.windows(n) {
+        buf.clear();
+        buf.push('#');
+        buf.extend(w.iter());
+        f(buf);
     }
 }
 
@@ -245,17 +256,81 @@ impl TfIdf {
                         row.push((id, 1.0));
                     }
                 });
-                let mut row = sum_duplicates(row);
-                for e in row.iter_mut() {
-                    let tf = if self.params.sublinear_tf {
-                        1.0 + e.1.ln()
-                    } else {
-                        e.1
-                    };
-                    e.1 = tf * self.idf[e.0 as usize];
+                self.weigh(row)
+            })
+            .collect();
+        from_sorted_rows(self.len(), rows)
+    }
+
+    /// A row of `(term, 1)` occurrences as TF-IDF: counts summed, tf (sublinear or not) times
+    /// idf, L2-normalised; sorted by term.
+    fn weigh(&self, occurrences: Vec<(u32, f32)>) -> Vec<(u32, f32)> {
+        let mut row = sum_duplicates(occurrences);
+        for e in row.iter_mut() {
+            let tf = if self.params.sublinear_tf {
+                1.0 + e.1.ln()
+            } else {
+                e.1
+            };
+            e.1 = tf * self.idf[e.0 as usize];
+        }
+        normalize(&mut row);
+        row
+    }
+
+    /// The TF-IDF rows of `doc` and of each of its occlusions: row 0 the whole document, row
+    /// `i + 1` the document without its word `i`. The same matrix as [`TfIdf::transform`] of
+    /// those `doc.len() + 1` token lists, but each term is looked up once: a word's own terms
+    /// (itself, its character n-grams) and the word pairs around it are removed, the pair that
+    /// closes the gap added (the explanations' occluded variants).
+    pub fn transform_occlusions(&self, doc: &[String]) -> SparseMatrix {
+        let p = &self.params;
+        let (mut chars, mut buf) = (Vec::new(), String::new());
+        let id = |t: &str| self.index.get(t).copied();
+        let own: Vec<Vec<u32>> = doc
+            .iter()
+            .map(|w| {
+                let mut v: Vec<u32> = id(w).into_iter().collect();
+                for_each_ngram(w, p.char_ngrams, &mut chars, &mut buf, |t| v.extend(id(t)));
+                v
+            })
+            .collect();
+        let mut pair = |a: &str, b: &str| -> Option<u32> {
+            if !p.bigrams {
+                return None;
+            }
+            buf.clear();
+            buf.push_str(a);
+            buf.push(' ');
+            buf.push_str(b);
+            id(&buf)
+        };
+        // adjacent[i]: the pair (i, i + 1); bridge[i]: the pair (i - 1, i + 1) closing word i's gap.
+        let adjacent: Vec<Option<u32>> = doc.windows(2).map(|w| pair(&w[0], &w[1])).collect();
+        let bridge: Vec<Option<u32>> = (0..doc.len())
+            .map(|i| match (i.checked_sub(1), doc.get(i + 1)) {
+                (Some(a), Some(b)) => pair(&doc[a], b),
+                _ => None,
+            })
+            .collect();
+        let rows = (0..=doc.len())
+            .map(|v| {
+                let skip = v.checked_sub(1);
+                let mut occ: Vec<(u32, f32)> = Vec::new();
+                for (i, o) in own.iter().enumerate() {
+                    if skip != Some(i) {
+                        occ.extend(o.iter().map(|&t| (t, 1.0)));
+                    }
                 }
-                normalize(&mut row);
-                row
+                for (i, a) in adjacent.iter().enumerate() {
+                    if skip != Some(i) && skip != Some(i + 1) {
+                        occ.extend(a.map(|t| (t, 1.0)));
+                    }
+                }
+                if let Some(j) = skip {
+                    occ.extend(bridge[j].map(|t| (t, 1.0)));
+                }
+                self.weigh(occ)
             })
             .collect();
         from_sorted_rows(self.len(), rows)
@@ -406,6 +481,43 @@ mod tests {
         // A word never seen shares its n-grams with those seen: a row, not an empty one.
         let m = t.transform(&docs(&["kakan"]));
         assert!(m.row_len(0) >= 3, "{:?}", m.row(0));
+    }
+
+    #[test]
+    fn occlusion_rows_are_the_transform_of_each_occluded_document() {
+        let params = TfIdfParams {
+            char_ngrams: 3,
+            bigrams: true,
+            ..TfIdfParams::default()
+        };
+        let train = docs(&[
+            "kaka ab kakor",
+            "ab kakor tea",
+            "tea kaka ab",
+            "kakor kakor ab tea",
+        ]);
+        let t = TfIdf::fit(&train, params).unwrap();
+        for d in [
+            "kaka ab kakor tea",
+            "ab ab kakor",
+            "kakor",
+            "",
+            "unknown kaka zzz ab",
+            "tea kaka ab tea kaka",
+        ] {
+            let doc: Vec<String> = d.split_whitespace().map(str::to_string).collect();
+            let mut variants = vec![doc.clone()];
+            for i in 0..doc.len() {
+                let mut v = doc.clone();
+                v.remove(i);
+                variants.push(v);
+            }
+            assert_eq!(
+                t.transform_occlusions(&doc),
+                t.transform(&variants),
+                "{d:?}"
+            );
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub const EXPLAIN_CHUNK: usize = 32;
 
 /// The most words a text may have to be explained: a text of n words is scored n + 1 times
 /// over rows of up to n words, so the work grows as n²; explanations are for short texts.
-pub const MAX_EXPLAIN_WORDS: usize = 256;
+pub const MAX_EXPLAIN_WORDS: usize = 1024;
 
 /// One word of a text and how much it adds to a label's score.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -162,10 +162,13 @@ impl Predictor {
     }
 }
 
-/// One text's occluded variants and the labels to score on them.
+/// Token lists and the labels to score on them.
 pub struct Group {
     pub variants: Vec<Vec<String>>,
     pub labels: Vec<u32>,
+    /// The variants are [`occlusions`] of these words (their features can then be derived from
+    /// the text's own instead of recomputed).
+    pub occluded: bool,
 }
 
 /// `scores[rows][labels]` for several groups at once, as `[group][variant][label]`.
@@ -203,8 +206,11 @@ impl Member {
             groups
                 .par_iter()
                 .map(|g| {
-                    s.model
-                        .label_scores(&s.model.token_features(&g.variants), &g.labels)
+                    let x = match (g.occluded, g.variants.first()) {
+                        (true, Some(words)) => s.model.occlusion_features(words),
+                        _ => s.model.token_features(&g.variants),
+                    };
+                    s.model.label_scores(&x, &g.labels)
                 })
                 .collect()
         };
@@ -273,6 +279,7 @@ impl Ensemble {
         let group = Group {
             variants: tokens.to_vec(),
             labels: labels.to_vec(),
+            occluded: false,
         };
         Ok(self
             .group_scores(&[group], score)?
@@ -316,6 +323,7 @@ impl Ensemble {
             groups.push(Group {
                 variants: occlusions(&words),
                 labels: l.clone(),
+                occluded: true,
             });
         }
         let scores = self.group_scores(&groups, score)?;

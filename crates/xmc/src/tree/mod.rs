@@ -436,6 +436,13 @@ impl SparseModel {
         with_bias(&self.tfidf.transform(tokens))
     }
 
+    /// The feature rows of a tokenised text and of each of its occlusions (row `i + 1`: without
+    /// word `i`): [`SparseModel::token_features`] of those token lists, each term looked up once
+    /// ([`crate::tfidf::TfIdf::transform_occlusions`]).
+    pub fn occlusion_features(&self, tokens: &[String]) -> SparseMatrix {
+        with_bias(&self.tfidf.transform_occlusions(tokens))
+    }
+
     /// The score of each of `labels` for each feature row of `x` (`[rows][labels]`): the mean
     /// over the trees of each label's path score, computed whether or not the beam reaches the
     /// label. For the labels a search ranks, it is the score [`SparseModel::predict_features`]
