@@ -564,19 +564,7 @@ fn train<'py>(
                 .map_err(|e| to_py_err(Error::Xmc(e)))?
         }
         (None, Some(texts), Some(labels)) => {
-            if label_names.is_some() || label_uris.is_some() {
-                let n = label_names
-                    .as_ref()
-                    .map(Vec::len)
-                    .or(label_uris.as_ref().map(Vec::len));
-                if n_labels.is_some_and(|l| Some(l) != n) {
-                    return Err(PyValueError::new_err(format!(
-                        "{} label names for n_labels {}",
-                        n.unwrap_or(0),
-                        n_labels.unwrap_or(0)
-                    )));
-                }
-            }
+            // Names (or URIs) given with n_labels must be as many: XcDataset::from_memory checks.
             let n = n_labels
                 .or(label_names.as_ref().map(Vec::len))
                 .or(label_uris.as_ref().map(Vec::len));
@@ -598,7 +586,7 @@ fn train<'py>(
             let names = match (label_names, label_uris) {
                 (None, None) => None,
                 (names, uris) => {
-                    let names = names.unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect());
+                    let names = names.unwrap_or_else(|| Labels::numbered(n).names);
                     let uris = uris.unwrap_or_else(|| vec![None; names.len()]);
                     if uris.len() != names.len() {
                         return Err(PyValueError::new_err(format!(

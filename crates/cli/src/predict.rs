@@ -78,39 +78,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         score: args.score,
         ..PredictOptions::default()
     };
-    if args.explain {
+    let labels = p.labels();
+    let written = if args.explain {
         let rows = p.explain(&texts, args.top_k, &opts)?;
-        let write = |w: &mut dyn Write| -> std::io::Result<()> {
+        write_out(&args.out, |w| {
             for (r, row) in rows.iter().enumerate() {
-                write_explained(w, r, row, p.labels(), args.format)?;
+                write_explained(w, r, row, labels, args.format)?;
             }
             Ok(())
-        };
-        if args.out.as_os_str() == "-" {
-            let mut w = std::io::BufWriter::new(std::io::stdout().lock());
-            write(&mut w)
-                .and_then(|_| w.flush())
-                .map_err(|e| xmc::Error::io(&args.out, e))
-        } else {
-            xmc::io::write_atomic(&args.out, |w| write(w))
+        })
+    } else {
+        let rows = p.rank(&texts, args.top_k, &opts)?;
+        match args.format {
+            Format::Xc => xmc::predictions::write_predictions(&args.out, &rows, p.n_labels()),
+            f => write_out(&args.out, |w| write_rows(w, &rows, labels, f)),
         }
-        .with_context(|| format!("writing {}", args.out.display()))?;
-        return Ok(());
-    }
-    let rows = p.rank(&texts, args.top_k, &opts)?;
-    let labels = p.labels();
-    match args.format {
-        Format::Xc => xmc::predictions::write_predictions(&args.out, &rows, p.n_labels()),
-        f if args.out.as_os_str() == "-" => {
-            let mut w = std::io::BufWriter::new(std::io::stdout().lock());
-            write_rows(&mut w, &rows, labels, f)
-                .and_then(|_| w.flush())
-                .map_err(|e| xmc::Error::io(&args.out, e))
-        }
-        f => xmc::io::write_atomic(&args.out, |w| write_rows(w, &rows, labels, f)),
-    }
-    .with_context(|| format!("writing {}", args.out.display()))?;
+    };
+    written.with_context(|| format!("writing {}", args.out.display()))?;
     Ok(())
+}
+
+/// Writes through `write` to standard output (`-`, buffered) or atomically to the file `out`.
+fn write_out(
+    out: &std::path::Path,
+    write: impl Fn(&mut dyn Write) -> std::io::Result<()>,
+) -> xmc::Result<()> {
+    if out.as_os_str() == "-" {
+        let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+        write(&mut w)
+            .and_then(|_| w.flush())
+            .map_err(|e| xmc::Error::io(out, e))
+    } else {
+        xmc::io::write_atomic(out, |w| write(w))
+    }
 }
 
 fn write_rows(

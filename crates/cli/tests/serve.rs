@@ -139,6 +139,16 @@ fn batch_body(texts: &[String]) -> String {
     serde_json::json!({ "documents": docs }).to_string()
 }
 
+/// A `suggest-batch` body with `texts`, document `i` with the id `d{i}`.
+fn batch_body_with_ids(texts: &[String]) -> String {
+    let docs: Vec<_> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| serde_json::json!({"text": t, "document_id": format!("d{i}")}))
+        .collect();
+    serde_json::json!({ "documents": docs }).to_string()
+}
+
 /// POSTs `body` to the suggest-batch route of project `model`.
 fn post_batch(port: u16, body: &str) -> std::io::Result<Resp> {
     http(
@@ -293,12 +303,7 @@ fn import_train_serve_suggest_matches_predict() {
         );
     }
     // suggest-batch answers the same, with the document ids.
-    let docs: Vec<serde_json::Value> = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| serde_json::json!({"text": t, "document_id": format!("d{i}")}))
-        .collect();
-    let body = serde_json::json!({ "documents": docs }).to_string();
+    let body = batch_body_with_ids(&texts);
     let r = http(
         srv.port,
         "POST",
@@ -400,12 +405,7 @@ fn explain_adds_word_weights_and_leaves_other_answers_unchanged() {
         check(&on.json(), &plain.json(), t);
     }
     // suggest-batch: the same explanations, with the document ids.
-    let docs: Vec<serde_json::Value> = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| serde_json::json!({"text": t, "document_id": format!("d{i}")}))
-        .collect();
-    let body = serde_json::json!({ "documents": docs }).to_string();
+    let body = batch_body_with_ids(&texts);
     let batch = |q: &str| {
         let r = http(
             srv.port,

@@ -79,9 +79,9 @@ impl Predictor {
     /// plain model's logit, or InceptionXML+'s σ(extreme) (times σ(meta) of the label's cluster
     /// with [`ScoreMode::Combined`]; `score` None: the model's own ranking), whatever the
     /// shortlist would hold. These are the scores [`super::rank_ids`] gives the labels it ranks.
-    pub fn label_scores(
+    pub fn label_scores<T: AsRef<[String]>>(
         &self,
-        tokens: &[Vec<String>],
+        tokens: &[T],
         labels: &[u32],
         score: Option<ScoreMode>,
     ) -> Result<Vec<Vec<f32>>> {
@@ -98,7 +98,7 @@ impl Predictor {
         let s = self.config.model.seq_len;
         let mut ids = vec![0u32; n * s.max(1)];
         for (row, t) in ids.chunks_mut(s.max(1)).zip(tokens) {
-            self.vocab.encode_tokens_into(t, &mut row[..s]);
+            self.vocab.encode_tokens_into(t.as_ref(), &mut row[..s]);
         }
         let model = &self.model;
         let device = model.embedding_table().device().clone();
@@ -181,10 +181,13 @@ impl Member {
     /// cost is per row and label, so a union would only add work).
     pub fn group_scores(&self, groups: &[Group], score: Option<ScoreMode>) -> Result<GroupScores> {
         let network = |n: &Predictor| -> Result<GroupScores> {
-            let mut union: Vec<u32> = groups.iter().flat_map(|g| g.labels.clone()).collect();
+            let mut union: Vec<u32> = groups
+                .iter()
+                .flat_map(|g| g.labels.iter().copied())
+                .collect();
             union.sort_unstable();
             union.dedup();
-            let all: Vec<Vec<String>> = groups.iter().flat_map(|g| g.variants.clone()).collect();
+            let all: Vec<&Vec<String>> = groups.iter().flat_map(|g| &g.variants).collect();
             let scores = n.label_scores(&all, &union, score)?;
             let mut rows = scores.into_iter();
             Ok(groups
@@ -345,8 +348,8 @@ impl Ensemble {
             .collect())
     }
 
-    /// The top `k` labels of each text with the occlusion weight of each of its words, texts in
-    /// parallel (each text's variants in one batch).
+    /// The top `k` labels of each text with the occlusion weight of each of its words, in
+    /// chunks of [`EXPLAIN_CHUNK`] texts whose variants the network scores in one batch.
     pub fn explain<S: AsRef<str> + Sync>(
         &self,
         texts: &[S],
