@@ -63,6 +63,28 @@ pub struct TfIdf {
     idf: Vec<f32>,
 }
 
+/// A document's known terms for its occlusions: `own[i]` word `i`'s (itself and its character
+/// n-grams), `adjacent[i]` the pair `(i, i + 1)`, `bridge[i]` the pair `(i − 1, i + 1)` that
+/// closes word `i`'s gap.
+struct OcclusionTerms {
+    own: Vec<Vec<u32>>,
+    adjacent: Vec<Option<u32>>,
+    bridge: Vec<Option<u32>>,
+}
+
+/// A document and its occluded variants as differences ([`TfIdf::occlusion_deltas`]): row `r`
+/// (0 the document, `i + 1` without its word `i`) is `(base + changes[r]) · scales[r]`, which is
+/// row `r` of [`TfIdf::transform_occlusions`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Occluded {
+    /// The document's tf·idf values, sorted by term, not normalised.
+    pub base: Vec<(u32, f32)>,
+    /// Per row: the terms whose value differs from `base` (new minus old), sorted.
+    pub changes: Vec<Vec<(u32, f32)>>,
+    /// Per row: 1 / its L2 norm (0 for a row without terms).
+    pub scales: Vec<f32>,
+}
+
 /// Calls `f` on every term of `doc` but its tokens: (optionally) its bigrams, then its
 /// character n-grams.
 fn for_each_extra(doc: &[String], p: &TfIdfParams, buf: &mut String, mut f: impl FnMut(&str)) {
@@ -267,12 +289,7 @@ impl TfIdf {
     fn weigh(&self, occurrences: Vec<(u32, f32)>) -> Vec<(u32, f32)> {
         let mut row = sum_duplicates(occurrences);
         for e in row.iter_mut() {
-            let tf = if self.params.sublinear_tf {
-                1.0 + e.1.ln()
-            } else {
-                e.1
-            };
-            e.1 = tf * self.idf[e.0 as usize];
+            e.1 = self.value(e.0, e.1);
         }
         normalize(&mut row);
         row
@@ -284,6 +301,32 @@ impl TfIdf {
     /// (itself, its character n-grams) and the word pairs around it are removed, the pair that
     /// closes the gap added (the explanations' occluded variants).
     pub fn transform_occlusions(&self, doc: &[String]) -> SparseMatrix {
+        let o = self.occlusion_terms(doc);
+        let rows = (0..=doc.len())
+            .map(|v| {
+                let skip = v.checked_sub(1);
+                let mut occ: Vec<(u32, f32)> = Vec::new();
+                for (i, own) in o.own.iter().enumerate() {
+                    if skip != Some(i) {
+                        occ.extend(own.iter().map(|&t| (t, 1.0)));
+                    }
+                }
+                for (i, a) in o.adjacent.iter().enumerate() {
+                    if skip != Some(i) && skip != Some(i + 1) {
+                        occ.extend(a.map(|t| (t, 1.0)));
+                    }
+                }
+                if let Some(j) = skip {
+                    occ.extend(o.bridge[j].map(|t| (t, 1.0)));
+                }
+                self.weigh(occ)
+            })
+            .collect();
+        from_sorted_rows(self.len(), rows)
+    }
+
+    /// The known terms of `doc` by where they come from (each looked up once).
+    fn occlusion_terms(&self, doc: &[String]) -> OcclusionTerms {
         let p = &self.params;
         let (mut chars, mut buf) = (Vec::new(), String::new());
         let id = |t: &str| self.index.get(t).copied();
@@ -305,7 +348,6 @@ impl TfIdf {
             buf.push_str(b);
             id(&buf)
         };
-        // adjacent[i]: the pair (i, i + 1); bridge[i]: the pair (i - 1, i + 1) closing word i's gap.
         let adjacent: Vec<Option<u32>> = doc.windows(2).map(|w| pair(&w[0], &w[1])).collect();
         let bridge: Vec<Option<u32>> = (0..doc.len())
             .map(|i| match (i.checked_sub(1), doc.get(i + 1)) {
@@ -313,27 +355,74 @@ impl TfIdf {
                 _ => None,
             })
             .collect();
-        let rows = (0..=doc.len())
-            .map(|v| {
-                let skip = v.checked_sub(1);
-                let mut occ: Vec<(u32, f32)> = Vec::new();
-                for (i, o) in own.iter().enumerate() {
-                    if skip != Some(i) {
-                        occ.extend(o.iter().map(|&t| (t, 1.0)));
-                    }
-                }
-                for (i, a) in adjacent.iter().enumerate() {
-                    if skip != Some(i) && skip != Some(i + 1) {
-                        occ.extend(a.map(|t| (t, 1.0)));
-                    }
-                }
-                if let Some(j) = skip {
-                    occ.extend(bridge[j].map(|t| (t, 1.0)));
-                }
-                self.weigh(occ)
-            })
-            .collect();
-        from_sorted_rows(self.len(), rows)
+        OcclusionTerms {
+            own,
+            adjacent,
+            bridge,
+        }
+    }
+
+    /// The TF-IDF value of a term seen `count` times (0 for none).
+    fn value(&self, term: u32, count: f32) -> f32 {
+        if count <= 0.0 {
+            return 0.0;
+        }
+        let tf = if self.params.sublinear_tf {
+            1.0 + count.ln()
+        } else {
+            count
+        };
+        tf * self.idf[term as usize]
+    }
+
+    /// [`TfIdf::transform_occlusions`] as differences: the document's row before normalisation
+    /// and, for it and each occluded variant, the terms whose value changes and the scale that
+    /// normalises it. A linear score of row `r` is then `(w·base + w·changes[r]) · scale[r]`,
+    /// the base product computed once for all the variants (see [`Occluded`]).
+    pub fn occlusion_deltas(&self, doc: &[String]) -> Occluded {
+        let o = self.occlusion_terms(doc);
+        let mut occ: Vec<(u32, f32)> = o.own.iter().flatten().map(|&t| (t, 1.0)).collect();
+        occ.extend(o.adjacent.iter().flatten().map(|&t| (t, 1.0)));
+        let counts = sum_duplicates(occ);
+        let base: Vec<(u32, f32)> = counts.iter().map(|&(t, c)| (t, self.value(t, c))).collect();
+        let norm2: f64 = base.iter().map(|e| e.1 as f64 * e.1 as f64).sum();
+        let scale = |n2: f64, nonzero: usize| {
+            if nonzero == 0 || n2 <= 0.0 {
+                0.0
+            } else {
+                (1.0 / n2.sqrt()) as f32
+            }
+        };
+        let mut changes = vec![Vec::new()];
+        let mut scales = vec![scale(norm2, base.len())];
+        for i in 0..doc.len() {
+            let mut dc: Vec<(u32, f32)> = o.own[i].iter().map(|&t| (t, -1.0)).collect();
+            let before = i.checked_sub(1).and_then(|j| o.adjacent[j]);
+            let after = o.adjacent.get(i).copied().flatten();
+            dc.extend(before.into_iter().chain(after).map(|t| (t, -1.0)));
+            dc.extend(o.bridge[i].map(|t| (t, 1.0)));
+            let (mut n2, mut nonzero) = (norm2, base.len());
+            let delta: Vec<(u32, f32)> = sum_duplicates(dc)
+                .into_iter()
+                .filter(|e| e.1 != 0.0)
+                .map(|(t, d)| {
+                    let c = counts
+                        .binary_search_by_key(&t, |e| e.0)
+                        .map_or(0.0, |k| counts[k].1);
+                    let (old, new) = (self.value(t, c), self.value(t, c + d));
+                    n2 += new as f64 * new as f64 - old as f64 * old as f64;
+                    nonzero = nonzero + usize::from(new != 0.0) - usize::from(old != 0.0);
+                    (t, new - old)
+                })
+                .collect();
+            changes.push(delta);
+            scales.push(scale(n2, nonzero));
+        }
+        Occluded {
+            base,
+            changes,
+            scales,
+        }
     }
 
     /// [`TfIdf::fit`] then [`TfIdf::transform`] on the same documents.
@@ -485,11 +574,17 @@ mod tests {
 
     #[test]
     fn occlusion_rows_are_the_transform_of_each_occluded_document() {
-        let params = TfIdfParams {
-            char_ngrams: 3,
-            bigrams: true,
-            ..TfIdfParams::default()
-        };
+        for sublinear_tf in [false, true] {
+            occlusions_match(TfIdfParams {
+                char_ngrams: 3,
+                bigrams: true,
+                sublinear_tf,
+                ..TfIdfParams::default()
+            });
+        }
+    }
+
+    fn occlusions_match(params: TfIdfParams) {
         let train = docs(&[
             "kaka ab kakor",
             "ab kakor tea",
@@ -512,11 +607,30 @@ mod tests {
                 v.remove(i);
                 variants.push(v);
             }
-            assert_eq!(
-                t.transform_occlusions(&doc),
-                t.transform(&variants),
-                "{d:?}"
-            );
+            let m = t.transform_occlusions(&doc);
+            assert_eq!(m, t.transform(&variants), "{d:?}");
+            // The differences rebuild the same rows.
+            let o = t.occlusion_deltas(&doc);
+            assert_eq!(o.changes.len(), doc.len() + 1);
+            assert!(o.changes[0].is_empty());
+            for r in 0..=doc.len() {
+                let mut row = o.base.clone();
+                row.extend(o.changes[r].iter().copied());
+                let row: Vec<(u32, f32)> = sum_duplicates(row)
+                    .into_iter()
+                    .filter(|e| e.1.abs() > 1e-6)
+                    .map(|(j, v)| (j, v * o.scales[r]))
+                    .collect();
+                let (idx, val) = m.row(r);
+                assert_eq!(
+                    row.iter().map(|e| e.0).collect::<Vec<_>>(),
+                    idx,
+                    "{d:?} row {r}"
+                );
+                for (a, b) in row.iter().zip(val) {
+                    assert!((a.1 - b).abs() < 1e-5, "{d:?} row {r}: {a:?} vs {b}");
+                }
+            }
         }
     }
 

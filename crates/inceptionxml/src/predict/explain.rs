@@ -208,12 +208,11 @@ impl Member {
         let sparse = |s: &super::fusion::Sparse| -> GroupScores {
             groups
                 .par_iter()
-                .map(|g| {
-                    let x = match (g.occluded, g.variants.first()) {
-                        (true, Some(words)) => s.model.occlusion_features(words),
-                        _ => s.model.token_features(&g.variants),
-                    };
-                    s.model.label_scores(&x, &g.labels)
+                .map(|g| match (g.occluded, g.variants.first()) {
+                    (true, Some(words)) => s.model.occlusion_scores(words, &g.labels),
+                    _ => s
+                        .model
+                        .label_scores(&s.model.token_features(&g.variants), &g.labels),
                 })
                 .collect()
         };

@@ -33,7 +33,7 @@ use rayon::prelude::*;
 use crate::linear::LinearParams;
 use crate::predictions::top_k_sparse;
 use crate::sparse::{sum_duplicates, SparseMatrix};
-use crate::tfidf::{TfIdf, TfIdfParams};
+use crate::tfidf::{Occluded, TfIdf, TfIdfParams};
 
 pub use store::{CONFIG_FILE, TERMS_FILE, WEIGHTS_FILE};
 pub use train::train;
@@ -227,6 +227,9 @@ pub struct Tree {
     /// Per entry: the classifier within its group, and its weight.
     pub(crate) slots: Vec<u32>,
     pub(crate) weights: Vec<f32>,
+    /// Derived from `leaf_labels` ([`Tree::with_label_places`]): each label's index in
+    /// `leaf_labels` (`u32::MAX`: not in this tree).
+    pub(crate) label_place: Vec<u32>,
 }
 
 impl Tree {
@@ -249,6 +252,11 @@ impl Tree {
     fn score_group(&self, g: usize, x: (&[u32], &[f32]), out: &mut Vec<f32>) {
         out.clear();
         out.resize(self.group_len(g), 0.0);
+        self.add_group(g, x, out);
+    }
+
+    /// Adds group `g`'s classifier scores of the (sparse) row `x` to `out`.
+    fn add_group(&self, g: usize, x: (&[u32], &[f32]), out: &mut [f32]) {
         for (&j, &v) in x.0.iter().zip(x.1) {
             let Some(range) = self.feat_ptr.get(j as usize..j as usize + 2) else {
                 continue;
@@ -301,20 +309,46 @@ impl Tree {
 }
 
 impl Tree {
+    /// Fills [`Tree::label_place`] from the leaves' labels.
+    pub(crate) fn with_label_places(mut self) -> Self {
+        let n = self
+            .leaf_labels
+            .iter()
+            .map(|&l| l as usize + 1)
+            .max()
+            .unwrap_or(0);
+        self.label_place = vec![u32::MAX; n];
+        for (i, &l) in self.leaf_labels.iter().enumerate() {
+            self.label_place[l as usize] = i as u32;
+        }
+        self
+    }
+
     /// The leaf and the slot within it of each of `labels` (None: not in this tree).
     fn places(&self, labels: &[u32]) -> Vec<Option<(usize, usize)>> {
-        let mut at = vec![None; labels.len()];
-        for c in 0..self.leaf_ptr.len().saturating_sub(1) {
-            let (a, b) = (self.leaf_ptr[c] as usize, self.leaf_ptr[c + 1] as usize);
-            for (slot, l) in self.leaf_labels[a..b].iter().enumerate() {
-                for (j, want) in labels.iter().enumerate() {
-                    if want == l {
-                        at[j] = Some((c, slot));
-                    }
-                }
-            }
-        }
-        at
+        labels
+            .iter()
+            .map(|&l| {
+                let i = *self.label_place.get(l as usize)?;
+                (i != u32::MAX).then(|| {
+                    let c = self.leaf_ptr.partition_point(|&p| p <= i) - 1;
+                    (c, (i - self.leaf_ptr[c]) as usize)
+                })
+            })
+            .collect()
+    }
+
+    /// The groups on the path from the root to leaf `c`, each with the classifier within it
+    /// that leads to the leaf's `slot`: one per level, the leaf last.
+    fn path(&self, c: usize, slot: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let levels = self.shape.levels();
+        (0..levels - 1)
+            .map(move |d| {
+                let node = c >> self.shape.shifts[d];
+                let child = (c >> self.shape.shifts[d + 1]) & ((1 << self.shape.child_bits(d)) - 1);
+                (self.shape.first(d) + node, child)
+            })
+            .chain(std::iter::once((self.shape.first_leaf() + c, slot)))
     }
 
     /// `log` of the path score of each label placed at `places` ([`Tree::places`]): the sum
@@ -328,32 +362,79 @@ impl Tree {
         out: &mut Vec<f32>,
     ) {
         let mut scored: Vec<(usize, Vec<f32>)> = Vec::new();
-        let group = |g: usize, scored: &mut Vec<(usize, Vec<f32>)>| -> usize {
-            if let Some(i) = scored.iter().position(|e| e.0 == g) {
-                return i;
-            }
-            let mut v = Vec::new();
-            self.score_group(g, x, &mut v);
-            scored.push((g, v));
-            scored.len() - 1
-        };
         out.clear();
-        let levels = self.shape.levels();
         for place in places {
             let Some(&(c, slot)) = place.as_ref() else {
                 out.push(f32::NEG_INFINITY);
                 continue;
             };
             let mut lp = 0.0;
-            for d in 0..levels - 1 {
-                let node = c >> self.shape.shifts[d];
-                let child = (c >> self.shape.shifts[d + 1]) & ((1 << self.shape.child_bits(d)) - 1);
-                let i = group(self.shape.first(d) + node, &mut scored);
-                lp += log_score(scored[i].1[child]);
+            for (g, k) in self.path(c, slot) {
+                let i = scored.iter().position(|e| e.0 == g).unwrap_or_else(|| {
+                    let mut v = Vec::new();
+                    self.score_group(g, x, &mut v);
+                    scored.push((g, v));
+                    scored.len() - 1
+                });
+                lp += log_score(scored[i].1[k]);
             }
-            let i = group(self.shape.first_leaf() + c, &mut scored);
-            out.push(lp + log_score(scored[i].1[slot]));
+            out.push(lp);
         }
+    }
+
+    /// [`Tree::path_log_scores`] of every row of `o` (`[rows][labels]`), rows given as
+    /// differences from a base row ([`crate::tfidf::TfIdf::occlusion_deltas`], plus the bias
+    /// column `bias` of value 1): each node's product with the base row is computed once, then
+    /// only the terms a row changes.
+    fn occluded_path_log_scores(
+        &self,
+        o: &Occluded,
+        bias: u32,
+        places: &[Option<(usize, usize)>],
+    ) -> Vec<Vec<f32>> {
+        let rows = o.scales.len();
+        // Per group on the paths: its classifiers' scores on every row, `[rows][slots]`.
+        let mut scored: Vec<(usize, Vec<Vec<f32>>)> = Vec::new();
+        let split = |row: &[(u32, f32)]| -> (Vec<u32>, Vec<f32>) { row.iter().copied().unzip() };
+        let (bi, bv) = split(&o.base);
+        let changes: Vec<_> = o.changes.iter().map(|c| split(c)).collect();
+        let score = |g: usize| -> Vec<Vec<f32>> {
+            let n = self.group_len(g);
+            let (mut base, mut b) = (vec![0.0; n], vec![0.0; n]);
+            self.add_group(g, (&bi, &bv), &mut base);
+            self.add_group(g, (&[bias], &[1.0]), &mut b);
+            (0..rows)
+                .map(|r| {
+                    let mut s = base.clone();
+                    self.add_group(g, (&changes[r].0, &changes[r].1), &mut s);
+                    for (x, b) in s.iter_mut().zip(&b) {
+                        *x = *x * o.scales[r] + b;
+                    }
+                    s
+                })
+                .collect()
+        };
+        let mut out = vec![Vec::with_capacity(places.len()); rows];
+        for place in places {
+            let Some(&(c, slot)) = place.as_ref() else {
+                out.iter_mut().for_each(|row| row.push(f32::NEG_INFINITY));
+                continue;
+            };
+            let mut lp = vec![0.0; rows];
+            for (g, k) in self.path(c, slot) {
+                let i = scored.iter().position(|e| e.0 == g).unwrap_or_else(|| {
+                    scored.push((g, score(g)));
+                    scored.len() - 1
+                });
+                for (l, s) in lp.iter_mut().zip(&scored[i].1) {
+                    *l += log_score(s[k]);
+                }
+            }
+            for (row, l) in out.iter_mut().zip(lp) {
+                row.push(l);
+            }
+        }
+        out
     }
 }
 
@@ -465,6 +546,27 @@ impl SparseModel {
                 sum
             })
             .collect()
+    }
+
+    /// [`SparseModel::label_scores`] of [`SparseModel::occlusion_features`]`(tokens)` (row 0
+    /// the text, row `i + 1` the text without its word `i`), computed from the differences
+    /// between the rows ([`crate::tfidf::TfIdf::occlusion_deltas`]): each node's product with
+    /// the text's row once, then per variant only the few terms its word brings. Equal to
+    /// within float rounding.
+    pub fn occlusion_scores(&self, tokens: &[String], labels: &[u32]) -> Vec<Vec<f32>> {
+        let o = self.tfidf.occlusion_deltas(tokens);
+        let bias = self.tfidf.len() as u32;
+        let inv = 1.0 / self.trees.len().max(1) as f32;
+        let mut sum = vec![vec![0f32; labels.len()]; o.scales.len()];
+        for t in &self.trees {
+            let lps = t.occluded_path_log_scores(&o, bias, &t.places(labels));
+            for (srow, lrow) in sum.iter_mut().zip(lps) {
+                for (s, lp) in srow.iter_mut().zip(lrow) {
+                    *s += lp.exp() * inv;
+                }
+            }
+        }
+        sum
     }
 
     fn predict_row(&self, x: (&[u32], &[f32]), k: usize, s: &mut Scratch) -> Vec<(u32, f32)> {

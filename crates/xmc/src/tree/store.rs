@@ -251,6 +251,7 @@ impl SparseModel {
                 post_ptr: arr!(post_ptr),
                 slots: arr!(slots),
                 weights: arr!(weights),
+                label_place: Vec::new(),
             };
             let t = check_tree(t, config.n_labels, n_cols)
                 .map_err(|m| Error::mismatch(&wpath, format!("tree {i}: {m}")))?;
@@ -359,5 +360,5 @@ fn check_tree(t: Tree, n_labels: usize, n_cols: usize) -> std::result::Result<Tr
     if t.weights.iter().any(|w| !w.is_finite()) {
         return Err("a weight is not finite".into());
     }
-    Ok(t)
+    Ok(t.with_label_places())
 }

@@ -75,6 +75,19 @@ fn learns_cooking_and_round_trips_through_its_files() {
     // Tokens in, the same features as the text.
     let toks: Vec<Vec<String>> = tt[..5].iter().map(|t| crate::text::tokenize(t)).collect();
     assert_eq!(model.token_features(&toks), model.features(&tt[..5]));
+
+    // Occlusions scored from the rows' differences: the scores of the occluded rows.
+    for (r, row) in ranked.iter().enumerate() {
+        let words = crate::text::tokenize(&tt[r]);
+        let mut labels: Vec<u32> = row.iter().map(|e| e.0).collect();
+        labels.extend([0, 735]);
+        let want = model.label_scores(&model.occlusion_features(&words), &labels);
+        let got = model.occlusion_scores(&words, &labels);
+        assert_eq!(got.len(), words.len() + 1);
+        for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+            assert!((g - w).abs() < 1e-5, "text {r}: {g} vs {w}");
+        }
+    }
 }
 
 #[test]

@@ -306,5 +306,7 @@ fn assemble(
         post_ptr,
         slots,
         weights,
+        label_place: Vec::new(),
     }
+    .with_label_places()
 }
