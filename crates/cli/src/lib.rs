@@ -17,3 +17,4 @@ pub mod split;
 pub mod stats;
 pub mod synth;
 pub mod train;
+pub mod vectors;

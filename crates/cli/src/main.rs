@@ -1,7 +1,7 @@
 //! The `inceptionxml` command-line tool.
 
 use inceptionxml_cli::{
-    bench, cluster, demo, eval, import, plot, predict, serve, split, stats, synth, train,
+    bench, cluster, demo, eval, import, plot, predict, serve, split, stats, synth, train, vectors,
 };
 
 use clap::{Parser, Subcommand};
@@ -28,6 +28,8 @@ enum Command {
     Split(split::Args),
     /// Write a seeded Zipf-distributed synthetic dataset (for scale tests).
     Synth(synth::Args),
+    /// Train word vectors on a corpus (fastText's skip-gram or CBOW with subwords) for --embeddings.
+    Vectors(vectors::Args),
     /// Train an InceptionXML model (fused with a sparse lexical model) on a dataset folder.
     Train(Box<train::Args>),
     /// Rank labels for texts with a trained model.
@@ -56,6 +58,7 @@ fn main() {
         Command::Import(a) => import::run(a),
         Command::Split(a) => split::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::Vectors(a) => vectors::run(a),
         Command::Train(a) => train::run(*a),
         Command::Predict(a) => predict::run(a),
         Command::Plot(a) => plot::run(a),

@@ -31,6 +31,9 @@ pub enum Error {
     /// Two in-memory objects disagree in shape (rows, columns, lengths).
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// A long computation was asked to stop (Ctrl-C) before it finished.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 /// The longest message an error about a file's content carries, in bytes.

@@ -22,6 +22,7 @@ pub mod texts;
 pub mod embeddings;
 pub mod stopwords;
 pub mod text;
+pub mod vectors;
 pub mod vocab;
 
 // Evaluation.
