@@ -336,3 +336,39 @@ fn annif_details_v1_language_and_compressed_bodies() {
     );
     assert_eq!(status_of(&batch), 400, "{batch}");
 }
+
+#[test]
+fn requests_hyper_refuses_get_problem_bodies_too() {
+    let srv = Server::start(&[], None);
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100_000));
+    let many_fields: String = (0..200).map(|i| format!("X{i}: y\r\n")).collect();
+    let many = format!("GET /health HTTP/1.1\r\nHost: x\r\n{many_fields}\r\n");
+    for (req, status) in [
+        (b"GARBAGE\r\n\r\n".to_vec(), 400),
+        (long_uri.into_bytes(), 414),
+        (many.into_bytes(), 431),
+        (b"GET /health HTTP/3.0\r\nHost: x\r\n\r\n".to_vec(), 400),
+    ] {
+        let resp = srv.exchange(&req);
+        assert_eq!(status_of(&resp), status, "{resp}");
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains("content-type: application/problem+json"),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["status"], status);
+        assert!(
+            v["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{body}"
+        );
+    }
+    // A well-formed request on the same server is answered as before.
+    let ok = srv.exchange(HEALTH);
+    assert_eq!(status_of(&ok), 200, "{ok}");
+    assert!(ok.ends_with("{\"status\":\"ok\"}"), "{ok}");
+}

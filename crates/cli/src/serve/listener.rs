@@ -24,6 +24,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tower_service::Service;
 
+use super::parse_errors::ProblemBodies;
+
 /// Connection limits of the server.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
@@ -228,7 +230,8 @@ pub async fn serve(
                 resp
             }
         });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+        let conn =
+            graceful.watch(builder.serve_connection(TokioIo::new(ProblemBodies::new(stream)), svc));
         let reg = registry.clone();
         tokio::spawn(async move {
             tokio::select! {

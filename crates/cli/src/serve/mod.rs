@@ -24,6 +24,7 @@ mod batcher;
 pub mod fuzz;
 mod listener;
 mod metrics;
+mod parse_errors;
 mod project;
 mod ui;
 
