@@ -271,6 +271,8 @@ def train(
     no_sparse: bool = False,
     sparse_trees: int | None = None,
     sparse_char_ngrams: int | None = None,
+    subwords: int | None = None,
+    subword_ngrams: int | None = None,
     threads: int | None = None,
     device: str = "cpu",
 ) -> dict:
@@ -319,6 +321,8 @@ def train(
         "no_sparse": no_sparse,
         "sparse_trees": sparse_trees,
         "sparse_char_ngrams": sparse_char_ngrams,
+        "subwords": subwords,
+        "subword_ngrams": subword_ngrams,
         "threads": threads,
         "device": device,
     }

@@ -410,6 +410,8 @@ fn train_options(options: Option<&Bound<'_, PyDict>>) -> PyResult<TrainOptions> 
             "no_sparse" => no_sparse = v.extract()?,
             "sparse_trees" => o.sparse_trees = Some(v.extract()?),
             "sparse_char_ngrams" => o.sparse_char_ngrams = Some(v.extract()?),
+            "subwords" => o.subwords = Some(v.extract()?),
+            "subword_ngrams" => o.subword_ngrams = Some(v.extract()?),
             other => {
                 return Err(PyTypeError::new_err(format!(
                     "train() got an unexpected option {other:?}"

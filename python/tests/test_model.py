@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -155,6 +156,22 @@ def test_training_from_memory_with_names_and_a_test_split(tmp_path, cooking):
     assert inceptionxml.Model.load(tmp_path / "lists").n_labels == 1 + max(max(r) for r in rows[:500])
 
 
+def test_subwords_train_and_rank_alike_from_python_and_the_cli(tmp_path, cooking, test_texts):
+    inceptionxml.train(tmp_path / "sw", data_dir=cooking, max_train=1000, epochs=1, dim=64,
+                       no_sparse=True, subwords=5000, subword_ngrams=3, progress=False)
+    config = json.loads((tmp_path / "sw" / "config.json").read_text())
+    assert config["model"]["subwords"] == {"buckets": 5000, "minn": 3, "maxn": 3}
+    m = inceptionxml.Model.load(tmp_path / "sw")
+    texts = test_texts[:200] + ["an unseenword and sourdoughbread"]
+    ids, scores = m.predict_topk(texts, k=5)
+    (tmp_path / "t.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    cli("predict", "--model", str(tmp_path / "sw"), "--texts", str(tmp_path / "t.txt"),
+        "--out", str(tmp_path / "p.txt"), "--top-k", "5")
+    rows = read_xc(tmp_path / "p.txt")
+    assert [[i for i, _ in r] for r in rows] == ids.tolist()
+    assert np.allclose([[s for _, s in r] for r in rows], scores, atol=1e-6)
+
+
 def test_save_and_ensembles(py_model_dir, cli_model_dir, tmp_path, test_texts):
     m = inceptionxml.Model.load(py_model_dir)
     m.save(tmp_path / "copy")
@@ -218,8 +235,6 @@ def test_explain_gives_each_word_a_weight_and_the_same_ranking(py_model_dir, tes
     # The same explanation as `predict --explain`.
     src = tmp_path / "t.txt"
     src.write_text("\n".join(texts[:5]) + "\n", encoding="utf-8")
-    import json
-
     out = cli("predict", "--model", str(py_model_dir), "--texts", str(src), "--top-k", "4",
               "--format", "json", "--explain")
     for line, e in zip(out.splitlines(), explained[:5]):

@@ -98,6 +98,15 @@ pub struct Args {
          subwords, for inflected and compound words; 0: words and word pairs only)",
         xmc::tree::SparseParams::DEFAULT.char_ngrams))]
     pub sparse_char_ngrams: Option<usize>,
+    /// Subwords in the network's encoder: each word's vector is its own plus the mean of its
+    /// hashed character n-grams' vectors, held in this many rows after the vocabulary's (a word
+    /// never seen gets a vector from its parts; 0 or absent: words only)
+    #[arg(long)]
+    pub subwords: Option<usize>,
+    #[arg(long, requires = "subwords", help = with_default(
+        "With --subwords: the length of the character n-grams",
+        inceptionxml::config::SubwordConfig::DEFAULT_N))]
+    pub subword_ngrams: Option<usize>,
     #[command(flatten)]
     pub run: RunArgs,
     /// No progress bar or per-epoch lines.
@@ -185,6 +194,8 @@ impl Args {
             },
             sparse_trees: self.sparse_trees,
             sparse_char_ngrams: self.sparse_char_ngrams,
+            subwords: self.subwords,
+            subword_ngrams: self.subword_ngrams,
         }
     }
 }

@@ -57,6 +57,36 @@ pub struct ModelConfig {
     /// one-vs-all head. Absent for plain InceptionXML.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plus: Option<PlusConfig>,
+    /// Subwords in the encoder: each word's vector is its own row plus the mean of the rows of
+    /// its hashed character n-grams, held after the vocabulary's rows in the word table
+    /// ([`xmc::subwords`]). Absent: words only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subwords: Option<SubwordConfig>,
+}
+
+/// The n-gram rows of the word table (see [`ModelConfig::subwords`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubwordConfig {
+    /// Rows the n-grams are hashed into.
+    pub buckets: usize,
+    /// Shortest and longest character n-gram of `<word>`.
+    pub minn: usize,
+    pub maxn: usize,
+}
+
+impl SubwordConfig {
+    /// The n-gram length of `train --subwords` unless told: the sparse model's (4).
+    pub const DEFAULT_N: usize = 4;
+
+    /// The same as [`xmc::subwords::SubwordParams`].
+    pub fn params(&self) -> xmc::subwords::SubwordParams {
+        xmc::subwords::SubwordParams {
+            buckets: self.buckets,
+            minn: self.minn,
+            maxn: self.maxn,
+        }
+    }
 }
 
 /// How InceptionXML+ ranks the shortlisted labels.
@@ -134,7 +164,13 @@ impl ModelConfig {
             dropout_hidden: 0.25,
             dropout_ext: 0.5,
             plus: None,
+            subwords: None,
         }
+    }
+
+    /// Rows of the word table: the vocabulary's, then the n-gram rows.
+    pub fn table_rows(&self) -> usize {
+        self.vocab_size + self.subwords.map_or(0, |s| s.buckets)
     }
 
     /// Length of each inception branch's output: L1 = ⌊(d − 4)/4⌋ + 1.
@@ -181,6 +217,17 @@ impl ModelConfig {
         }
         if self.n_labels == 0 {
             return bad("n_labels must be > 0".into());
+        }
+        if let Some(sw) = &self.subwords {
+            sw.params()
+                .validate()
+                .map_err(|e| Error::Config(e.to_string()))?;
+            if self.table_rows() > MAX_IDS {
+                return bad(format!(
+                    "vocab_size {} + {} subword buckets: at most {MAX_IDS} rows",
+                    self.vocab_size, sw.buckets
+                ));
+            }
         }
         if self.embed_dim < 64 {
             return bad(format!(
@@ -526,6 +573,8 @@ pub struct ModelParams {
     pub dropout_ext: Option<f32>,
     /// Train InceptionXML+ instead of InceptionXML.
     pub plus: Option<PlusParams>,
+    /// Subwords in the encoder ([`ModelConfig::subwords`]).
+    pub subwords: Option<SubwordConfig>,
 }
 
 impl Default for ModelParams {
@@ -534,6 +583,7 @@ impl Default for ModelParams {
             embed_dim: DEFAULT_EMBED_DIM,
             dropout_ext: None,
             plus: None,
+            subwords: None,
         }
     }
 }
@@ -549,6 +599,7 @@ impl ModelParams {
     ) -> Result<ModelConfig> {
         let mut m = ModelConfig::new(vocab_size, n_labels);
         m.embed_dim = self.embed_dim;
+        m.subwords = self.subwords;
         if let Some(p) = self.dropout_ext {
             m.dropout_ext = p;
         }

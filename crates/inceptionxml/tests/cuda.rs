@@ -263,7 +263,10 @@ fn every_layer_and_every_gradient_agree() {
     let bc = make_batch(&ids, cfg.seq_len, &labels, &rows, None, &Device::Cpu).unwrap();
     let bg = make_batch(&ids, cfg.seq_len, &labels, &rows, None, &dev).unwrap();
     // Evaluation mode, stage by stage.
-    let (xc, xg) = (mc.embed(&bc.ids).unwrap(), mg.embed(&bg.ids).unwrap());
+    let (xc, xg) = (
+        mc.embed(&bc.ids, None).unwrap(),
+        mg.embed(&bg.ids, None).unwrap(),
+    );
     agree("embedding", &xc, &xg);
     let (hc, hg) = (
         mc.encode(&xc, false).unwrap(),
@@ -277,7 +280,7 @@ fn every_layer_and_every_gradient_agree() {
     );
     // Training mode (dropout with the same seeds, batch statistics): loss and every gradient.
     let run = |m: &InceptionXml, b: &inceptionxml::train::batches::Batch| {
-        let x = Var::from_tensor(&m.embed(&b.ids).unwrap()).unwrap();
+        let x = Var::from_tensor(&m.embed(&b.ids, None).unwrap()).unwrap();
         let h = m.encode(x.as_tensor(), true).unwrap();
         let loss = bce_with_logits(&m.head(&h, true).unwrap(), &b.targets).unwrap();
         let grads = loss.backward().unwrap();

@@ -21,6 +21,7 @@ pub mod texts;
 // Text pipeline and word vectors.
 pub mod embeddings;
 pub mod stopwords;
+pub mod subwords;
 pub mod text;
 pub mod vectors;
 pub mod vocab;

@@ -146,6 +146,7 @@ fn bench_train_with(a: TrainBench, profile: bool) -> anyhow::Result<()> {
             hidden_dim: a.plus.hidden_dim,
             dropout_meta: None,
         }),
+        subwords: None,
     };
     let device = a.run.device.open()?;
     // The same setup as `train` (vocabulary, clusters, model, optimisers), seed 0.

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use xmc::dataset::XcDataset;
 
 use crate::config::{
-    ClusterSource, ModelParams, OutputBias, PlusConfig, PlusParams, Preset, TrainConfig,
-    DEFAULT_EMBED_DIM,
+    ClusterSource, ModelParams, OutputBias, PlusConfig, PlusParams, Preset, SubwordConfig,
+    TrainConfig, DEFAULT_EMBED_DIM,
 };
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
@@ -82,6 +82,11 @@ pub struct TrainOptions {
     pub sparse_trees: Option<usize>,
     /// Character n-grams of the sparse model's features (None: [`SparseParams::DEFAULT`]'s).
     pub sparse_char_ngrams: Option<usize>,
+    /// Subwords in the network's encoder: this many rows for the words' hashed character
+    /// n-grams (None or 0: words only; [`crate::config::ModelConfig::subwords`]).
+    pub subwords: Option<usize>,
+    /// Length of those n-grams (default [`SubwordConfig::DEFAULT_N`]).
+    pub subword_ngrams: Option<usize>,
 }
 
 /// Whether a model directory holds a sparse lexical model beside its network.
@@ -172,10 +177,19 @@ impl TrainOptions {
             hidden_dim: self.hidden_dim,
             dropout_meta: self.dropout_meta,
         });
+        let n = self.subword_ngrams.unwrap_or(SubwordConfig::DEFAULT_N);
         let model = ModelParams {
             embed_dim: self.dim.unwrap_or(DEFAULT_EMBED_DIM),
             dropout_ext: self.dropout_ext,
             plus,
+            subwords: self
+                .subwords
+                .filter(|&b| b > 0)
+                .map(|buckets| SubwordConfig {
+                    buckets,
+                    minn: n,
+                    maxn: n,
+                }),
         };
         (config, model, by_data)
     }
@@ -221,6 +235,16 @@ impl TrainOptions {
             t.max_train.map_or("all".into(), s),
         );
         check("dropout_ext", self.dropout_ext.map(s), s(m.dropout_ext));
+        check(
+            "subwords",
+            self.subwords.map(s),
+            s(m.subwords.map_or(0, |w| w.buckets)),
+        );
+        check(
+            "subword_ngrams",
+            self.subword_ngrams.filter(|_| m.subwords.is_some()).map(s),
+            m.subwords.map_or("none".into(), |w| s(w.minn)),
+        );
         let shown = |v: &Path| v.display().to_string();
         check(
             "embeddings",

@@ -61,6 +61,7 @@ use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use xmc::subwords::Subwords;
 
 use crate::error::{Error, Result};
 use crate::ops::dropout::Dropout;
@@ -126,7 +127,7 @@ impl InceptionXml {
         let embedding = Embedding::new(
             varmap,
             EMBEDDING_NAME,
-            cfg.vocab_size,
+            (cfg.vocab_size, cfg.table_rows()),
             d,
             &mut rng(0),
             device,
@@ -234,8 +235,10 @@ impl InceptionXml {
         self.embedding.set(table)
     }
 
-    /// ids `[B, S]` u32 -> x `[B, S, d]` f32, gathered without autograd to the table.
-    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+    /// ids `[B, S]` u32 -> x `[B, S, d]` f32, gathered without autograd to the table; with
+    /// subwords ([`ModelConfig::subwords`]) `sub` holds each position's n-gram rows (a model
+    /// with subwords needs them, one without refuses them).
+    pub fn embed(&self, ids: &Tensor, sub: Option<&Subwords>) -> Result<Tensor> {
         let (_, s) = ids.dims2()?;
         if s != self.cfg.seq_len {
             return Err(Error::Shape(format!(
@@ -243,7 +246,30 @@ impl InceptionXml {
                 self.cfg.seq_len
             )));
         }
-        self.embedding.lookup(ids)
+        match (sub, self.cfg.subwords.is_some()) {
+            (None, false) => self.embedding.lookup(ids),
+            (Some(sub), true) => self.embedding.lookup_subwords(ids, sub),
+            (None, true) => Err(Error::Shape(
+                "the model has subwords: its input needs each word's n-gram rows".into(),
+            )),
+            (Some(_), false) => Err(Error::Shape(
+                "n-gram rows given to a model without subwords".into(),
+            )),
+        }
+    }
+
+    /// The n-gram rows of `texts` for this model (None for a model without subwords).
+    pub fn subwords_of<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Option<Subwords> {
+        let c = &self.cfg;
+        c.subwords
+            .map(|sw| Subwords::of_texts(texts, c.seq_len, &sw.params(), c.vocab_size))
+    }
+
+    /// The same for texts already split into tokens.
+    pub fn subwords_of_tokens<T: AsRef<[String]>>(&self, texts: &[T]) -> Option<Subwords> {
+        let c = &self.cfg;
+        c.subwords
+            .map(|sw| Subwords::of_tokens(texts, c.seq_len, &sw.params(), c.vocab_size))
     }
 
     /// x `[B, S, d]` -> h_f `[B, cfg.feature_dim()]`. `train`: dropout on, BatchNorm on batch
@@ -294,9 +320,9 @@ impl InceptionXml {
         }
     }
 
-    /// embed + encode + head.
+    /// embed + encode + head (a model without subwords).
     pub fn forward(&self, ids: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.embed(ids)?;
+        let x = self.embed(ids, None)?;
         let h = self.encode(&x, train)?;
         self.head(&h, train)
     }

@@ -38,7 +38,7 @@ fn shapes_default_and_general_d() {
         assert_eq!(c.feature_dim(), want_feat);
         let vm = VarMap::new();
         let m = InceptionXml::new(&c, &vm, &Device::Cpu, 1).unwrap();
-        let x = m.embed(&ids(3, 32, 50, 2)).unwrap();
+        let x = m.embed(&ids(3, 32, 50, 2), None).unwrap();
         assert_eq!(x.dims(), &[3, 32, d]);
         let (att, proj, inc, _) = m.layers();
         let mix = att.mixing(&x, false).unwrap();
@@ -61,9 +61,9 @@ fn embed_rejects_wrong_length_and_pad_row_is_zero() {
     let c = cfg(64, 8, 4, 20, 3);
     let vm = VarMap::new();
     let m = InceptionXml::new(&c, &vm, &Device::Cpu, 1).unwrap();
-    assert!(m.embed(&ids(2, 7, 20, 1)).is_err());
+    assert!(m.embed(&ids(2, 7, 20, 1), None).is_err());
     m.set_embeddings(&vec![0.5; 20 * 64]).unwrap();
-    let x: Vec<Vec<Vec<f32>>> = m.embed(&ids(2, 8, 20, 1)).unwrap().to_vec3().unwrap();
+    let x: Vec<Vec<Vec<f32>>> = m.embed(&ids(2, 8, 20, 1), None).unwrap().to_vec3().unwrap();
     assert!(x[0][7].iter().all(|&a| a == 0.0));
     assert!(x[0][0].iter().all(|&a| a == 0.5));
 }

@@ -14,6 +14,7 @@ pub use schedule::OneCycle;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
+use xmc::subwords::Subwords;
 
 use crate::error::{Error, Result};
 use crate::ops::candidates::{CandidatePlan, TableRows};
@@ -94,6 +95,33 @@ impl LabelRows<'_> {
     }
 }
 
+/// The word table's gradient from the gradient `gx` `[B, S, d]` of vectors looked up with
+/// subwords: each position's gradient moves its word row (weight 1) and its `m` n-gram rows
+/// (weight `1/m`), gathered, weighted, then summed per table row. `(rows, [rows, d])`, None
+/// when the batch looked nothing up.
+pub fn subword_row_grads(
+    gx: &Tensor,
+    ids: &[u32],
+    sub: &Subwords,
+) -> Result<Option<(Vec<u32>, Tensor)>> {
+    let l = sub.lookups(ids)?;
+    let n = l.rows.len();
+    if n == 0 {
+        return Ok(None);
+    }
+    let dev = gx.device();
+    let d = gx.dim(candle_core::D::Minus1)?;
+    let pos = Tensor::from_slice(&l.positions, n, dev)?;
+    let w = Tensor::from_slice(&l.weights, (n, 1), dev)?;
+    let ge = gx
+        .reshape(((), d))?
+        .index_select(&pos, 0)?
+        .broadcast_mul(&w)?;
+    let groups = RowGroups::new(&l.rows);
+    let g = groups.sum(&ge)?;
+    Ok(Some((groups.ids, g)))
+}
+
 impl Optimizers {
     /// Fresh state for `vars` (moments zero, on the tables' device), sized by the tables.
     pub fn new(vars: TrainVars, consts: AdamConsts) -> Result<Self> {
@@ -129,7 +157,7 @@ impl Optimizers {
     pub fn step(
         &mut self,
         grads: &GradStore,
-        (x, ids): (&Tensor, &[u32]),
+        (x, ids, subwords): (&Tensor, &[u32], Option<&Subwords>),
         table: TableUpdate<'_>,
         lr: f64,
         beta1: f64,
@@ -141,15 +169,21 @@ impl Optimizers {
             _ => timed(Stage::LabelRows, || self.split().1.step(table, lr, beta1))?,
         };
         let _sp = span(Stage::WordRows);
-        match grads.get(x) {
-            Some(gx) => {
+        match (grads.get(x), subwords) {
+            (Some(gx), Some(sub)) => match subword_row_grads(gx, ids, sub)? {
+                Some((rows, g)) => self
+                    .words
+                    .step_rows(&self.word_table, &rows, &g, lr, beta1)?,
+                None => self.words.step(&self.word_table, &[], &[], lr, beta1)?,
+            },
+            (Some(gx), None) => {
                 // Grouped on the host from the batch's ids, summed where the gradient lives.
                 let groups = RowGroups::new(ids);
                 let g = groups.sum(gx)?;
                 self.words
                     .step_rows(&self.word_table, &groups.ids, &g, lr, beta1)?;
             }
-            None => self.words.step(&self.word_table, &[], &[], lr, beta1)?,
+            (None, _) => self.words.step(&self.word_table, &[], &[], lr, beta1)?,
         }
         Ok(touched)
     }

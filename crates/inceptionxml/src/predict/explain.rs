@@ -103,7 +103,8 @@ impl Predictor {
         let model = &self.model;
         let device = model.embedding_table().device().clone();
         let x = Tensor::from_slice(&ids, (n, s), &device)?;
-        let h = model.encode(&model.embed(&x)?, false)?;
+        let sub = model.subwords_of_tokens(tokens);
+        let h = model.encode(&model.embed(&x, sub.as_ref())?, false)?;
         let k = labels.len();
         let host = |t: Tensor| -> Result<Vec<f32>> {
             Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)

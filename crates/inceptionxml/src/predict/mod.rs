@@ -30,6 +30,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use xmc::labels::Labels;
 use xmc::shortlist::{ClusterIndex, Shortlist};
+use xmc::subwords::Subwords;
 use xmc::vocab::Vocab;
 
 pub use ensemble::{average_rows, Ensemble, Member};
@@ -125,10 +126,11 @@ fn plus_parts(model: &InceptionXml) -> Result<(&PlusHeads, &ClusterIndex)> {
 /// InceptionXML+ ranks with `score` (None: the model's configured default). With `indexes` and
 /// batches of at most [`INT8_MAX_BATCH`] texts (`batch_size`, or fewer texts than that in all),
 /// the int8 path scores; otherwise everything is exact f32. The choice is made once per call,
-/// so a call's last, partial batch ranks as its full ones do.
+/// so a call's last, partial batch ranks as its full ones do. A model with subwords needs the
+/// ids' n-gram rows beside them ([`InceptionXml::subwords_of`]).
 pub fn rank_ids(
     model: &InceptionXml,
-    ids: &[u32],
+    (ids, subwords): (&[u32], Option<&Subwords>),
     k: usize,
     batch_size: usize,
     score: Option<ScoreMode>,
@@ -153,10 +155,13 @@ pub fn rank_ids(
             .map(|p| score.unwrap_or(p.score));
         let device = model.embedding_table().device().clone();
         let mut out = Ranked::default();
-        for chunk in ids.chunks(batch_size.max(1) * s) {
+        let per = batch_size.max(1);
+        for (c, chunk) in ids.chunks(per * s).enumerate() {
             let h = timed(Stage::PredictEncode, || -> Result<Tensor> {
-                let t = Tensor::from_slice(chunk, (chunk.len() / s, s), &device)?;
-                model.encode(&model.embed(&t)?, false)
+                let rows = chunk.len() / s;
+                let t = Tensor::from_slice(chunk, (rows, s), &device)?;
+                let sub = subwords.map(|sw| sw.slice(c * per..c * per + rows));
+                model.encode(&model.embed(&t, sub.as_ref())?, false)
             })?;
             match (mode, indexes) {
                 (None, None) => out.rows.extend(exact::plain(model, &h, k)?),
@@ -266,15 +271,18 @@ impl Predictor {
         score: Option<ScoreMode>,
     ) -> Result<Vec<Row>> {
         let ids = self.vocab.encode_all(texts, self.config.model.seq_len);
+        let sub = self.model.subwords_of(texts);
         let indexes = self.indexes.as_ref();
-        Ok(rank_ids(&self.model, &ids, k, batch_size, score, indexes)?.rows)
+        let input = (ids.as_slice(), sub.as_ref());
+        Ok(rank_ids(&self.model, input, k, batch_size, score, indexes)?.rows)
     }
 
     /// Top-k for one text: a batch of one.
     pub fn predict_one(&self, text: &str, k: usize, score: Option<ScoreMode>) -> Result<Row> {
         let ids = self.vocab.encode(text, self.config.model.seq_len);
+        let sub = self.model.subwords_of(&[text]);
         let indexes = self.indexes.as_ref();
-        let ranked = rank_ids(&self.model, &ids, k, 1, score, indexes)?;
+        let ranked = rank_ids(&self.model, (&ids, sub.as_ref()), k, 1, score, indexes)?;
         Ok(ranked.rows.into_iter().next().unwrap_or_default())
     }
 }

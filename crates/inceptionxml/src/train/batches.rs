@@ -11,6 +11,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use xmc::shortlist::ClusterIndex;
+use xmc::subwords::Subwords;
 use xmc::SparseMatrix;
 
 use crate::error::{Error, Result};
@@ -48,6 +49,8 @@ pub struct Batch {
     pub positives: Vec<Vec<u32>>,
     /// Number of rows.
     pub len: usize,
+    /// Each position's n-gram rows (models with subwords).
+    pub subwords: Option<Subwords>,
 }
 
 /// Builds the batch of `rows` from the encoded texts (`ids`: N×S) and the label matrix; with
@@ -79,6 +82,7 @@ pub fn make_batch(
         positives,
         ids_host,
         len: b,
+        subwords: None,
     };
     // On a GPU the copies were queued on this (loader) thread's stream: let them land before the
     // batch is handed to the training thread, which computes on its own stream.
@@ -108,6 +112,27 @@ impl Batches {
         clusters: Option<Arc<ClusterIndex>>,
         device: Device,
     ) -> Self {
+        Self::with_subwords(
+            (ids, None),
+            seq_len,
+            labels,
+            order,
+            batch_size,
+            clusters,
+            device,
+        )
+    }
+
+    /// [`Batches::new`] with each row's subwords (`subwords`: those of every text of `ids`).
+    pub fn with_subwords(
+        (ids, subwords): (Arc<Vec<u32>>, Option<Arc<Subwords>>),
+        seq_len: usize,
+        labels: Arc<SparseMatrix>,
+        order: Vec<usize>,
+        batch_size: usize,
+        clusters: Option<Arc<ClusterIndex>>,
+        device: Device,
+    ) -> Self {
         let (tx, rx) = sync_channel(1);
         let n_steps = steps_per_epoch(order.len(), batch_size);
         let handle = std::thread::spawn(move || {
@@ -119,7 +144,11 @@ impl Batches {
                 };
                 let end = end.min(order.len());
                 let rows = &order[s * batch_size..end];
-                let batch = make_batch(&ids, seq_len, &labels, rows, clusters.as_deref(), &device);
+                let mut batch =
+                    make_batch(&ids, seq_len, &labels, rows, clusters.as_deref(), &device);
+                if let (Ok(b), Some(sw)) = (&mut batch, &subwords) {
+                    b.subwords = Some(sw.select(rows));
+                }
                 if tx.send(batch).is_err() {
                     return; // the consumer stopped early
                 }

@@ -28,6 +28,8 @@ pub struct PlusEval {
 pub struct EvalSet<'a> {
     /// N×S token ids.
     pub ids: Vec<u32>,
+    /// Their n-gram rows (models with subwords).
+    pub subwords: Option<xmc::subwords::Subwords>,
     pub labels: &'a SparseMatrix,
     /// Inverse propensity of every label (from the training labels).
     pub inv_prop: &'a [f32],
@@ -45,7 +47,14 @@ impl EvalSet<'_> {
         score: ScoreMode,
     ) -> Result<(Metrics, Option<PlusEval>)> {
         let (labels, k) = (self.labels, self.k);
-        let out = rank_ids(model, &self.ids, k, self.batch_size, Some(score), None)?;
+        let out = rank_ids(
+            model,
+            (&self.ids, self.subwords.as_ref()),
+            k,
+            self.batch_size,
+            Some(score),
+            None,
+        )?;
         let plus = match model.config().plus.as_ref() {
             None => None,
             Some(p) => {

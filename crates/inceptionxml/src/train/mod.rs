@@ -142,19 +142,18 @@ pub fn train(job: &TrainJob, on_event: &mut dyn FnMut(TrainEvent)) -> Result<Tra
         }
         !empty
     });
-    let eval_set = |ids, labels| EvalSet {
-        ids,
+    let seq_len = s.config.model.seq_len;
+    let eval_set = |texts: &[String], labels| EvalSet {
+        ids: s.vocab.encode_all(texts, seq_len),
+        subwords: s.model.subwords_of(texts),
         labels,
         inv_prop: &inv_prop,
         k: s.config.train.eval_k,
         batch_size: s.config.train.eval_batch_size,
     };
-    let seq_len = s.config.model.seq_len;
-    let test = test.map(|t| eval_set(s.vocab.encode_all(&t.texts, seq_len), &t.labels));
+    let test = test.map(|t| eval_set(&t.texts, &t.labels));
     let valid_split = s.valid.take();
-    let valid = valid_split
-        .as_ref()
-        .map(|v| eval_set(s.vocab.encode_all(&v.texts, seq_len), &v.labels));
+    let valid = valid_split.as_ref().map(|v| eval_set(&v.texts, &v.labels));
     let plan = Plan::new(&s, out)?;
     let cfg = s.config.train.clone();
     let mut step = s.state.as_ref().map_or(0, |st| st.step);
@@ -317,8 +316,8 @@ fn run_epoch(
         steps: plan.steps_per_epoch,
     });
     let t0 = Instant::now();
-    let batches = Batches::new(
-        s.train_ids.clone(),
+    let batches = Batches::with_subwords(
+        (s.train_ids.clone(), s.train_subwords.clone()),
         s.config.model.seq_len,
         s.train_labels.clone(),
         epoch_order(s.n_train, cfg.seed, epoch),

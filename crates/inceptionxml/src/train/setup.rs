@@ -36,6 +36,8 @@ pub struct Setup {
     pub n_train: usize,
     /// N×S token ids of the training rows.
     pub train_ids: Arc<Vec<u32>>,
+    /// Their n-gram rows (models with subwords).
+    pub train_subwords: Option<Arc<xmc::subwords::Subwords>>,
     pub train_labels: Arc<SparseMatrix>,
     pub model: InceptionXml,
     /// Owns the model's variables.
@@ -230,6 +232,7 @@ impl Setup {
             state,
             n_train,
             train_ids: Arc::new(train_ids),
+            train_subwords: model.subwords_of(texts).map(Arc::new),
             train_labels: Arc::new(train_labels),
             model,
             varmap,
@@ -327,6 +330,7 @@ mod tests {
                 embed_dim: DEFAULT_EMBED_DIM,
                 dropout_ext: None,
                 plus: None,
+                subwords: None,
             };
             let s = Setup::fresh(&data, config, &params, &Device::Cpu, &mut |_| {}).unwrap();
             let got: Vec<f32> = s.model.full_head().unwrap().out_bias.to_vec1().unwrap();

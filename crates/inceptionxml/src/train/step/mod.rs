@@ -63,7 +63,9 @@ fn head_stores(pass: HeadGrads, h: &Var) -> Result<(GradStore, GradStore)> {
 
 /// The batch's word vectors `[B, S, d]`.
 fn lookup(model: &InceptionXml, batch: &Batch) -> Result<Tensor> {
-    timed(Stage::WordLookup, || model.embed(&batch.ids))
+    timed(Stage::WordLookup, || {
+        model.embed(&batch.ids, batch.subwords.as_ref())
+    })
 }
 
 /// The encoder's forward in a training step, by the fused CPU op or by candle's autograd.
@@ -180,7 +182,13 @@ pub fn train_step_plain(
         }
     };
     timed(Stage::Optimiser, || {
-        opt.step(&grads, (&x, &batch.ids_host), TableUpdate::None, lr, beta1)
+        opt.step(
+            &grads,
+            (&x, &batch.ids_host, batch.subwords.as_ref()),
+            TableUpdate::None,
+            lr,
+            beta1,
+        )
     })?;
     Ok(loss)
 }

@@ -46,7 +46,13 @@ pub fn train_step_plus(
             },
             PlusTable::Done(n) => TableUpdate::Done(n),
         };
-        opt.step(&grads, (&x, &batch.ids_host), update, lr, beta1)
+        opt.step(
+            &grads,
+            (&x, &batch.ids_host, batch.subwords.as_ref()),
+            update,
+            lr,
+            beta1,
+        )
     })?;
     let stats = StepStats {
         candidates,

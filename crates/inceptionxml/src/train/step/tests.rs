@@ -212,3 +212,63 @@ fn a_plus_step_updates_only_candidate_rows() {
         }
     }
 }
+
+/// The word table's gradient with subwords (`optim::subword_row_grads`) is the derivative of
+/// the host lookup: checked by finite differences of `Σ lookup(T) ⊙ R` (linear in the table, so
+/// the differences are exact up to rounding), on every row looked up and on rows that were not.
+#[test]
+fn subword_row_gradients_are_the_lookup_s_derivative() {
+    use crate::model::embedding::Embedding;
+    use rand::{Rng, SeedableRng};
+    use xmc::subwords::{SubwordParams, Subwords};
+    let (v, buckets, d, s) = (6usize, 9usize, 4usize, 3usize);
+    let p = SubwordParams {
+        buckets,
+        minn: 3,
+        maxn: 4,
+    };
+    let vm = VarMap::new();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let e = Embedding::new(&vm, "t", (v, v + buckets), d, &mut rng, &Device::Cpu).unwrap();
+    let base: Vec<f32> = (0..(v + buckets) * d)
+        .map(|_| rng.gen_range(-1.0..1.0))
+        .collect();
+    let sub = Subwords::of_texts(&["kakor bullar kakor", "te"], s, &p, v);
+    let ids = [2u32, 4, 2, 5, 0, 0];
+    let r: Vec<f32> = (0..ids.len() * d)
+        .map(|_| rng.gen_range(-1.0..1.0))
+        .collect();
+    let idt = Tensor::from_slice(&ids, (2, s), &Device::Cpu).unwrap();
+    let loss = |t: &[f32]| -> f64 {
+        e.set(t).unwrap();
+        let x: Vec<f32> = host(&e.lookup_subwords(&idt, &sub).unwrap());
+        x.iter()
+            .zip(&r)
+            .map(|(a, b)| (*a as f64) * (*b as f64))
+            .sum()
+    };
+    let gx = Tensor::from_slice(&r, (2, s, d), &Device::Cpu).unwrap();
+    let (rows, g) = crate::optim::subword_row_grads(&gx, &ids, &sub)
+        .unwrap()
+        .unwrap();
+    let g: Vec<f32> = host(&g);
+    assert!(rows.len() > 3 && rows.iter().all(|&x| x != 0));
+    let l0 = loss(&base);
+    let eps = 1e-2f32;
+    for row in 0..v + buckets {
+        for j in 0..d {
+            let mut t = base.clone();
+            t[row * d + j] += eps;
+            let fd = (loss(&t) - l0) / eps as f64;
+            let want = rows
+                .iter()
+                .position(|&x| x as usize == row)
+                .map_or(0.0, |k| g[k * d + j] as f64);
+            // The pad row is zero whatever is set: no gradient reaches it.
+            assert!(
+                (fd - want).abs() < 2e-3,
+                "row {row} dim {j}: fd {fd} vs {want}"
+            );
+        }
+    }
+}
