@@ -242,6 +242,14 @@ impl Shared {
         }
     }
 
+    /// `row r = old + a · x`, `old` the row as [`Shared::read`] gave it (a concurrent update
+    /// in between is lost, as Hogwild allows; the row is not read twice).
+    fn write_axpy(&self, r: usize, old: &[f32], a: f32, x: &[f32]) {
+        for ((c, &o), &x) in self.row(r).iter().zip(old).zip(x) {
+            c.store((o + a * x).to_bits(), Relaxed);
+        }
+    }
+
     /// `row r += a · x`.
     fn axpy(&self, r: usize, a: f32, x: &[f32]) {
         for (c, &x) in self.row(r).iter().zip(x) {
@@ -374,7 +382,8 @@ impl Worker<'_> {
             for (g, &o) in self.grad.iter_mut().zip(&self.out_row) {
                 *g += a * o;
             }
-            self.output.axpy(row as usize, a, &self.hidden);
+            self.output
+                .write_axpy(row as usize, &self.out_row, a, &self.hidden);
         }
     }
 
