@@ -273,6 +273,7 @@ def train(
     sparse_char_ngrams: int | None = None,
     subwords: int | None = None,
     subword_ngrams: int | None = None,
+    corpus_vectors: bool | None = None,
     threads: int | None = None,
     device: str = "cpu",
 ) -> dict:
@@ -323,6 +324,7 @@ def train(
         "sparse_char_ngrams": sparse_char_ngrams,
         "subwords": subwords,
         "subword_ngrams": subword_ngrams,
+        "corpus_vectors": corpus_vectors,
         "threads": threads,
         "device": device,
     }

@@ -411,6 +411,7 @@ fn train_options(options: Option<&Bound<'_, PyDict>>) -> PyResult<TrainOptions> 
             "sparse_trees" => o.sparse_trees = Some(v.extract()?),
             "sparse_char_ngrams" => o.sparse_char_ngrams = Some(v.extract()?),
             "subwords" => o.subwords = Some(v.extract()?),
+            "corpus_vectors" => o.corpus_vectors = Some(v.extract()?),
             "subword_ngrams" => o.subword_ngrams = Some(v.extract()?),
             other => {
                 return Err(PyTypeError::new_err(format!(
@@ -492,6 +493,16 @@ fn event_dict<'py>(py: Python<'py>, e: &TrainEvent) -> PyResult<Bound<'py, PyDic
         TrainEvent::SparseStart { rows } => {
             d.set_item("event", "sparse_start")?;
             d.set_item("rows", rows)?;
+        }
+        TrainEvent::CorpusVectors {
+            words,
+            tokens,
+            seconds,
+        } => {
+            d.set_item("event", "corpus_vectors")?;
+            d.set_item("words", words)?;
+            d.set_item("tokens", tokens)?;
+            d.set_item("seconds", seconds)?;
         }
     }
     Ok(d)
@@ -661,6 +672,8 @@ fn train_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         out.set_item(name, m)?;
     }
     out.set_item("dim", d.embed_dim)?;
+    out.set_item("corpus_vectors", d.corpus_vectors)?;
+    out.set_item("subwords", d.subwords)?;
     Ok(out)
 }
 

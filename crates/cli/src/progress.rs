@@ -30,6 +30,14 @@ impl Progress {
             TrainEvent::SparseStart { rows } => {
                 eprintln!("training the sparse model on {rows} rows")
             }
+            TrainEvent::CorpusVectors {
+                words,
+                tokens,
+                seconds,
+            } => eprintln!(
+                "word vectors trained on the training texts ({tokens} tokens, {words} words) in \
+                 {seconds:.1}s"
+            ),
             TrainEvent::DefaultEpochs { epochs, rows } => {
                 println!(
                     "epochs {epochs} (the default for {rows} training rows; --epochs to change)"

@@ -42,6 +42,14 @@ pub struct Args {
     /// Pre-trained word vectors (GloVe / word2vec text format).
     #[arg(long)]
     pub embeddings: Option<PathBuf>,
+    #[arg(long, conflicts_with_all = ["embeddings", "no_corpus_vectors"], help = with_default(
+        "Without --embeddings: start the word table from vectors trained on the training texts \
+         first (as `inceptionxml vectors` trains them)",
+        TrainDefaults::get().corpus_vectors))]
+    pub corpus_vectors: bool,
+    /// Start the word table from random vectors (no --embeddings)
+    #[arg(long)]
+    pub no_corpus_vectors: bool,
     #[arg(long, help = with_default("Word-embedding dimension.", TrainDefaults::get().embed_dim))]
     pub dim: Option<usize>,
     #[arg(long, help = with_default(
@@ -98,10 +106,11 @@ pub struct Args {
          subwords, for inflected and compound words; 0: words and word pairs only)",
         xmc::tree::SparseParams::DEFAULT.char_ngrams))]
     pub sparse_char_ngrams: Option<usize>,
-    /// Subwords in the network's encoder: each word's vector is its own plus the mean of its
-    /// hashed character n-grams' vectors, held in this many rows after the vocabulary's (a word
-    /// never seen gets a vector from its parts; 0 or absent: words only)
-    #[arg(long)]
+    #[arg(long, help = with_default(
+        "Subwords in the network's encoder: each word's vector is its own plus the mean of its \
+         hashed character n-grams' vectors, held in this many rows after the vocabulary's (a \
+         word never seen gets a vector from its parts; 0: words only)",
+        TrainDefaults::get().subwords))]
     pub subwords: Option<usize>,
     #[arg(long, requires = "subwords", help = with_default(
         "With --subwords: the length of the character n-grams",
@@ -195,6 +204,11 @@ impl Args {
             sparse_trees: self.sparse_trees,
             sparse_char_ngrams: self.sparse_char_ngrams,
             subwords: self.subwords,
+            corpus_vectors: match (self.corpus_vectors, self.no_corpus_vectors) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
             subword_ngrams: self.subword_ngrams,
         }
     }

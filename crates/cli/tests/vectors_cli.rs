@@ -57,6 +57,24 @@ fn vectors_from_the_corpus_initialise_training() {
         .find(|l| l.starts_with("embeddings: coverage"))
         .unwrap_or_else(|| panic!("{out}"));
     assert!(cov.contains("(100.0%)") || cov.contains("(99."), "{cov}");
+
+    // `train --corpus-vectors` trains them itself first, at the table's dimension.
+    let model = dir.path().join("m2");
+    let out = train_tiny(&model, "500", &["--corpus-vectors", "--epochs", "1"]);
+    let cov = out
+        .lines()
+        .find(|l| l.starts_with("embeddings: coverage"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(cov.contains("(100.0%)"), "{cov}");
+    let config = std::fs::read_to_string(model.join("config.json")).unwrap();
+    assert!(config.contains("\"corpus_vectors\": true"), "{config}");
+    // Not with --embeddings.
+    let both = run(&strs(&tiny_train_args(
+        &data,
+        &dir.path().join("m3"),
+        &["--corpus-vectors", "--embeddings", vec.to_str().unwrap()],
+    )));
+    assert!(!both.status.success());
 }
 
 #[test]

@@ -312,6 +312,9 @@ pub struct TrainConfig {
     pub max_train: Option<usize>,
     /// Pre-trained word vectors (GloVe / word2vec text format).
     pub embeddings: Option<PathBuf>,
+    /// Without `embeddings`: start the word table from vectors trained on the training texts
+    /// ([`xmc::vectors`], skip-gram with subwords, the table's dimension).
+    pub corpus_vectors: bool,
     /// InceptionXML+: share of the epochs (rounded) during which the encoder output is detached
     /// before the extreme head (0.25).
     pub detach_fraction: f64,
@@ -392,6 +395,7 @@ impl Default for TrainConfig {
             min_count: 1,
             max_train: None,
             embeddings: None,
+            corpus_vectors: false,
             detach_fraction: 0.25,
             valid_fraction: 0.0,
             output_bias: OutputBias::Prior,

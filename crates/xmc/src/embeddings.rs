@@ -51,6 +51,24 @@ impl WordVectors {
         Self::read(path.as_ref(), None)
     }
 
+    /// Vectors trained on a corpus ([`crate::vectors::train`]; its words are lowercase tokens
+    /// already), named `<corpus vectors>` in messages.
+    pub fn from_trained(v: crate::vectors::TrainedVectors) -> Self {
+        let index = v
+            .words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), (i as u32, true)))
+            .collect();
+        WordVectors {
+            path: PathBuf::from("<corpus vectors>"),
+            dim: v.dim,
+            index,
+            n_lines: v.words.len(),
+            data: v.data,
+        }
+    }
+
     /// Reads only the vectors of `vocab`'s words (the whole file is still checked), which saves
     /// memory with big files.
     pub fn load_for(path: impl AsRef<Path>, vocab: &Vocab) -> Result<Self> {

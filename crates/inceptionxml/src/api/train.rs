@@ -47,6 +47,9 @@ pub struct TrainOptions {
     pub dropout_meta: Option<f32>,
     /// Pre-trained word vectors (GloVe / word2vec text format).
     pub embeddings: Option<PathBuf>,
+    /// Without `embeddings`: word vectors trained on the training texts first (default
+    /// [`DEFAULT_CORPUS_VECTORS`]).
+    pub corpus_vectors: Option<bool>,
     /// Word-embedding dimension (default [`DEFAULT_EMBED_DIM`]).
     pub dim: Option<usize>,
     /// Dropout before the L-way classifier.
@@ -109,6 +112,10 @@ pub struct TrainDefaults {
     pub embed_dim: usize,
     pub dropout_ext: f32,
     pub dropout_meta: f32,
+    /// [`DEFAULT_CORPUS_VECTORS`].
+    pub corpus_vectors: bool,
+    /// [`DEFAULT_SUBWORDS`].
+    pub subwords: usize,
 }
 
 impl TrainDefaults {
@@ -119,9 +126,18 @@ impl TrainDefaults {
             embed_dim: DEFAULT_EMBED_DIM,
             dropout_ext: crate::config::ModelConfig::new(1, 1).dropout_ext,
             dropout_meta: crate::config::DEFAULT_DROPOUT_META,
+            corpus_vectors: DEFAULT_CORPUS_VECTORS,
+            subwords: DEFAULT_SUBWORDS,
         }
     }
 }
+
+/// Whether `train` starts the word table from vectors trained on its texts when no
+/// `embeddings` are given.
+pub const DEFAULT_CORPUS_VECTORS: bool = false;
+
+/// The n-gram rows of the encoder's subwords when not told (0: none).
+pub const DEFAULT_SUBWORDS: usize = 0;
 
 impl TrainOptions {
     /// The sparse model's options: [`SparseParams::DEFAULT`] with the run's seed and trees.
@@ -160,6 +176,8 @@ impl TrainOptions {
             max_train: self.max_train,
             valid_fraction: self.valid_fraction.unwrap_or(preset.valid_fraction),
             embeddings: self.embeddings.clone(),
+            corpus_vectors: self.embeddings.is_none()
+                && self.corpus_vectors.unwrap_or(DEFAULT_CORPUS_VECTORS),
             output_bias: self.output_bias.unwrap_or(preset.output_bias),
             ..preset
         };
@@ -182,8 +200,7 @@ impl TrainOptions {
             embed_dim: self.dim.unwrap_or(DEFAULT_EMBED_DIM),
             dropout_ext: self.dropout_ext,
             plus,
-            subwords: self
-                .subwords
+            subwords: Some(self.subwords.unwrap_or(DEFAULT_SUBWORDS))
                 .filter(|&b| b > 0)
                 .map(|buckets| SubwordConfig {
                     buckets,
@@ -250,6 +267,11 @@ impl TrainOptions {
             "embeddings",
             self.embeddings.as_deref().map(shown),
             t.embeddings.as_deref().map_or("none".into(), shown),
+        );
+        check(
+            "corpus_vectors",
+            self.corpus_vectors.map(s),
+            s(t.corpus_vectors),
         );
         check(
             "detach_fraction",

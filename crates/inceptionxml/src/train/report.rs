@@ -32,6 +32,12 @@ pub enum TrainEvent<'a> {
     Warning(String),
     /// The sparse lexical model starts training on `rows` rows.
     SparseStart { rows: usize },
+    /// Word vectors were trained on the training texts (`corpus_vectors`) in `seconds`.
+    CorpusVectors {
+        words: usize,
+        tokens: u64,
+        seconds: f64,
+    },
 }
 
 /// One finished epoch.

@@ -127,6 +127,22 @@ impl Setup {
         let cfg = &setup.config;
         let vectors = match &cfg.train.embeddings {
             Some(p) => Some(xmc::embeddings::WordVectors::load(p)?),
+            None if cfg.train.corpus_vectors => {
+                let t = Instant::now();
+                let tokens = xmc::text::tokenize_all(&train.texts[..n]);
+                let params = xmc::vectors::VectorParams {
+                    dim: cfg.model.embed_dim,
+                    seed: cfg.train.seed,
+                    ..xmc::vectors::VectorParams::DEFAULT
+                };
+                let v = xmc::vectors::train(&tokens, &params, &|_| {}, &|| false)?;
+                on_event(TrainEvent::CorpusVectors {
+                    words: v.words.len(),
+                    tokens: v.tokens,
+                    seconds: t.elapsed().as_secs_f64(),
+                });
+                Some(xmc::embeddings::WordVectors::from_trained(v))
+            }
             None => None,
         };
         let (table, cov) = xmc::embeddings::init_table(
