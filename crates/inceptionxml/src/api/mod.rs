@@ -14,4 +14,7 @@ mod train;
 
 pub use crate::predict::{Explained, WordWeight};
 pub use model::{LoadOptions, Model, PredictOptions, Suggestion};
-pub use train::{train, train_interruptible, train_with, SparseMode, TrainDefaults, TrainOptions};
+pub use train::{
+    train, train_interruptible, train_with, SparseMode, TrainDefaults, TrainOptions,
+    DEFAULT_CORPUS_VECTORS, DEFAULT_SUBWORDS,
+};
