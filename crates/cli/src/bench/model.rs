@@ -170,7 +170,7 @@ fn bench_train_with(a: TrainBench, profile: bool) -> anyhow::Result<()> {
     let t_all = Instant::now();
     'outer: for epoch in 0.. {
         let batches = Batches::new(
-            s.train_ids.clone(),
+            (s.train_ids.clone(), s.train_subwords.clone()),
             mcfg.seq_len,
             s.train_labels.clone(),
             epoch_order(n, 0, epoch),

@@ -102,29 +102,10 @@ pub struct Batches {
 }
 
 impl Batches {
-    /// Batches of `batch_size` rows in `order` (see [`steps_per_epoch`] for the last batch).
+    /// Batches of `batch_size` rows in `order` (see [`steps_per_epoch`] for the last batch),
+    /// with each row's subwords for a model that has them (`subwords`: those of every text of
+    /// `ids`).
     pub fn new(
-        ids: Arc<Vec<u32>>,
-        seq_len: usize,
-        labels: Arc<SparseMatrix>,
-        order: Vec<usize>,
-        batch_size: usize,
-        clusters: Option<Arc<ClusterIndex>>,
-        device: Device,
-    ) -> Self {
-        Self::with_subwords(
-            (ids, None),
-            seq_len,
-            labels,
-            order,
-            batch_size,
-            clusters,
-            device,
-        )
-    }
-
-    /// [`Batches::new`] with each row's subwords (`subwords`: those of every text of `ids`).
-    pub fn with_subwords(
         (ids, subwords): (Arc<Vec<u32>>, Option<Arc<Subwords>>),
         seq_len: usize,
         labels: Arc<SparseMatrix>,
@@ -243,7 +224,7 @@ mod tests {
                 .unwrap();
         let order = vec![4, 2, 0, 1, 3];
         let all: Vec<Batch> = Batches::new(
-            Arc::new(ids),
+            (Arc::new(ids), None),
             seq,
             Arc::new(labels.clone()),
             order.clone(),
@@ -270,7 +251,7 @@ mod tests {
         );
         // Early stop does not hang.
         let mut it = Batches::new(
-            Arc::new(vec![0; 300]),
+            (Arc::new(vec![0; 300]), None),
             3,
             Arc::new(SparseMatrix::from_index_rows(2, &vec![vec![0u32]; 100]).unwrap()),
             (0..100).collect(),
@@ -290,7 +271,7 @@ mod tests {
         // Cluster index over 2 labels only: assigning label 3 panics in the loader thread.
         let ix = Arc::new(ClusterIndex::new(vec![0, 1], 2).unwrap());
         let items: Vec<Result<Batch>> = Batches::new(
-            Arc::new(vec![1; 9]),
+            (Arc::new(vec![1; 9]), None),
             3,
             Arc::new(labels),
             vec![0, 1, 2],

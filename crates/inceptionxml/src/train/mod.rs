@@ -316,7 +316,7 @@ fn run_epoch(
         steps: plan.steps_per_epoch,
     });
     let t0 = Instant::now();
-    let batches = Batches::with_subwords(
+    let batches = Batches::new(
         (s.train_ids.clone(), s.train_subwords.clone()),
         s.config.model.seq_len,
         s.train_labels.clone(),
