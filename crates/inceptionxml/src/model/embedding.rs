@@ -85,7 +85,7 @@ impl Embedding {
         self.check_subwords(&host, sub)?;
         let table = self.table.as_tensor();
         if !table.device().is_cpu() {
-            return self.lookup_subwords_composed(ids, sub);
+            return self.gather_weighted(&host, (b, s), sub);
         }
         let d = self.dim;
         let mut out = crate::ops::storage::zeros(host.len() * d);
@@ -117,7 +117,17 @@ impl Embedding {
         let (b, s) = ids.dims2()?;
         let host = ids.flatten_all()?.to_vec1::<u32>()?;
         self.check_subwords(&host, sub)?;
-        let l = sub.lookups(&host)?;
+        self.gather_weighted(&host, (b, s), sub)
+    }
+
+    /// The composed lookup of host ids already checked ([`Embedding::check_subwords`]).
+    fn gather_weighted(
+        &self,
+        host: &[u32],
+        (b, s): (usize, usize),
+        sub: &Subwords,
+    ) -> Result<Tensor> {
+        let l = sub.lookups(host)?;
         let dev = self.table.device();
         let n = l.rows.len();
         let zeros = Tensor::zeros((b * s, self.dim), candle_core::DType::F32, dev)?;
@@ -146,12 +156,7 @@ impl Embedding {
                 ids.len()
             )));
         }
-        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.vocab_size) {
-            return Err(Error::Shape(format!(
-                "word id {bad} >= vocabulary size {}",
-                self.vocab_size
-            )));
-        }
+        self.check_ids(ids)?;
         let v = self.vocab_size as u32;
         if let Some(&bad) = sub.rows.iter().find(|&&r| r < v || r as usize >= self.rows) {
             return Err(Error::Shape(format!(
@@ -162,6 +167,17 @@ impl Embedding {
         Ok(())
     }
 
+    /// Errors unless every id is a word row.
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        match ids.iter().find(|&&i| i as usize >= self.vocab_size) {
+            Some(&bad) => Err(Error::Shape(format!(
+                "word id {bad} >= vocabulary size {}",
+                self.vocab_size
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// ids `[B, S]` (u32) -> `[B, S, d]`, with no gradient path to the table.
     pub fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, s) = ids.dims2()?;
@@ -169,12 +185,7 @@ impl Embedding {
         if table.device().is_cpu() && ids.device().is_cpu() {
             // A parallel row copy on the host (candle's index_select copies on one thread).
             let ids = ids.flatten_all()?.to_vec1::<u32>()?;
-            if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.vocab_size) {
-                return Err(Error::Shape(format!(
-                    "word id {bad} >= vocabulary size {}",
-                    self.vocab_size
-                )));
-            }
+            self.check_ids(&ids)?;
             let d = self.dim;
             let mut out = crate::ops::storage::zeros(ids.len() * d);
             crate::ops::storage::with_host_f32(table, |t| {

@@ -351,69 +351,18 @@ impl Tree {
             .chain(std::iter::once((self.shape.first_leaf() + c, slot)))
     }
 
-    /// `log` of the path score of each label placed at `places` ([`Tree::places`]): the sum
-    /// over the path from the root to the label's leaf of [`log_score`] of each classifier on
-    /// it, whether or not a beam search would reach it (what [`Tree::search`] gives the labels
-    /// it reaches). Each node on the paths is scored once.
+    /// `log` of the path score of each label placed at `places` ([`Tree::places`]) on each of
+    /// `rows` rows, `[rows][labels]`: the sum over the path from the root to the label's leaf of
+    /// [`log_score`] of each classifier on it, whether or not a beam search would reach it (what
+    /// [`Tree::search`] gives the labels it reaches). `score(g)` gives group `g`'s classifier
+    /// scores on every row (`[rows][slots]`); it is asked once per group on the paths.
     fn path_log_scores(
         &self,
-        x: (&[u32], &[f32]),
+        rows: usize,
         places: &[Option<(usize, usize)>],
-        out: &mut Vec<f32>,
-    ) {
-        let mut scored: Vec<(usize, Vec<f32>)> = Vec::new();
-        out.clear();
-        for place in places {
-            let Some(&(c, slot)) = place.as_ref() else {
-                out.push(f32::NEG_INFINITY);
-                continue;
-            };
-            let mut lp = 0.0;
-            for (g, k) in self.path(c, slot) {
-                let i = scored.iter().position(|e| e.0 == g).unwrap_or_else(|| {
-                    let mut v = Vec::new();
-                    self.score_group(g, x, &mut v);
-                    scored.push((g, v));
-                    scored.len() - 1
-                });
-                lp += log_score(scored[i].1[k]);
-            }
-            out.push(lp);
-        }
-    }
-
-    /// [`Tree::path_log_scores`] of every row of `o` (`[rows][labels]`), rows given as
-    /// differences from a base row ([`crate::tfidf::TfIdf::occlusion_deltas`], plus the bias
-    /// column `bias` of value 1): each node's product with the base row is computed once, then
-    /// only the terms a row changes.
-    fn occluded_path_log_scores(
-        &self,
-        o: &Occluded,
-        bias: u32,
-        places: &[Option<(usize, usize)>],
+        mut score: impl FnMut(usize) -> Vec<Vec<f32>>,
     ) -> Vec<Vec<f32>> {
-        let rows = o.scales.len();
-        // Per group on the paths: its classifiers' scores on every row, `[rows][slots]`.
         let mut scored: Vec<(usize, Vec<Vec<f32>>)> = Vec::new();
-        let split = |row: &[(u32, f32)]| -> (Vec<u32>, Vec<f32>) { row.iter().copied().unzip() };
-        let (bi, bv) = split(&o.base);
-        let changes: Vec<_> = o.changes.iter().map(|c| split(c)).collect();
-        let score = |g: usize| -> Vec<Vec<f32>> {
-            let n = self.group_len(g);
-            let (mut base, mut b) = (vec![0.0; n], vec![0.0; n]);
-            self.add_group(g, (&bi, &bv), &mut base);
-            self.add_group(g, (&[bias], &[1.0]), &mut b);
-            (0..rows)
-                .map(|r| {
-                    let mut s = base.clone();
-                    self.add_group(g, (&changes[r].0, &changes[r].1), &mut s);
-                    for (x, b) in s.iter_mut().zip(&b) {
-                        *x = *x * o.scales[r] + b;
-                    }
-                    s
-                })
-                .collect()
-        };
         let mut out = vec![Vec::with_capacity(places.len()); rows];
         for place in places {
             let Some(&(c, slot)) = place.as_ref() else {
@@ -435,6 +384,37 @@ impl Tree {
             }
         }
         out
+    }
+
+    /// [`Tree::path_log_scores`] of every row of `o`, rows given as differences from a base row
+    /// ([`crate::tfidf::TfIdf::occlusion_deltas`], plus the bias column `bias` of value 1): each
+    /// node's product with the base row is computed once, then only the terms a row changes.
+    fn occluded_path_log_scores(
+        &self,
+        o: &Occluded,
+        bias: u32,
+        places: &[Option<(usize, usize)>],
+    ) -> Vec<Vec<f32>> {
+        let rows = o.scales.len();
+        let split = |row: &[(u32, f32)]| -> (Vec<u32>, Vec<f32>) { row.iter().copied().unzip() };
+        let (bi, bv) = split(&o.base);
+        let changes: Vec<_> = o.changes.iter().map(|c| split(c)).collect();
+        self.path_log_scores(rows, places, |g| {
+            let n = self.group_len(g);
+            let (mut base, mut b) = (vec![0.0; n], vec![0.0; n]);
+            self.add_group(g, (&bi, &bv), &mut base);
+            self.add_group(g, (&[bias], &[1.0]), &mut b);
+            (0..rows)
+                .map(|r| {
+                    let mut s = base.clone();
+                    self.add_group(g, (&changes[r].0, &changes[r].1), &mut s);
+                    for (x, b) in s.iter_mut().zip(&b) {
+                        *x = *x * o.scales[r] + b;
+                    }
+                    s
+                })
+                .collect()
+        })
     }
 }
 
@@ -536,10 +516,13 @@ impl SparseModel {
             .into_par_iter()
             .map(|r| {
                 let mut sum = vec![0f32; labels.len()];
-                let mut lps = Vec::new();
                 for (t, at) in self.trees.iter().zip(&places) {
-                    t.path_log_scores(x.row(r), at, &mut lps);
-                    for (s, lp) in sum.iter_mut().zip(&lps) {
+                    let lps = t.path_log_scores(1, at, |g| {
+                        let mut v = Vec::new();
+                        t.score_group(g, x.row(r), &mut v);
+                        vec![v]
+                    });
+                    for (s, lp) in sum.iter_mut().zip(lps.iter().flatten()) {
                         *s += lp.exp() * inv;
                     }
                 }
